@@ -1,0 +1,120 @@
+"""The `mlmanager` command: one entry point for every part of ML Manager."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from shared.errors import MLManagerError
+from shared.logging import configure_logging
+from shared.settings import Settings, get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"mlmanager: error: {message}", err=True)
+    sys.exit(code)
+
+
+def clean_errors(func: F) -> F:
+    """Turn ML Manager's errors into one line on stderr and a non-zero exit."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MLManagerError as exc:
+            _fail(exc.message)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(component: str) -> Settings:
+    settings = get_settings()
+    configure_logging(settings, component)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ML Manager: deploy MLflow models to databases, Kubernetes and clouds."""
+
+
+@main.command()
+@clean_errors
+def up() -> None:
+    """Run the server and one worker on the embedded default (or the configured database)."""
+    from mlflow_server.supervisor import run_up
+
+    sys.exit(run_up(_settings("up")))
+
+
+@main.command()
+@clean_errors
+def server() -> None:
+    """Run the MLflow server with the ML Manager app plugin (gunicorn)."""
+    from mlflow_server.server import exec_server
+
+    exec_server(_settings("server"))
+
+
+@main.command()
+@clean_errors
+def worker() -> None:
+    """Run one Bobby worker."""
+    from bobby.worker import run_worker
+
+    run_worker(_settings("worker"))
+
+
+@main.group()
+def db() -> None:
+    """Migrations of ML Manager's own tables."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@clean_errors
+def db_upgrade(revision: str) -> None:
+    """Upgrade the database schema."""
+    from shared.db import describe_url, get_engine
+    from shared.home import prepare_home
+    from shared.migrations import upgrade
+
+    settings = _settings("cli")
+    if settings.embedded:
+        prepare_home(settings)
+    current = upgrade(get_engine(settings), revision)
+    click.echo(f"{describe_url(settings.database_url)} is at revision {current}")
+
+
+@db.command("sql")
+@clean_errors
+def db_sql() -> None:
+    """Render each release's SQL into releases/sql/ (one script per revision and dialect)."""
+    from shared.migrations import render_release_sql
+
+    for path in render_release_sql():
+        click.echo(str(path))
+
+
+@db.command("current")
+@clean_errors
+def db_current() -> None:
+    """Show the schema revision of the database and the one this code needs."""
+    from shared.db import get_engine
+    from shared.migrations import current_revision, head_revision
+
+    current = current_revision(get_engine(_settings("cli")))
+    click.echo(f"database: {current or 'empty'}\ncode:     {head_revision()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Database engines, sessions and the one SQL identifier check.
+
+PostgreSQL (psycopg 3) is the production database; SQLite is the embedded
+default. ``splicemachinesa`` (the original product's dialect) is accepted when
+its package is installed, but untested here.
+
+On PostgreSQL our tables live in their own schema (``DB_SCHEMA``, default
+``mlmanager``) because MLflow's own tables (``jobs``, ``users``...) may share the
+database: every connection gets ``search_path = <schema>, public``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.errors import ConfigError, InvalidIdentifier
+from shared.settings import Settings
+
+SUPPORTED_BACKENDS = ("postgresql", "sqlite", "splicemachinesa")
+SQLITE_BUSY_TIMEOUT_MS = 5000
+SCHEMA_OPTION = "mlmanager_schema"
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def check_identifier(name: object, what: str = "identifier") -> str:
+    """Return ``name`` if it is a plain SQL identifier, else raise InvalidIdentifier.
+
+    Plain means: a letter or underscore, then letters, digits or underscores, at
+    most 63 characters (PostgreSQL's limit). Everything else (quotes, dots,
+    spaces, semicolons, non-ASCII) is refused instead of escaped: a user who
+    needs such a name can rename the table, and nothing odd ever reaches SQL.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise InvalidIdentifier(
+            f"invalid {what} {name!r}: use 1-63 letters, digits or underscores, "
+            "starting with a letter or underscore",
+            field=what,
+        )
+    return name
+
+
+def quote_identifier(name: object, what: str = "identifier") -> str:
+    """Check ``name`` and return it double-quoted for SQL (the only way names reach SQL)."""
+    return f'"{check_identifier(name, what)}"'
+
+
+def quote_qualified(schema: str | None, table: str) -> str:
+    """``"schema"."table"`` (or ``"table"``), both parts checked."""
+    quoted_table = quote_identifier(table, "table")
+    if schema is None:
+        return quoted_table
+    return f"{quote_identifier(schema, 'schema')}.{quoted_table}"
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            "DB_URL is not a database URL (expected e.g. "
+            "postgresql+psycopg://user:password@host:5432/dbname or sqlite:///path.db)"
+        ) from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ConfigError(
+            f"DB_URL uses unsupported database {parsed.get_backend_name()!r}; "
+            f"supported: {', '.join(SUPPORTED_BACKENDS)}"
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin
+    # (pysqlite's own BEGIN handling breaks SAVEPOINT and SELECT ... FOR UPDATE emulation).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def make_engine(settings: Settings, url: str | None = None, **kwargs: Any) -> Engine:
+    """An engine for our database (or for ``url``), configured per dialect."""
+    parsed = parse_url(url or settings.database_url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        schema = check_identifier(settings.db_schema, "DB_SCHEMA")
+        connect_args = {
+            "options": f"-c search_path={schema},public",
+            "connect_timeout": 10,
+            "application_name": "mlmanager",
+        }
+    try:
+        return create_engine(
+            parsed,
+            connect_args=connect_args,
+            pool_pre_ping=True,
+            execution_options={SCHEMA_OPTION: settings.db_schema}
+            if backend == "postgresql"
+            else {},
+            **kwargs,
+        )
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"no SQLAlchemy dialect installed for {parsed.drivername!r} "
+            "(splicemachinesa needs: pip install 'mlmanager[splice]')"
+        ) from None
+
+
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(settings: Settings) -> Engine:
+    """The process-wide engine of our database (one pool per URL)."""
+    url = settings.database_url
+    if url not in _engines:
+        _engines[url] = make_engine(settings)
+    return _engines[url]
+
+
+def schema_of(engine: Engine) -> str | None:
+    """The schema of our tables on this engine (None where the dialect has no schemas)."""
+    return engine.get_execution_options().get(SCHEMA_OPTION)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def describe_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    return parse_url(url).render_as_string(hide_password=True)

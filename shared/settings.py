@@ -1,0 +1,210 @@
+"""One typed settings object, read from the environment once.
+
+Nothing else in ML Manager reads ``os.environ``: child processes get their
+environment from :meth:`Settings.child_env`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from shared.errors import ConfigError
+
+Component = Literal["server", "worker", "cli"]
+
+# Values that mean "somebody forgot to set this" (compared case-insensitively).
+_PLACEHOLDERS = {
+    "",
+    "admin",
+    "changeme",
+    "change-me",
+    "change_me",
+    "password",
+    "secret",
+    "placeholder",
+    "xxx",
+    "todo",
+    "your-password",
+    "your_password",
+    "mlmanager",
+}
+
+
+def is_placeholder(value: str) -> bool:
+    v = value.strip().lower()
+    return v in _PLACEHOLDERS or (v.startswith("<") and v.endswith(">"))
+
+
+class Settings(BaseSettings):
+    """ML Manager's configuration. Field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # --- database (names of the original .env) ---
+    db_url: SecretStr | None = Field(
+        None, description="One-line SQLAlchemy URL of our database; overrides DB_HOST & co."
+    )
+    db_host: str | None = Field(None, description="PostgreSQL host (unset: embedded SQLite)")
+    db_port: int = Field(5432, description="PostgreSQL port")
+    db_user: str = Field("mlmanager", description="Database user ML Manager connects as")
+    db_password: SecretStr | None = Field(None, description="Password of DB_USER")
+    db_name: str = Field("mlmanager", description="Database name")
+    db_schema: str = Field(
+        "mlmanager", description="PostgreSQL schema holding ML Manager's own tables"
+    )
+    environment: Literal["default", "aws", "azure", "gcp"] = Field(
+        "default", description="Which cloud this runs in; decides the cloud deploy handler"
+    )
+
+    # --- embedded mode and processes ---
+    mlmanager_home: Path = Field(
+        Path(".mlmanager"), description="Data folder of the embedded mode (SQLite, artifacts)"
+    )
+    mlmanager_host: str = Field("127.0.0.1", description="Address the server listens on")
+    mlmanager_port: int = Field(5001, description="Port of the MLflow server with ML Manager")
+    mlmanager_admin_user: str = Field("admin", description="Admin user created at first start")
+    mlmanager_admin_password: SecretStr | None = Field(
+        None,
+        description="Admin password; embedded mode generates one in MLMANAGER_HOME if unset",
+    )
+    mlmanager_secret_key: SecretStr | None = Field(
+        None, description="Flask secret key (CSRF); embedded mode generates one if unset"
+    )
+    mlflow_url: str | None = Field(
+        None, description="URL the worker uses to reach the MLflow server"
+    )
+    mlflow_backend_store_uri: SecretStr | None = Field(
+        None,
+        description="MLflow tracking/registry store (default: MLMANAGER_HOME/mlflow.db "
+        "embedded, else the same database as ours)",
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        None, description="Where the server stores artifacts (default MLMANAGER_HOME/artifacts)"
+    )
+    gunicorn_workers: int = Field(2, ge=1, description="gunicorn worker processes of the server")
+    worker_threads: int = Field(4, ge=1, description="Jobs one Bobby worker runs at once")
+    worker_host: str = Field("127.0.0.1", description="Address of the worker's HTTP endpoint")
+    worker_port: int = Field(5002, description="Port of the worker's /health, /metrics, /job")
+    namespace: str = Field("mlmanager", description="Kubernetes namespace for deployments")
+
+    # --- logging ---
+    log_format: Literal["human", "json"] = Field("human", description="Log line format")
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged"
+    )
+
+    # --- cloud credentials (only for cloud deploys) ---
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    sagemaker_role: str | None = None
+    azure_username: SecretStr | None = None
+    azure_password: SecretStr | None = None
+
+    # ------------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        """True when no database is configured: SQLite under MLMANAGER_HOME."""
+        return self.db_url is None and self.db_host is None
+
+    @property
+    def home(self) -> Path:
+        return self.mlmanager_home.expanduser().absolute()
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy URL of ML Manager's own database (secret: contains the password)."""
+        if self.db_url is not None:
+            return self.db_url.get_secret_value()
+        if self.db_host is not None:
+            password = self.db_password.get_secret_value() if self.db_password else ""
+            auth = quote(self.db_user, safe="")
+            if password:
+                auth += ":" + quote(password, safe="")
+            return f"postgresql+psycopg://{auth}@{self.db_host}:{self.db_port}/{self.db_name}"
+        return f"sqlite:///{self.home / 'mlmanager.db'}"
+
+    @property
+    def backend_store_uri(self) -> str:
+        if self.mlflow_backend_store_uri is not None:
+            return self.mlflow_backend_store_uri.get_secret_value()
+        if self.embedded:
+            return f"sqlite:///{self.home / 'mlflow.db'}"
+        return self.database_url
+
+    @property
+    def artifacts_destination(self) -> str:
+        return self.mlflow_artifacts_destination or str(self.home / "artifacts")
+
+    @property
+    def server_url(self) -> str:
+        return self.mlflow_url or f"http://{self.mlmanager_host}:{self.mlmanager_port}"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for log masking."""
+        values: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                values.append(value.get_secret_value())
+        url = make_url(self.database_url)
+        if url.password:
+            values.append(str(url.password))
+        return values
+
+    def require_secure(self, component: Component) -> None:
+        """Refuse missing or placeholder secrets outside the embedded mode."""
+        if self.embedded:
+            return
+        needed: list[tuple[str, SecretStr | None]] = []
+        if self.db_url is not None:
+            pw = make_url(self.db_url.get_secret_value()).password
+            if make_url(self.db_url.get_secret_value()).get_backend_name() != "sqlite":
+                needed.append(("DB_URL (its password)", SecretStr(str(pw or ""))))
+        else:
+            needed.append(("DB_PASSWORD", self.db_password))
+        if component == "server":
+            needed.append(("MLMANAGER_SECRET_KEY", self.mlmanager_secret_key))
+            needed.append(("MLMANAGER_ADMIN_PASSWORD", self.mlmanager_admin_password))
+        for name, secret in needed:
+            if secret is None or is_placeholder(secret.get_secret_value()):
+                raise ConfigError(
+                    f"{name} is missing or a placeholder; set a real secret "
+                    "(only the embedded mode, with no DB_URL/DB_HOST, runs without one)"
+                )
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        given = err.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int) else ""
+        parts.append(f"{name}: {err['msg']}{shown}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment into a Settings object; a bad value is one ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()
+
+
+def inherited_environment() -> dict[str, str]:
+    """The environment a child process starts from (the one place that copies it)."""
+    return dict(os.environ)
