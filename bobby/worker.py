@@ -1,4 +1,12 @@
-"""Bobby, the worker: `mlmanager worker`."""
+"""Bobby, the worker: `mlmanager worker`.
+
+One claim loop wakes on a PostgreSQL NOTIFY (or, on SQLite, a short poll, or a
+``POST /job`` poke), claims as many jobs as it has free threads, and runs each
+on a thread of its own. A heartbeat thread renews the leases of running jobs and
+passes cancel requests and lost leases to them; the loop also sweeps jobs whose
+lease expired (their worker died) back to PENDING. Database outages are ridden
+out: every part retries until the database is back.
+"""
 
 from __future__ import annotations
 
@@ -10,93 +18,256 @@ import time
 from types import FrameType
 from typing import Any
 
+import psycopg
 from loguru import logger
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from bobby.handlers import load_handlers
+from bobby.handlers.base import JobControl
 from bobby.http import WorkerEndpoint
+from bobby.metrics import Metrics
+from bobby.runner import Runner
 from shared.db import describe_url, get_engine
+from shared.handlers import SPECS
 from shared.home import require_free_port
+from shared.joblog import JobLogSink
+from shared.ledger import NOTIFY_CHANNEL, Job, Ledger
 from shared.migrations import require_current
 from shared.settings import Settings
 
-DB_CHECK_INTERVAL = 2.0
+QUEUE_DEPTH_SECONDS = 1.0
+PG_FALLBACK_POLL_SECONDS = 2.0  # NOTIFY wakes us; this only covers missed notifications
+MAX_DB_BACKOFF_SECONDS = 5.0
 
 
 class Worker:
-    """Connects to the database, serves /health and /metrics, and runs until stopped."""
-
     def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.engine = get_engine(settings)
-        self._stop = threading.Event()
+        self.ledger = Ledger(
+            self.engine,
+            default_max_attempts=settings.job_max_attempts,
+            retry_backoff_seconds=settings.job_retry_backoff_seconds,
+        )
+        self.metrics = Metrics()
+        self.sink = JobLogSink(self.ledger)
+        self.registry = load_handlers(settings.handler_modules)
+        self.runner = Runner(
+            self.ledger, self.sink, settings, self.worker_id, self.registry, self.metrics
+        )
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.poll_seconds = (
+            PG_FALLBACK_POLL_SECONDS if self.is_postgres else settings.worker_poll_seconds
+        )
+        self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._db_ok = False
-        self._loop_beat = 0.0
+        self._lock = threading.Lock()
+        self._running: dict[int, tuple[threading.Thread, JobControl]] = {}
+        self._loop_beat = time.monotonic()
         self.endpoint = WorkerEndpoint(
             settings.worker_host,
             settings.worker_port,
             health=self.health,
-            metrics=self.metrics,
+            metrics=self.metrics.render,
             wake=self._wake.set,
         )
 
-    # --- HTTP callbacks -------------------------------------------------
+    # --- HTTP -------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
-        loop_alive = time.monotonic() - self._loop_beat < 3 * DB_CHECK_INTERVAL + 1
-        ok = self._db_ok and loop_alive and not self._stop.is_set()
+        loop_alive = time.monotonic() - self._loop_beat < 3 * self.poll_seconds + 5
+        db_up = bool(self.metrics.database_up)
+        ok = db_up and loop_alive and not self._stopping.is_set()
         return ok, {
             "status": "ok" if ok else "unhealthy",
             "worker_id": self.worker_id,
-            "database": self._db_ok,
+            "database": db_up,
             "loop": loop_alive,
+            "running_jobs": len(self._running),
         }
 
-    def metrics(self) -> str:
-        up = 1 if self._db_ok else 0
-        return (
-            "# HELP mlmanager_worker_database_up 1 while the worker reaches its database\n"
-            "# TYPE mlmanager_worker_database_up gauge\n"
-            f"mlmanager_worker_database_up {up}\n"
-        )
-
-    # --- life cycle -------------------------------------------------------
-    def stop(self, *_: Any) -> None:
-        self._stop.set()
+    # --- life cycle ---------------------------------------------------------
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the shutdown grace period."""
+        self._stopping.set()
         self._wake.set()
-
-    def _check_database(self) -> None:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            if not self._db_ok:
-                logger.info("database reachable at {}", describe_url(str(self.engine.url)))
-            self._db_ok = True
-        except DBAPIError as exc:
-            if self._db_ok:
-                logger.warning("database unreachable, retrying: {}", exc.orig or exc)
-            self._db_ok = False
 
     def run(self) -> None:
         require_current(self.engine)
+        self.ledger.seed_handlers({n: SPECS[n].description for n in self.registry})
+        self.sink.install()
         self.endpoint.start()
+        threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)]
+        if self.is_postgres:
+            threads.append(threading.Thread(target=self._listen_loop, name="listen", daemon=True))
+        for t in threads:
+            t.start()
         logger.info(
-            "worker {} started; health on http://{}:{}/health",
+            "worker {} started: {} threads, {} handlers, database {}, health on :{}",
             self.worker_id,
-            self.settings.worker_host,
+            self.settings.worker_threads,
+            len(self.registry),
+            describe_url(str(self.engine.url)),
             self.endpoint.port,
         )
         try:
-            while not self._stop.is_set():
-                self._loop_beat = time.monotonic()
-                self._check_database()
-                self._wake.wait(DB_CHECK_INTERVAL)
-                self._wake.clear()
+            self._claim_loop()
         finally:
-            self.endpoint.stop()
-            self.engine.dispose()
-            logger.info("worker {} stopped", self.worker_id)
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        grace = self.settings.worker_shutdown_grace_seconds
+        deadline = time.monotonic() + grace
+        if self._running:
+            logger.info("waiting up to {}s for {} running job(s)", grace, len(self._running))
+        while self._running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            left = dict(self._running)
+        if left:
+            for _, control in left.values():
+                control.lost.set()  # their threads stop at the next step boundary
+            released = self._db_retry(lambda: self.ledger.release(self.worker_id, left), 10.0)
+            self.metrics.inc("released", released or 0)
+            logger.warning("released {} job(s) to PENDING: {}", released, sorted(left))
+        self.sink.uninstall()
+        self.endpoint.stop()
+        logger.info("worker {} stopped", self.worker_id)
+
+    # --- the claim loop -----------------------------------------------------
+    def _claim_loop(self) -> None:
+        next_sweep = 0.0
+        next_depth = 0.0
+        backoff = 0.2
+        while not self._stopping.is_set():
+            self._loop_beat = time.monotonic()
+            self._wake.clear()
+            try:
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep()
+                    next_sweep = now + self.settings.worker_sweep_seconds
+                claimed = self._claim()
+                if now >= next_depth:
+                    self.metrics.queue_depth = self.ledger.count_by_status()["PENDING"]
+                    next_depth = now + QUEUE_DEPTH_SECONDS
+                if not self.metrics.database_up:
+                    logger.info("database reachable")
+                self.metrics.database_up = 1
+                backoff = 0.2
+            except DBAPIError as exc:
+                if self.metrics.database_up:
+                    logger.warning("database unreachable, retrying: {}", _first_line(exc))
+                self.metrics.database_up = 0
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_DB_BACKOFF_SECONDS)
+                continue
+            if claimed and self._free_slots() > 0:
+                continue  # more may be waiting: claim again at once
+            self._wake.wait(self.poll_seconds)
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.settings.worker_threads - len(self._running)
+
+    def _claim(self) -> int:
+        slots = self._free_slots()
+        if slots <= 0:
+            return 0
+        jobs = self.ledger.claim(self.worker_id, slots, self.settings.job_lease_seconds)
+        for job in jobs:
+            self.metrics.inc("claimed")
+            if job.started_at is not None:
+                self.metrics.observe_dispatch((job.started_at - job.run_after).total_seconds())
+            control = JobControl()
+            thread = threading.Thread(
+                target=self._run_job, args=(job, control), name=f"job-{job.id}", daemon=True
+            )
+            with self._lock:
+                self._running[job.id] = (thread, control)
+                self.metrics.running = len(self._running)
+            thread.start()
+        return len(jobs)
+
+    def _run_job(self, job: Job, control: JobControl) -> None:
+        try:
+            self.runner.run(job, control)
+        except Exception:
+            logger.opt(exception=True).error("runner crashed on job {}", job.id)
+        finally:
+            with self._lock:
+                self._running.pop(job.id, None)
+                self.metrics.running = len(self._running)
+            self._wake.set()  # a thread is free
+
+    def _sweep(self) -> None:
+        for job in self.ledger.sweep():
+            self.metrics.inc("expired")
+            logger.warning(
+                "job {} had an expired lease: now {} (attempt {}/{})",
+                job.id,
+                job.status,
+                job.attempt,
+                job.max_attempts,
+            )
+        self._wake.set()
+
+    # --- heartbeats -----------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.settings.job_lease_seconds / 3)
+        while True:
+            if not self._stopping.is_set():
+                self._stopping.wait(interval)
+            elif self._running:
+                time.sleep(interval)  # keep leases during the shutdown grace period
+            else:
+                return
+            with self._lock:
+                running = dict(self._running)
+            if not running:
+                continue
+            try:
+                beat = self.ledger.heartbeat(
+                    self.worker_id, running, self.settings.job_lease_seconds
+                )
+            except DBAPIError:
+                continue  # the claim loop reports the outage
+            for job_id, (_, control) in running.items():
+                if job_id not in beat.held:
+                    control.lost.set()
+                elif job_id in beat.cancel_requested:
+                    control.cancel.set()
+
+    # --- PostgreSQL LISTEN ------------------------------------------------------
+    def _listen_loop(self) -> None:
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._wake.set()  # anything enqueued while we were not listening
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except psycopg.Error:
+                self._stopping.wait(1.0)
+
+    def _db_retry(self, call: Any, seconds: float) -> Any:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return call()
+            except DBAPIError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.5)
+
+
+def _first_line(exc: DBAPIError) -> str:
+    text = str(exc.orig or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_worker(settings: Settings) -> None:
@@ -106,7 +277,7 @@ def run_worker(settings: Settings) -> None:
     worker = Worker(settings)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received {}, stopping", signal.Signals(signum).name)
+        logger.info("received {}: no new jobs, finishing running ones", signal.Signals(signum).name)
         worker.stop()
 
     signal.signal(signal.SIGTERM, _on_signal)

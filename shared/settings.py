@@ -95,6 +95,32 @@ class Settings(BaseSettings):
     worker_port: int = Field(5002, description="Port of the worker's /health, /metrics, /job")
     namespace: str = Field("mlmanager", description="Kubernetes namespace for deployments")
 
+    # --- the job ledger and the worker's loop ---
+    job_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A claimed job is another worker's after this long without heartbeat",
+    )
+    job_max_attempts: int = Field(3, ge=1, description="Default attempts of a retryable job")
+    job_retry_backoff_seconds: float = Field(
+        5.0, ge=0, description="First retry delay; doubles per attempt, with jitter"
+    )
+    worker_poll_seconds: float = Field(
+        0.1, gt=0, description="How often the worker polls for jobs on SQLite"
+    )
+    worker_sweep_seconds: float = Field(
+        5.0, gt=0, description="How often the worker returns jobs with expired leases"
+    )
+    worker_shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long running jobs may finish before release"
+    )
+    disabled_handler_pending: Literal["wait", "fail"] = Field(
+        "wait", description="What pending jobs of a handler do when it is disabled"
+    )
+    handler_modules: str = Field(
+        "", description="Comma-separated Python modules with extra job handlers to load"
+    )
+
     # --- logging ---
     log_format: Literal["human", "json"] = Field("human", description="Log line format")
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -1,0 +1,88 @@
+"""The base of every job handler: a short list of named steps.
+
+The runner (``bobby.runner``) does everything around the steps: status changes,
+"Step 2/5: ..." log lines, timing, cancellation checks between steps, error
+capture and retries. A handler only does the work.
+
+**Idempotence rule.** A handler whose spec says ``idempotent=True`` may run
+again after its worker crashed or after an error, possibly after the first run
+did part of the work. Each step must therefore *finish* the work rather than
+fail on what an earlier run left: create-if-missing instead of create, upsert
+instead of insert, delete-if-present instead of delete, and check the target's
+actual state before acting on it. Handlers that cannot promise this keep
+``idempotent=False`` and run at most once (a crash marks them FAILURE).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from loguru import logger
+
+from shared.handlers import HandlerSpec, Payload
+from shared.ledger import Job, Ledger
+from shared.settings import Settings
+
+
+class JobStopped(Exception):
+    """Raised at a step boundary when the job must not go on."""
+
+
+class JobCancelled(JobStopped):
+    pass
+
+
+class LeaseLost(JobStopped):
+    pass
+
+
+@dataclass
+class JobControl:
+    """Flags the worker's heartbeat sets for a running job."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost("this worker lost the job's lease; another worker may run it")
+        if self.cancel.is_set():
+            raise JobCancelled("cancelled on request")
+
+
+@dataclass
+class JobContext:
+    """What a handler's steps may use."""
+
+    job: Job
+    ledger: Ledger
+    settings: Settings
+    control: JobControl
+    worker_id: str
+
+    @property
+    def log(self) -> Any:
+        return logger
+
+    def check(self) -> None:
+        """Stop here if the job was cancelled (handlers may call it inside long steps)."""
+        self.control.check()
+
+
+Step = tuple[str, Callable[[], None]]
+
+
+class Handler:
+    """Subclass, set ``spec``, and return the steps from :meth:`steps`."""
+
+    spec: ClassVar[HandlerSpec]
+
+    def __init__(self, ctx: JobContext, payload: Payload) -> None:
+        self.ctx = ctx
+        self.payload = payload
+
+    def steps(self) -> list[Step]:
+        raise NotImplementedError

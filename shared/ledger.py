@@ -1,0 +1,527 @@
+"""The job ledger: the only code that reads or changes job state.
+
+Every query on ``jobs``, ``job_logs`` and ``handlers`` lives in this module and
+is run by :class:`Ledger`. The guarantees:
+
+* ``enqueue`` inserts the job and (PostgreSQL) ``NOTIFY``s in one transaction.
+* ``claim`` takes PENDING jobs atomically: ``FOR UPDATE SKIP LOCKED`` on
+  PostgreSQL; on SQLite a single guarded ``UPDATE ... RETURNING`` (SQLite has one
+  writer at a time, so the statement itself is the lock).
+* A claimed job carries a lease; ``heartbeat`` renews it. ``sweep`` gives jobs
+  whose lease expired (their worker died) back to PENDING with attempt + 1, or
+  marks them FAILURE once their attempts are spent.
+* Every change a worker makes to a job it runs is guarded by
+  ``worker_id = me AND status = 'RUNNING'``: a worker that lost its lease cannot
+  overwrite what the next holder does.
+
+Times that leases are compared with come from the database clock on PostgreSQL
+(workers on several hosts need one clock); SQLite runs on one host, where
+Python's clock is that clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Table,
+    and_,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, RowMapping
+
+from shared.errors import HandlerDisabled, InvalidPayload, NotFound
+from shared.models import (
+    FINISHED_STATUSES,
+    JOB_STATUSES,
+    HandlerRow,
+    JobLogRow,
+    JobRow,
+    UTCDateTime,
+    utcnow,
+)
+
+NOTIFY_CHANNEL = "mlmanager_jobs"
+MAX_ERROR_CHARS = 4000
+MAX_BACKOFF_SECONDS = 3600.0
+
+jobs: Table = JobRow.__table__  # type: ignore[assignment]
+job_logs: Table = JobLogRow.__table__  # type: ignore[assignment]
+handlers: Table = HandlerRow.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    handler_name: str
+    status: str
+    user: str
+    payload: dict[str, Any]
+    created_at: dt.datetime
+    run_after: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    attempt: int
+    max_attempts: int
+    worker_id: str | None
+    lease_expires_at: dt.datetime | None
+    cancel_requested: bool
+    error: str | None
+    unique_key: str | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> Job:
+        data = dict(row)
+        data["user"] = data.pop("username")
+        return cls(**data)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+@dataclass(frozen=True)
+class LogLine:
+    line: int
+    logged_at: dt.datetime
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Handler:
+    name: str
+    enabled: bool
+    description: str
+    updated_at: dt.datetime
+    updated_by: str | None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a heartbeat learned: jobs still held, and which of them should stop."""
+
+    held: frozenset[int]
+    cancel_requested: frozenset[int]
+
+
+def backoff_seconds(base: float, attempt: int, rng: random.Random | None = None) -> float:
+    """Delay before retry number ``attempt`` (1-based): base * 2^(attempt-1), +-25% jitter."""
+    if base <= 0:
+        return 0.0
+    delay = min(base * 2 ** max(0, attempt - 1), MAX_BACKOFF_SECONDS)
+    return delay * (rng or random).uniform(0.75, 1.25)
+
+
+def _truncate(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 3] + "..."
+
+
+class Ledger:
+    """Runs every query of the job ledger on one engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        default_max_attempts: int = 3,
+        retry_backoff_seconds: float = 5.0,
+    ) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self.default_max_attempts = default_max_attempts
+        self.retry_backoff_seconds = retry_backoff_seconds
+
+    # --- clock ----------------------------------------------------------
+    def _now(self) -> Any:
+        """The current time: the database clock on PostgreSQL, Python's on SQLite."""
+        if self.is_postgres:
+            return func.clock_timestamp().cast(UTCDateTime)
+        return utcnow()
+
+    def _now_plus(self, seconds: float) -> Any:
+        if self.is_postgres:
+            return (func.clock_timestamp() + dt.timedelta(seconds=seconds)).cast(UTCDateTime)
+        return utcnow() + dt.timedelta(seconds=seconds)
+
+    # --- handlers ---------------------------------------------------------
+    def seed_handlers(self, described: dict[str, str]) -> None:
+        """Insert the handlers this code knows (existing rows keep their enabled flag)."""
+        if not described:
+            return
+        rows = [{"name": n, "description": d, "updated_at": utcnow()} for n, d in described.items()]
+        stmt = (pg_insert if self.is_postgres else sqlite_insert)(handlers).values(rows)
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+
+    def handlers(self) -> list[Handler]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(handlers).order_by(handlers.c.name)).mappings()
+            return [Handler(**r) for r in rows]
+
+    def set_handler_enabled(
+        self, name: str, enabled: bool, user: str, *, fail_pending: bool = False
+    ) -> int:
+        """Enable or disable a handler; returns how many pending jobs were failed."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(handlers)
+                .where(handlers.c.name == name)
+                .values(enabled=enabled, updated_at=utcnow(), updated_by=user)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no handler named {name!r}", field="service")
+            if enabled or not fail_pending:
+                return 0
+            failed = conn.execute(
+                update(jobs)
+                .where(jobs.c.handler_name == name, jobs.c.status == "PENDING")
+                .values(
+                    status="FAILURE",
+                    finished_at=self._now(),
+                    error=f"handler {name} was disabled by {user} before the job ran",
+                )
+            )
+            return int(failed.rowcount)
+
+    # --- submitting -------------------------------------------------------
+    def enqueue(
+        self,
+        handler_name: str,
+        payload: dict[str, Any],
+        user: str,
+        *,
+        max_attempts: int | None = None,
+        unique_key: str | None = None,
+        run_after: dt.datetime | None = None,
+    ) -> Job:
+        """Insert a PENDING job and wake the workers, in one transaction.
+
+        With ``unique_key``, a second enqueue of the same key returns the existing
+        job instead of creating another.
+        """
+        with self.engine.begin() as conn:
+            handler = conn.execute(
+                select(handlers.c.enabled).where(handlers.c.name == handler_name)
+            ).first()
+            if handler is None:
+                raise InvalidPayload(f"unknown handler {handler_name!r}", field="handler_name")
+            if not handler.enabled:
+                raise HandlerDisabled(
+                    f"handler {handler_name} is disabled; an administrator can enable it "
+                    "with ENABLE_SERVICE",
+                    field="handler_name",
+                )
+            values = {
+                "handler_name": handler_name,
+                "status": "PENDING",
+                "username": user,
+                "payload": payload,
+                "created_at": self._now(),
+                "run_after": run_after or self._now(),
+                "attempt": 1,
+                "max_attempts": max_attempts or self.default_max_attempts,
+                "unique_key": unique_key,
+            }
+            stmt = (pg_insert if self.is_postgres else sqlite_insert)(jobs).values(values)
+            if unique_key is not None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=["unique_key"])
+            row = conn.execute(stmt.returning(*jobs.c)).mappings().first()
+            if row is None:  # the unique key exists already
+                row = (
+                    conn.execute(select(jobs).where(jobs.c.unique_key == unique_key))
+                    .mappings()
+                    .one()
+                )
+                return Job.from_row(row)
+            if self.is_postgres:
+                conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, str(row["id"]))))
+            return Job.from_row(row)
+
+    # --- the worker's side ------------------------------------------------
+    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
+        """Atomically take up to ``limit`` runnable PENDING jobs and mark them RUNNING."""
+        if limit <= 0:
+            return []
+        now = self._now()
+        # The candidates are picked (and locked) once, in a materialized CTE: as an
+        # IN (subquery) PostgreSQL may re-run the LIMITed subquery and take more.
+        picked = (
+            select(jobs.c.id)
+            .join(handlers, handlers.c.name == jobs.c.handler_name)
+            .where(jobs.c.status == "PENDING", jobs.c.run_after <= now, handlers.c.enabled)
+            .order_by(jobs.c.run_after, jobs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=jobs)
+            .cte("picked")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id == picked.c.id, jobs.c.status == "PENDING")
+            .values(
+                status="RUNNING",
+                worker_id=worker_id,
+                started_at=self._now(),
+                finished_at=None,
+                lease_expires_at=self._now_plus(lease_seconds),
+            )
+            .returning(*jobs.c)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return sorted((Job.from_row(r) for r in rows), key=lambda j: j.id)
+
+    def heartbeat(self, worker_id: str, job_ids: Iterable[int], lease_seconds: float) -> Heartbeat:
+        """Renew the leases of the jobs this worker runs; report lost ones and cancel flags."""
+        ids = list(job_ids)
+        if not ids:
+            return Heartbeat(frozenset(), frozenset())
+        stmt = (
+            update(jobs)
+            .where(jobs.c.id.in_(ids), self._held_by(worker_id))
+            .values(lease_expires_at=self._now_plus(lease_seconds))
+            .returning(jobs.c.id, jobs.c.cancel_requested)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        return Heartbeat(
+            held=frozenset(r.id for r in rows),
+            cancel_requested=frozenset(r.id for r in rows if r.cancel_requested),
+        )
+
+    @staticmethod
+    def _held_by(worker_id: str) -> ColumnElement[bool]:
+        return and_(jobs.c.worker_id == worker_id, jobs.c.status == "RUNNING")
+
+    def _finish(self, conn: Connection, job_id: int, holder: str, **values: Any) -> bool:
+        """Change a job only while ``holder`` still holds it."""
+        result = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, self._held_by(holder))
+            .values(lease_expires_at=None, **values)
+        )
+        return bool(result.rowcount)
+
+    def succeed(self, job_id: int, worker_id: str) -> bool:
+        """Mark a job this worker holds SUCCESS; False if it no longer holds it."""
+        with self.engine.begin() as conn:
+            return self._finish(conn, job_id, worker_id, status="SUCCESS", finished_at=self._now())
+
+    def cancelled(self, job_id: int, worker_id: str) -> bool:
+        """A running job stopped at a cancel check."""
+        with self.engine.begin() as conn:
+            return self._finish(
+                conn, job_id, worker_id, status="CANCELLED", finished_at=self._now()
+            )
+
+    def fail(self, job_id: int, worker_id: str, error: str, *, retry: bool) -> str | None:
+        """Record a failed attempt: PENDING again (with backoff) if ``retry`` and attempts
+        remain, else FAILURE. Returns the new status, or None if the job was not held."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(jobs.c.attempt, jobs.c.max_attempts).where(
+                    jobs.c.id == job_id, self._held_by(worker_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            if retry and row.attempt < row.max_attempts:
+                delay = backoff_seconds(self.retry_backoff_seconds, row.attempt)
+                ok = self._finish(
+                    conn,
+                    job_id,
+                    worker_id,
+                    status="PENDING",
+                    attempt=row.attempt + 1,
+                    run_after=self._now_plus(delay),
+                    worker_id=None,
+                    error=_truncate(error),
+                )
+                return "PENDING" if ok else None
+            ok = self._finish(
+                conn,
+                job_id,
+                worker_id,
+                status="FAILURE",
+                finished_at=self._now(),
+                error=_truncate(error),
+            )
+            return "FAILURE" if ok else None
+
+    def release(self, worker_id: str, job_ids: Iterable[int]) -> int:
+        """Give jobs back to PENDING untouched (graceful shutdown): same attempt, no delay."""
+        ids = list(job_ids)
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(ids), self._held_by(worker_id))
+                .values(
+                    status="PENDING",
+                    worker_id=None,
+                    lease_expires_at=None,
+                    run_after=self._now(),
+                )
+            )
+            return int(result.rowcount)
+
+    def sweep(self) -> list[Job]:
+        """Return RUNNING jobs whose lease expired to PENDING (attempt + 1), or FAILURE
+        when their attempts are spent. Safe to run from every worker at once."""
+        expired = (
+            select(jobs)
+            .where(jobs.c.status == "RUNNING", jobs.c.lease_expires_at < self._now())
+            .with_for_update(skip_locked=True)
+        )
+        changed: list[Job] = []
+        with self.engine.begin() as conn:
+            for row in conn.execute(expired).mappings().all():
+                error = (
+                    f"the lease of worker {row['worker_id']} expired during attempt "
+                    f"{row['attempt']} (worker killed or cut off from the database)"
+                )
+                if row["attempt"] < row["max_attempts"]:
+                    delay = backoff_seconds(self.retry_backoff_seconds, row["attempt"])
+                    values: dict[str, Any] = {
+                        "status": "PENDING",
+                        "attempt": row["attempt"] + 1,
+                        "run_after": self._now_plus(delay),
+                        "worker_id": None,
+                    }
+                else:
+                    values = {"status": "FAILURE", "finished_at": self._now()}
+                updated = (
+                    conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id == row["id"], jobs.c.status == "RUNNING")
+                        .values(lease_expires_at=None, error=error, **values)
+                        .returning(*jobs.c)
+                    )
+                    .mappings()
+                    .first()
+                )
+                if updated is not None:
+                    changed.append(Job.from_row(updated))
+        return changed
+
+    def is_cancel_requested(self, job_id: int) -> bool:
+        with self.engine.connect() as conn:
+            return bool(
+                conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+            )
+
+    # --- users' side --------------------------------------------------------
+    def cancel(self, job_id: int) -> Job:
+        """PENDING -> CANCELLED at once; RUNNING -> cancel flag for the runner."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == "PENDING")
+                .values(status="CANCELLED", finished_at=self._now(), error="cancelled")
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == "RUNNING")
+                .values(cancel_requested=True)
+            )
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return Job.from_row(row)
+
+    def get(self, job_id: int) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return Job.from_row(row)
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        handler_name: str | None = None,
+        user: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs newest first, filtered; every filter is a bound parameter."""
+        if status is not None and status not in JOB_STATUSES:
+            raise InvalidPayload(
+                f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}", field="status"
+            )
+        query = select(jobs)
+        if status is not None:
+            query = query.where(jobs.c.status == status)
+        if handler_name is not None:
+            query = query.where(jobs.c.handler_name == handler_name)
+        if user is not None:
+            query = query.where(jobs.c.username == user)
+        if since is not None:
+            query = query.where(jobs.c.created_at >= since)
+        query = query.order_by(jobs.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [Job.from_row(r) for r in conn.execute(query).mappings()]
+
+    def count_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+        counts = dict.fromkeys(JOB_STATUSES, 0)
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    # --- logs ---------------------------------------------------------------
+    def next_log_line(self, job_id: int) -> int:
+        with self.engine.connect() as conn:
+            last = conn.execute(
+                select(func.max(job_logs.c.line)).where(job_logs.c.job_id == job_id)
+            ).scalar()
+        return int(last or 0) + 1
+
+    def append_logs(self, job_id: int, lines: Sequence[LogLine]) -> None:
+        if not lines:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(job_logs),
+                [
+                    {
+                        "job_id": job_id,
+                        "line": ln.line,
+                        "logged_at": ln.logged_at,
+                        "level": ln.level,
+                        "message": ln.message,
+                    }
+                    for ln in lines
+                ],
+            )
+
+    def read_logs(self, job_id: int, after_line: int = 0, limit: int = 1000) -> list[LogLine]:
+        """Log lines numbered above ``after_line``, in order (for incremental reads)."""
+        query = (
+            select(job_logs.c.line, job_logs.c.logged_at, job_logs.c.level, job_logs.c.message)
+            .where(job_logs.c.job_id == job_id, job_logs.c.line > after_line)
+            .order_by(job_logs.c.line)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [LogLine(**r) for r in conn.execute(query).mappings()]
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))

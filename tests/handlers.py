@@ -1,0 +1,104 @@
+"""Job handlers used by the tests (loaded into real workers with HANDLER_MODULES).
+
+RECORD writes what happened to test tables so the tests can prove, from the
+database, how often each job's work ran and which worker held it when.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from loguru import logger
+from pydantic import Field
+from sqlalchemy import Engine, text
+
+from bobby.handlers import register
+from bobby.handlers.base import Handler, Step
+from shared.handlers import HandlerSpec, Payload, register_spec
+
+TEST_TABLES = (
+    "CREATE TABLE IF NOT EXISTS test_holds (job_id BIGINT, worker_id VARCHAR(128), "
+    "attempt INT, pid INT, started_at DOUBLE PRECISION, ended_at DOUBLE PRECISION)",
+    "CREATE TABLE IF NOT EXISTS test_effects (job_id BIGINT PRIMARY KEY, worker_id VARCHAR(128))",
+    "CREATE TABLE IF NOT EXISTS test_effect_runs (job_id BIGINT, worker_id VARCHAR(128))",
+)
+
+
+def create_test_tables(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for ddl in TEST_TABLES:
+            conn.execute(text(ddl))
+
+
+class NoopPayload(Payload):
+    pass
+
+
+class RecordPayload(Payload):
+    sleep: float = Field(0.0, ge=0)
+    steps: int = Field(1, ge=1)
+    fail_times: int = Field(0, ge=0)
+    lines: int = Field(0, ge=0)
+
+
+NOOP = register_spec(HandlerSpec("NOOP", "does nothing (benchmarks)", NoopPayload, idempotent=True))
+RECORD = register_spec(
+    HandlerSpec("RECORD", "records its runs (tests)", RecordPayload, idempotent=True)
+)
+
+
+@register
+class Noop(Handler):
+    spec = NOOP
+
+    def steps(self) -> list[Step]:
+        return [("nothing", lambda: None)]
+
+
+@register
+class Record(Handler):
+    spec = RECORD
+    payload: RecordPayload
+
+    def steps(self) -> list[Step]:
+        work = [(f"working {i + 1}", self.work) for i in range(self.payload.steps)]
+        return [("holding", self.hold), *work, ("effect", self.effect)]
+
+    def _exec(self, sql: str, **params: object) -> None:
+        with self.ctx.ledger.engine.begin() as conn:
+            conn.execute(text(sql), params)
+
+    def hold(self) -> None:
+        job = self.ctx.job
+        self._exec(
+            "INSERT INTO test_holds VALUES (:j, :w, :a, :p, :t, NULL)",
+            j=job.id,
+            w=self.ctx.worker_id,
+            a=job.attempt,
+            p=os.getpid(),
+            t=time.time(),
+        )
+        for n in range(self.payload.lines):
+            logger.info("line {} of job {}", n + 1, job.id)
+        if job.attempt <= self.payload.fail_times:
+            raise RuntimeError(f"boom on attempt {job.attempt}")
+
+    def work(self) -> None:
+        time.sleep(self.payload.sleep / self.payload.steps)
+
+    def effect(self) -> None:
+        job = self.ctx.job
+        # Idempotent effect: a re-run after a crash finishes instead of duplicating.
+        self._exec(
+            "INSERT INTO test_effects VALUES (:j, :w) ON CONFLICT (job_id) DO NOTHING",
+            j=job.id,
+            w=self.ctx.worker_id,
+        )
+        self._exec("INSERT INTO test_effect_runs VALUES (:j, :w)", j=job.id, w=self.ctx.worker_id)
+        self._exec(
+            "UPDATE test_holds SET ended_at = :t WHERE job_id = :j AND worker_id = :w",
+            t=time.time(),
+            j=job.id,
+            w=self.ctx.worker_id,
+        )

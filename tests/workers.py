@@ -1,0 +1,85 @@
+"""Real `mlmanager worker` processes for the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.pg import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class WorkerProcess:
+    def __init__(self, db_url: str, logdir: Path, name: str, **settings: object) -> None:
+        self.port = free_port()
+        self.log = logdir / f"{name}.log"
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DB_", "MLMANAGER_", "JOB_"))
+        }
+        env.update(
+            DB_URL=db_url,
+            MLMANAGER_HOME=str(logdir / "home"),
+            WORKER_PORT=str(self.port),
+            HANDLER_MODULES="tests.handlers",
+            PYTHONPATH=str(ROOT),
+            LOG_LEVEL="DEBUG",
+        )
+        env.update({k.upper(): str(v) for k, v in settings.items()})
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow_server.cli", "worker"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url("/health"), timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"worker not healthy in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def health(self) -> int:
+        try:
+            return requests.get(self.url("/health"), timeout=2).status_code
+        except requests.RequestException:
+            return 0
+
+    def metrics(self) -> str:
+        return requests.get(self.url("/metrics"), timeout=2).text
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
