@@ -49,13 +49,7 @@ class Runner:
         """Run ``job`` to its end; returns the status written (None if the lease was lost)."""
         with logger.contextualize(job_id=job.id):
             self.sink.open(job.id)
-            started = time.monotonic()
-            outcome: Callable[[], str | None]
-            try:
-                outcome = self._run_steps(job, control)
-            finally:
-                elapsed = time.monotonic() - started
-                logger.debug("attempt took {:.3f}s", elapsed)
+            outcome = self._run_steps(job, control)
             self.sink.close(job.id)
         return self._write(outcome)
 
@@ -70,6 +64,7 @@ class Runner:
             job.max_attempts,
             wid,
         )
+        started = time.monotonic()
         spec = SPECS.get(job.handler_name)
         handler_cls = self.registry.get(job.handler_name)
         try:
@@ -96,7 +91,7 @@ class Runner:
             return lambda: None
         except Exception as exc:
             return self._failure(job, exc)
-        logger.info("job {} succeeded", job.id)
+        logger.info("job {} succeeded in {:.3f}s", job.id, time.monotonic() - started)
         self.metrics.inc("succeeded")
         return lambda: "SUCCESS" if self.ledger.succeed(jid, wid) else None
 

@@ -139,6 +139,7 @@ class Worker:
         next_sweep = 0.0
         next_depth = 0.0
         backoff = 0.2
+        wait = self.poll_seconds
         while not self._stopping.is_set():
             self._loop_beat = time.monotonic()
             self._wake.clear()
@@ -148,6 +149,13 @@ class Worker:
                     self._sweep()
                     next_sweep = now + self.settings.worker_sweep_seconds
                 claimed = self._claim()
+                # Jobs waiting for a retry backoff are announced by no NOTIFY: wake for them.
+                until_next = self.ledger.seconds_until_next()
+                wait = (
+                    self.poll_seconds
+                    if until_next is None
+                    else min(self.poll_seconds, until_next + 0.001)
+                )
                 if now >= next_depth:
                     self.metrics.queue_depth = self.ledger.count_by_status()["PENDING"]
                     next_depth = now + QUEUE_DEPTH_SECONDS
@@ -164,7 +172,7 @@ class Worker:
                 continue
             if claimed and self._free_slots() > 0:
                 continue  # more may be waiting: claim again at once
-            self._wake.wait(self.poll_seconds)
+            self._wake.wait(wait)
 
     def _free_slots(self) -> int:
         with self._lock:

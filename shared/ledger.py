@@ -284,6 +284,20 @@ class Ledger:
             rows = conn.execute(stmt).mappings().all()
         return sorted((Job.from_row(r) for r in rows), key=lambda j: j.id)
 
+    def seconds_until_next(self) -> float | None:
+        """How long until the next delayed PENDING job becomes runnable (None: none is)."""
+        query = select(func.min(jobs.c.run_after)).where(
+            jobs.c.status == "PENDING", jobs.c.run_after > self._now()
+        )
+        with self.engine.connect() as conn:
+            nxt = conn.execute(query).scalar()
+            now = conn.execute(select(self._now())).scalar() if self.is_postgres else utcnow()
+        if nxt is None:
+            return None
+        if nxt.tzinfo is None:  # SQLite: naive UTC
+            nxt = nxt.replace(tzinfo=dt.UTC)
+        return max(0.0, (nxt - now).total_seconds())
+
     def heartbeat(self, worker_id: str, job_ids: Iterable[int], lease_seconds: float) -> Heartbeat:
         """Renew the leases of the jobs this worker runs; report lost ones and cancel flags."""
         ids = list(job_ids)
