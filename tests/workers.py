@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from sqlalchemy import Engine, text
 
+from shared.ledger import Job, Ledger
 from tests.pg import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +86,25 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_finished(ledger: Ledger, job_id: int, timeout: float = 30) -> Job:
+    wait_until(lambda: ledger.get(job_id).finished, timeout, f"job {job_id} to finish")
+    return ledger.get(job_id)
+
+
+def scalar(engine: Engine, sql: str, **params: object) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql), params).scalar() or 0)
+
+
+StartWorker = Callable[..., WorkerProcess]

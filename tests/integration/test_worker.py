@@ -4,73 +4,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import Engine, text
 
-from shared.handlers import SPECS
-from shared.ledger import Job, Ledger
-from shared.migrations import upgrade
-from tests.conftest import EngineFor
-from tests.handlers import create_test_tables
-from tests.workers import WorkerProcess
-
-StartWorker = Callable[..., WorkerProcess]
-
-
-@pytest.fixture
-def engine(db_url: str, engine_for: EngineFor) -> Engine:
-    eng = engine_for(db_url)
-    upgrade(eng)
-    create_test_tables(eng)
-    return eng
-
-
-@pytest.fixture
-def ledger(engine: Engine) -> Ledger:
-    led = Ledger(engine)
-    # The workers seed their handlers at start; the test may enqueue before that.
-    led.seed_handlers({name: spec.description for name, spec in SPECS.items()})
-    return led
-
-
-@pytest.fixture
-def start_worker(db_url: str, tmp_path: Path) -> Iterator[StartWorker]:
-    workers: list[WorkerProcess] = []
-
-    def start(wait: bool = True, **settings: object) -> WorkerProcess:
-        settings.setdefault("job_retry_backoff_seconds", 0.1)
-        worker = WorkerProcess(db_url, tmp_path, f"worker{len(workers)}", **settings)
-        workers.append(worker)
-        if wait:
-            worker.wait_healthy()
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def wait_finished(ledger: Ledger, job_id: int, timeout: float = 30) -> Job:
-    wait_until(lambda: ledger.get(job_id).finished, timeout, f"job {job_id} to finish")
-    return ledger.get(job_id)
-
-
-def scalar(engine: Engine, sql: str, **params: object) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text(sql), params).scalar() or 0)
+from shared.ledger import Ledger
+from tests.workers import StartWorker, scalar, wait_finished, wait_until
 
 
 def test_worker_runs_a_job_and_writes_its_log_in_order(

@@ -1,0 +1,49 @@
+"""Fixtures of the integration tests: a migrated database, its ledger, real workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from shared.handlers import SPECS
+from shared.ledger import Ledger
+from shared.migrations import upgrade
+from tests.conftest import EngineFor
+from tests.handlers import create_test_tables
+from tests.workers import StartWorker, WorkerProcess
+
+
+@pytest.fixture
+def engine(db_url: str, engine_for: EngineFor) -> Engine:
+    eng = engine_for(db_url)
+    upgrade(eng)
+    create_test_tables(eng)
+    return eng
+
+
+@pytest.fixture
+def ledger(engine: Engine) -> Ledger:
+    led = Ledger(engine)
+    # The workers seed their handlers at start; the test may enqueue before that.
+    led.seed_handlers({name: spec.description for name, spec in SPECS.items()})
+    return led
+
+
+@pytest.fixture
+def start_worker(db_url: str, tmp_path: Path) -> Iterator[StartWorker]:
+    workers: list[WorkerProcess] = []
+
+    def start(wait: bool = True, **settings: object) -> WorkerProcess:
+        settings.setdefault("job_retry_backoff_seconds", 0.1)
+        worker = WorkerProcess(db_url, tmp_path, f"worker{len(workers)}", **settings)
+        workers.append(worker)
+        if wait:
+            worker.wait_healthy()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
