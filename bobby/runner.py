@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from loguru import logger
 from pydantic import ValidationError
@@ -19,10 +18,11 @@ from bobby.metrics import Metrics
 from shared.errors import InvalidPayload, MLManagerError
 from shared.handlers import SPECS
 from shared.joblog import JobLogSink
-from shared.ledger import Job, Ledger
+from shared.ledger import Job, Ledger, LogLine
 from shared.settings import Settings
 
-T = TypeVar("T")
+# The ledger call that records how a run ended, given the run's unwritten log lines.
+Outcome = Callable[[list[LogLine]], str | None]
 
 # Errors that another attempt cannot fix.
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (InvalidPayload, ValidationError)
@@ -48,12 +48,11 @@ class Runner:
     def run(self, job: Job, control: JobControl) -> str | None:
         """Run ``job`` to its end; returns the status written (None if the lease was lost)."""
         with logger.contextualize(job_id=job.id):
-            self.sink.open(job.id)
+            self.sink.open(job.id, job.last_log_line)
             outcome = self._run_steps(job, control)
-            self.sink.close(job.id)
-        return self._write(outcome)
+        return self._write(outcome, self.sink.take(job.id))
 
-    def _run_steps(self, job: Job, control: JobControl) -> Callable[[], str | None]:
+    def _run_steps(self, job: Job, control: JobControl) -> Outcome:
         """Run the steps; return the ledger call that records how it ended."""
         jid, wid = job.id, self.worker_id
         logger.info(
@@ -85,17 +84,17 @@ class Runner:
         except JobCancelled:
             logger.warning("job cancelled on request; stopped before the next step")
             self.metrics.inc("cancelled")
-            return lambda: "CANCELLED" if self.ledger.cancelled(jid, wid) else None
+            return lambda logs: "CANCELLED" if self.ledger.cancelled(jid, wid, logs) else None
         except LeaseLost as exc:
             logger.warning("{}", exc)
-            return lambda: None
+            return lambda logs: None
         except Exception as exc:
             return self._failure(job, exc)
         logger.info("job {} succeeded in {:.3f}s", job.id, time.monotonic() - started)
         self.metrics.inc("succeeded")
-        return lambda: "SUCCESS" if self.ledger.succeed(jid, wid) else None
+        return lambda logs: "SUCCESS" if self.ledger.succeed(jid, wid, logs) else None
 
-    def _failure(self, job: Job, exc: Exception) -> Callable[[], str | None]:
+    def _failure(self, job: Job, exc: Exception) -> Outcome:
         if isinstance(exc, MLManagerError):
             summary = f"{type(exc).__name__}: {exc.message}"
             logger.error("{}", summary)
@@ -110,10 +109,13 @@ class Runner:
         if will_retry:
             logger.info("will retry (attempt {} of {})", job.attempt + 1, job.max_attempts)
         self.metrics.inc("retried" if will_retry else "failed")
-        return lambda: self.ledger.fail(job.id, self.worker_id, summary, retry=retry)
+        return lambda logs: self.ledger.fail(
+            job.id, self.worker_id, summary, retry=retry, logs=logs
+        )
 
-    def _write(self, call: Callable[[], T]) -> T | None:
-        """Record the outcome, retrying while the database is briefly away.
+    def _write(self, call: Outcome, logs: list[LogLine]) -> str | None:
+        """Record the outcome with the run's last log lines, retrying while the database
+        is briefly away.
 
         Gives up after one lease: by then the sweep of another worker (or ours,
         later) returns the job to PENDING anyway.
@@ -122,7 +124,7 @@ class Runner:
         delay = 0.2
         while True:
             try:
-                return call()
+                return call(logs)
             except DBAPIError as exc:
                 if time.monotonic() + delay > deadline:
                     logger.error("could not record the job's outcome: {}", exc.orig or exc)

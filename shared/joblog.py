@@ -32,6 +32,9 @@ class JobLogSink:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._lock = threading.Lock()
+        # Held while lines are being written: a run's final lines (``take``) must not
+        # overtake earlier lines of the same job still on their way to the database.
+        self._io_lock = threading.Lock()
         self._next_line: dict[int, int] = {}
         self._pending: dict[int, list[LogLine]] = defaultdict(list)
         self._stop = threading.Event()
@@ -56,9 +59,9 @@ class JobLogSink:
         self._thread.join(timeout=5)
         self.flush()
 
-    def open(self, job_id: int) -> None:
+    def open(self, job_id: int, last_line: int | None = None) -> None:
         """Start numbering a job's lines after those already written (earlier attempts)."""
-        first = self.ledger.next_log_line(job_id)
+        first = self.ledger.next_log_line(job_id) if last_line is None else last_line + 1
         with self._lock:
             self._next_line[job_id] = first
 
@@ -80,6 +83,10 @@ class JobLogSink:
 
     def flush(self, job_id: int | None = None) -> None:
         """Write buffered lines (of one job, or all). Lines stay buffered if the DB is down."""
+        with self._io_lock:
+            self._flush(job_id)
+
+    def _flush(self, job_id: int | None) -> None:
         with self._lock:
             ids = [job_id] if job_id is not None else list(self._pending)
             batches = {i: self._pending.pop(i, []) for i in ids}
@@ -103,11 +110,11 @@ class JobLogSink:
                 with self._lock:
                     self._pending[jid][:0] = lines
 
-    def close(self, job_id: int) -> None:
-        """Flush a job's lines and forget it (its run is over)."""
-        self.flush(job_id)
-        with self._lock:
+    def take(self, job_id: int) -> list[LogLine]:
+        """A finished run's unwritten lines, for the ledger to write with its final status."""
+        with self._io_lock, self._lock:
             self._next_line.pop(job_id, None)
+            return self._pending.pop(job_id, [])
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):

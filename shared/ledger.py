@@ -34,6 +34,8 @@ from sqlalchemy import (
     and_,
     func,
     insert,
+    literal,
+    literal_column,
     select,
     text,
     update,
@@ -80,6 +82,8 @@ class Job:
     cancel_requested: bool
     error: str | None
     unique_key: str | None
+    # Number of the job's last log line; loaded by ``claim`` only (None elsewhere).
+    last_log_line: int | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> Job:
@@ -278,25 +282,29 @@ class Ledger:
                 finished_at=None,
                 lease_expires_at=self._now_plus(lease_seconds),
             )
-            .returning(*jobs.c)
+            .returning(*jobs.c, self._last_log_line())
         )
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).mappings().all()
         return sorted((Job.from_row(r) for r in rows), key=lambda j: j.id)
 
+    @staticmethod
+    def _last_log_line() -> Any:
+        # Written out: SQLAlchemy renders RETURNING columns unqualified on SQLite, which
+        # would make the correlation ``job_id = id`` compare job_logs with itself.
+        return literal_column(
+            "(SELECT coalesce(max(l.line), 0) FROM job_logs AS l WHERE l.job_id = jobs.id)"
+        ).label("last_log_line")
+
     def seconds_until_next(self) -> float | None:
         """How long until the next delayed PENDING job becomes runnable (None: none is)."""
-        query = select(func.min(jobs.c.run_after)).where(
-            jobs.c.status == "PENDING", jobs.c.run_after > self._now()
+        now = self._now() if self.is_postgres else literal(utcnow(), UTCDateTime())
+        query = select(func.min(jobs.c.run_after), now).where(
+            jobs.c.status == "PENDING", jobs.c.run_after > now
         )
         with self.engine.connect() as conn:
-            nxt = conn.execute(query).scalar()
-            now = conn.execute(select(self._now())).scalar() if self.is_postgres else utcnow()
-        if nxt is None:
-            return None
-        if nxt.tzinfo is None:  # SQLite: naive UTC
-            nxt = nxt.replace(tzinfo=dt.UTC)
-        return max(0.0, (nxt - now).total_seconds())
+            nxt, db_now = conn.execute(query).one()
+        return None if nxt is None else max(0.0, (nxt - db_now).total_seconds())
 
     def heartbeat(self, worker_id: str, job_ids: Iterable[int], lease_seconds: float) -> Heartbeat:
         """Renew the leases of the jobs this worker runs; report lost ones and cancel flags."""
@@ -320,28 +328,47 @@ class Ledger:
     def _held_by(worker_id: str) -> ColumnElement[bool]:
         return and_(jobs.c.worker_id == worker_id, jobs.c.status == "RUNNING")
 
-    def _finish(self, conn: Connection, job_id: int, holder: str, **values: Any) -> bool:
-        """Change a job only while ``holder`` still holds it."""
+    def _finish(
+        self,
+        conn: Connection,
+        job_id: int,
+        holder: str,
+        logs: Sequence[LogLine] = (),
+        **values: Any,
+    ) -> bool:
+        """Change a job only while ``holder`` still holds it, with its last log lines."""
         result = conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id, self._held_by(holder))
             .values(lease_expires_at=None, **values)
         )
+        if result.rowcount and logs:
+            self._insert_logs(conn, job_id, logs)
         return bool(result.rowcount)
 
-    def succeed(self, job_id: int, worker_id: str) -> bool:
+    def succeed(self, job_id: int, worker_id: str, logs: Sequence[LogLine] = ()) -> bool:
         """Mark a job this worker holds SUCCESS; False if it no longer holds it."""
         with self.engine.begin() as conn:
-            return self._finish(conn, job_id, worker_id, status="SUCCESS", finished_at=self._now())
+            return self._finish(
+                conn, job_id, worker_id, logs, status="SUCCESS", finished_at=self._now()
+            )
 
-    def cancelled(self, job_id: int, worker_id: str) -> bool:
+    def cancelled(self, job_id: int, worker_id: str, logs: Sequence[LogLine] = ()) -> bool:
         """A running job stopped at a cancel check."""
         with self.engine.begin() as conn:
             return self._finish(
-                conn, job_id, worker_id, status="CANCELLED", finished_at=self._now()
+                conn, job_id, worker_id, logs, status="CANCELLED", finished_at=self._now()
             )
 
-    def fail(self, job_id: int, worker_id: str, error: str, *, retry: bool) -> str | None:
+    def fail(
+        self,
+        job_id: int,
+        worker_id: str,
+        error: str,
+        *,
+        retry: bool,
+        logs: Sequence[LogLine] = (),
+    ) -> str | None:
         """Record a failed attempt: PENDING again (with backoff) if ``retry`` and attempts
         remain, else FAILURE. Returns the new status, or None if the job was not held."""
         with self.engine.begin() as conn:
@@ -358,6 +385,7 @@ class Ledger:
                     conn,
                     job_id,
                     worker_id,
+                    logs,
                     status="PENDING",
                     attempt=row.attempt + 1,
                     run_after=self._now_plus(delay),
@@ -369,6 +397,7 @@ class Ledger:
                 conn,
                 job_id,
                 worker_id,
+                logs,
                 status="FAILURE",
                 finished_at=self._now(),
                 error=_truncate(error),
@@ -511,19 +540,23 @@ class Ledger:
         if not lines:
             return
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(job_logs),
-                [
-                    {
-                        "job_id": job_id,
-                        "line": ln.line,
-                        "logged_at": ln.logged_at,
-                        "level": ln.level,
-                        "message": ln.message,
-                    }
-                    for ln in lines
-                ],
-            )
+            self._insert_logs(conn, job_id, lines)
+
+    @staticmethod
+    def _insert_logs(conn: Connection, job_id: int, lines: Sequence[LogLine]) -> None:
+        conn.execute(
+            insert(job_logs),
+            [
+                {
+                    "job_id": job_id,
+                    "line": ln.line,
+                    "logged_at": ln.logged_at,
+                    "level": ln.level,
+                    "message": ln.message,
+                }
+                for ln in lines
+            ],
+        )
 
     def read_logs(self, job_id: int, after_line: int = 0, limit: int = 1000) -> list[LogLine]:
         """Log lines numbered above ``after_line``, in order (for incremental reads)."""

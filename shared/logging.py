@@ -17,7 +17,7 @@ from shared.settings import Settings
 
 MASK = "****"
 _HUMAN_FORMAT = (
-    "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[component]} | {message}\n{exception}"
+    "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[component]} | {message}"
 )
 
 

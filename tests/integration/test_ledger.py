@@ -210,3 +210,13 @@ def test_backoff_doubles_with_bounded_jitter() -> None:
         assert max(values) <= expected * 1.25
         assert max(values) - min(values) > 0  # jitter spreads retries
     assert backoff_seconds(0, 3) == 0
+
+
+def test_claim_reports_the_last_log_line_of_earlier_attempts(ledger: Ledger) -> None:
+    other = ledger.enqueue("RECORD", {}, "ann")
+    job = ledger.enqueue("RECORD", {}, "ann")
+    now = utcnow()
+    ledger.append_logs(other.id, [LogLine(n, now, "INFO", "x") for n in range(1, 10)])
+    ledger.append_logs(job.id, [LogLine(n, now, "INFO", "x") for n in range(1, 4)])
+    claimed = {j.id: j.last_log_line for j in ledger.claim("w1", 2, 30)}
+    assert claimed == {other.id: 9, job.id: 3}
