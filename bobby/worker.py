@@ -11,6 +11,7 @@ out: every part retries until the database is back.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import socket
 import threading
@@ -63,7 +64,10 @@ class Worker:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._running: dict[int, tuple[threading.Thread, JobControl]] = {}
+        self._running: dict[int, JobControl] = {}
+        # A fixed pool of daemon threads runs the jobs (no thread start per job; daemon,
+        # so that jobs released at shutdown do not hold the process).
+        self._queue: queue.SimpleQueue[tuple[Job, JobControl]] = queue.SimpleQueue()
         self._loop_beat = time.monotonic()
         self.endpoint = WorkerEndpoint(
             settings.worker_host,
@@ -98,6 +102,10 @@ class Worker:
         self.sink.install()
         self.endpoint.start()
         threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)]
+        threads += [
+            threading.Thread(target=self._pool_loop, name=f"jobs-{i}", daemon=True)
+            for i in range(self.settings.worker_threads)
+        ]
         if self.is_postgres:
             threads.append(threading.Thread(target=self._listen_loop, name="listen", daemon=True))
         for t in threads:
@@ -125,7 +133,7 @@ class Worker:
         with self._lock:
             left = dict(self._running)
         if left:
-            for _, control in left.values():
+            for control in left.values():
                 control.lost.set()  # their threads stop at the next step boundary
             released = self._db_retry(lambda: self.ledger.release(self.worker_id, left), 10.0)
             self.metrics.inc("released", released or 0)
@@ -139,6 +147,7 @@ class Worker:
         next_sweep = 0.0
         next_depth = 0.0
         backoff = 0.2
+        claimed = 0
         wait = self.poll_seconds
         while not self._stopping.is_set():
             self._loop_beat = time.monotonic()
@@ -148,14 +157,14 @@ class Worker:
                 if now >= next_sweep:
                     self._sweep()
                     next_sweep = now + self.settings.worker_sweep_seconds
-                claimed = self._claim()
-                # Jobs waiting for a retry backoff are announced by no NOTIFY: wake for them.
-                until_next = self.ledger.seconds_until_next()
-                wait = (
-                    self.poll_seconds
-                    if until_next is None
-                    else min(self.poll_seconds, until_next + 0.001)
-                )
+                free = self._free_slots()
+                claimed = self._claim(free)
+                wait = self.poll_seconds
+                if free and not claimed:
+                    # Jobs waiting out a retry backoff get no NOTIFY: wake up for them.
+                    until_next = self.ledger.seconds_until_next()
+                    if until_next is not None:
+                        wait = min(wait, until_next + 0.001)
                 if now >= next_depth:
                     self.metrics.queue_depth = self.ledger.count_by_status()["PENDING"]
                     next_depth = now + QUEUE_DEPTH_SECONDS
@@ -178,8 +187,7 @@ class Worker:
         with self._lock:
             return self.settings.worker_threads - len(self._running)
 
-    def _claim(self) -> int:
-        slots = self._free_slots()
+    def _claim(self, slots: int) -> int:
         if slots <= 0:
             return 0
         jobs = self.ledger.claim(self.worker_id, slots, self.settings.job_lease_seconds)
@@ -188,14 +196,15 @@ class Worker:
             if job.started_at is not None:
                 self.metrics.observe_dispatch((job.started_at - job.run_after).total_seconds())
             control = JobControl()
-            thread = threading.Thread(
-                target=self._run_job, args=(job, control), name=f"job-{job.id}", daemon=True
-            )
             with self._lock:
-                self._running[job.id] = (thread, control)
+                self._running[job.id] = control
                 self.metrics.running = len(self._running)
-            thread.start()
+            self._queue.put((job, control))
         return len(jobs)
+
+    def _pool_loop(self) -> None:
+        while True:
+            self._run_job(*self._queue.get())
 
     def _run_job(self, job: Job, control: JobControl) -> None:
         try:
@@ -240,7 +249,7 @@ class Worker:
                 )
             except DBAPIError:
                 continue  # the claim loop reports the outage
-            for job_id, (_, control) in running.items():
+            for job_id, control in running.items():
                 if job_id not in beat.held:
                     control.lost.set()
                 elif job_id in beat.cancel_requested:

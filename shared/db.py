@@ -29,6 +29,7 @@ from shared.settings import Settings
 SUPPORTED_BACKENDS = ("postgresql", "sqlite", "splicemachinesa")
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SCHEMA_OPTION = "mlmanager_schema"
+SQLITE_READ_ONLY = "mlmanager_sqlite_read_only"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -95,7 +96,14 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # Writers take the write lock at BEGIN (IMMEDIATE): they then queue on the busy
+    # timeout, where a deferred transaction that starts reading and later writes
+    # would fail at once with "database is locked". Readers opt out (WAL lets them
+    # read while another connection writes).
+    if conn.get_execution_options().get(SQLITE_READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(settings: Settings, url: str | None = None, **kwargs: Any) -> Engine:
@@ -125,7 +133,9 @@ def make_engine(settings: Settings, url: str | None = None, **kwargs: Any) -> En
         return create_engine(
             parsed,
             connect_args=connect_args,
-            pool_pre_ping=True,
+            # No pre-ping round trip per checkout: a connection found dead raises, SQLAlchemy
+            # then discards the pool, and every caller retries (the worker) or answers 503.
+            pool_pre_ping=False,
             execution_options={SCHEMA_OPTION: settings.db_schema}
             if backend == "postgresql"
             else {},

@@ -30,8 +30,12 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Integer,
+    String,
     Table,
+    Text,
     and_,
+    column,
     func,
     insert,
     literal,
@@ -40,10 +44,12 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import values as sa_values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, RowMapping
 
+from shared.db import SQLITE_READ_ONLY
 from shared.errors import HandlerDisabled, InvalidPayload, NotFound
 from shared.models import (
     FINISHED_STATUSES,
@@ -148,6 +154,23 @@ class Ledger:
         self.default_max_attempts = default_max_attempts
         self.retry_backoff_seconds = retry_backoff_seconds
 
+    # --- connections ------------------------------------------------------
+    def _statement(self) -> Any:
+        """A connection for one self-contained statement that writes.
+
+        On PostgreSQL it runs in autocommit: one statement is atomic by itself, and
+        BEGIN and COMMIT would each cost a round trip. SQLite keeps its (local) BEGIN.
+        """
+        if self.is_postgres:
+            return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.engine.begin()
+
+    def _read(self) -> Any:
+        """A connection for reading (SQLite: a deferred transaction, no write lock)."""
+        if self.is_postgres:
+            return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True})
+
     # --- clock ----------------------------------------------------------
     def _now(self) -> Any:
         """The current time: the database clock on PostgreSQL, Python's on SQLite."""
@@ -171,7 +194,7 @@ class Ledger:
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
 
     def handlers(self) -> list[Handler]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(handlers).order_by(handlers.c.name)).mappings()
             return [Handler(**r) for r in rows]
 
@@ -284,7 +307,7 @@ class Ledger:
             )
             .returning(*jobs.c, self._last_log_line())
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             rows = conn.execute(stmt).mappings().all()
         return sorted((Job.from_row(r) for r in rows), key=lambda j: j.id)
 
@@ -302,7 +325,7 @@ class Ledger:
         query = select(func.min(jobs.c.run_after), now).where(
             jobs.c.status == "PENDING", jobs.c.run_after > now
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             nxt, db_now = conn.execute(query).one()
         return None if nxt is None else max(0.0, (nxt - db_now).total_seconds())
 
@@ -317,7 +340,7 @@ class Ledger:
             .values(lease_expires_at=self._now_plus(lease_seconds))
             .returning(jobs.c.id, jobs.c.cancel_requested)
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             rows = conn.execute(stmt).all()
         return Heartbeat(
             held=frozenset(r.id for r in rows),
@@ -337,25 +360,42 @@ class Ledger:
         **values: Any,
     ) -> bool:
         """Change a job only while ``holder`` still holds it, with its last log lines."""
-        result = conn.execute(
+        change = (
             update(jobs)
             .where(jobs.c.id == job_id, self._held_by(holder))
             .values(lease_expires_at=None, **values)
         )
+        if logs and self.is_postgres:
+            # One statement (one round trip): the lines are inserted only if the
+            # UPDATE matched, i.e. while this worker still holds the job.
+            done = change.returning(jobs.c.id).cte("done")
+            lines = sa_values(
+                column("line", Integer()),
+                column("logged_at", UTCDateTime()),
+                column("level", String()),
+                column("message", Text()),
+                name="lines",
+            ).data([(ln.line, ln.logged_at, ln.level, ln.message) for ln in logs])
+            insert_lines = insert(job_logs).from_select(
+                ["job_id", "line", "logged_at", "level", "message"],
+                select(done.c.id, lines.c.line, lines.c.logged_at, lines.c.level, lines.c.message),
+            )
+            return bool(conn.execute(insert_lines).rowcount)
+        result = conn.execute(change)
         if result.rowcount and logs:
             self._insert_logs(conn, job_id, logs)
         return bool(result.rowcount)
 
     def succeed(self, job_id: int, worker_id: str, logs: Sequence[LogLine] = ()) -> bool:
         """Mark a job this worker holds SUCCESS; False if it no longer holds it."""
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             return self._finish(
                 conn, job_id, worker_id, logs, status="SUCCESS", finished_at=self._now()
             )
 
     def cancelled(self, job_id: int, worker_id: str, logs: Sequence[LogLine] = ()) -> bool:
         """A running job stopped at a cancel check."""
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             return self._finish(
                 conn, job_id, worker_id, logs, status="CANCELLED", finished_at=self._now()
             )
@@ -409,7 +449,7 @@ class Ledger:
         ids = list(job_ids)
         if not ids:
             return 0
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             result = conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_(ids), self._held_by(worker_id))
@@ -462,7 +502,7 @@ class Ledger:
         return changed
 
     def is_cancel_requested(self, job_id: int) -> bool:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return bool(
                 conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
             )
@@ -487,7 +527,7 @@ class Ledger:
         return Job.from_row(row)
 
     def get(self, job_id: int) -> Job:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             raise NotFound(f"no job {job_id}")
@@ -518,11 +558,11 @@ class Ledger:
         if since is not None:
             query = query.where(jobs.c.created_at >= since)
         query = query.order_by(jobs.c.id.desc()).limit(limit).offset(offset)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [Job.from_row(r) for r in conn.execute(query).mappings()]
 
     def count_by_status(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
         counts = dict.fromkeys(JOB_STATUSES, 0)
         counts.update({r[0]: int(r[1]) for r in rows})
@@ -530,7 +570,7 @@ class Ledger:
 
     # --- logs ---------------------------------------------------------------
     def next_log_line(self, job_id: int) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             last = conn.execute(
                 select(func.max(job_logs.c.line)).where(job_logs.c.job_id == job_id)
             ).scalar()
@@ -544,18 +584,20 @@ class Ledger:
 
     @staticmethod
     def _insert_logs(conn: Connection, job_id: int, lines: Sequence[LogLine]) -> None:
+        # One multi-row INSERT statement (not executemany: one round trip).
         conn.execute(
-            insert(job_logs),
-            [
-                {
-                    "job_id": job_id,
-                    "line": ln.line,
-                    "logged_at": ln.logged_at,
-                    "level": ln.level,
-                    "message": ln.message,
-                }
-                for ln in lines
-            ],
+            insert(job_logs).values(
+                [
+                    {
+                        "job_id": job_id,
+                        "line": ln.line,
+                        "logged_at": ln.logged_at,
+                        "level": ln.level,
+                        "message": ln.message,
+                    }
+                    for ln in lines
+                ]
+            )
         )
 
     def read_logs(self, job_id: int, after_line: int = 0, limit: int = 1000) -> list[LogLine]:
@@ -566,9 +608,9 @@ class Ledger:
             .order_by(job_logs.c.line)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [LogLine(**r) for r in conn.execute(query).mappings()]
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             conn.execute(text("SELECT 1"))

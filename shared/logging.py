@@ -16,9 +16,7 @@ from loguru import logger
 from shared.settings import Settings
 
 MASK = "****"
-_HUMAN_FORMAT = (
-    "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[component]} | {message}"
-)
+_HUMAN_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[component]} | {message}"
 
 
 class SecretMasker:

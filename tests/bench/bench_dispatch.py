@@ -53,12 +53,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-def wait(check: Any, timeout: float, what: str) -> None:
+def wait(check: Any, timeout: float, what: str, interval: float = 0.0005) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.0005)
+        time.sleep(interval)
     raise RuntimeError(f"benchmark timed out waiting for {what}")
 
 
@@ -97,8 +97,8 @@ def bobby(db_url: str, workdir: Path) -> dict[str, Any]:
         ]
         for w in workers:
             w.wait_healthy()
-        wait(lambda: ledger.count_by_status()["PENDING"] == 0, 300, "queue drained")
-        wait(lambda: ledger.count_by_status()["RUNNING"] == 0, 60, "jobs finished")
+        wait(lambda: ledger.count_by_status()["PENDING"] == 0, 300, "queue drained", 0.25)
+        wait(lambda: ledger.count_by_status()["RUNNING"] == 0, 60, "jobs finished", 0.25)
         with engine.connect() as conn:
             row = conn.execute(
                 text(
@@ -198,7 +198,7 @@ def procrastinate(conninfo: str, workdir: Path) -> dict[str, Any]:
                 ).fetchone()  # type: ignore[misc]
                 return int(n)
 
-            wait(lambda: left() == 0, 300, "procrastinate queue drained")
+            wait(lambda: left() == 0, 300, "procrastinate queue drained", 0.25)
             start, end, count = conn.execute(
                 "SELECT min(s.at), max(e.at), count(DISTINCT e.job_id) "
                 "FROM procrastinate_events s JOIN procrastinate_events e USING (job_id) "
