@@ -22,20 +22,24 @@ Python's clock is that clock.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
+    DateTime,
     Engine,
+    Float,
     Integer,
     String,
     Table,
     Text,
     and_,
-    column,
+    bindparam,
     func,
     insert,
     literal,
@@ -44,7 +48,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy import values as sa_values
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, RowMapping
@@ -183,6 +187,119 @@ class Ledger:
             return (func.clock_timestamp() + dt.timedelta(seconds=seconds)).cast(UTCDateTime)
         return utcnow() + dt.timedelta(seconds=seconds)
 
+    # The hot statements (claim, heartbeat, finish) are built once with bound
+    # parameters for the clock: building SQLAlchemy statements per call costs more
+    # Python time than the database spends running them.
+    def _now_param(self) -> Any:
+        if self.is_postgres:
+            return func.clock_timestamp().cast(UTCDateTime)
+        return bindparam("now", type_=UTCDateTime())
+
+    def _lease_param(self) -> Any:
+        if self.is_postgres:
+            secs = bindparam("lease_seconds", type_=Float())
+            return (func.clock_timestamp() + func.make_interval(0, 0, 0, 0, 0, 0, secs)).cast(
+                UTCDateTime
+            )
+        return bindparam("lease_until", type_=UTCDateTime())
+
+    def _clock(self, lease_seconds: float = 0.0) -> dict[str, Any]:
+        """Values of the clock parameters of the cached statements."""
+        if self.is_postgres:
+            return {"lease_seconds": lease_seconds}
+        now = utcnow()
+        return {"now": now, "lease_until": now + dt.timedelta(seconds=lease_seconds)}
+
+    @functools.cached_property
+    def _claim_statement(self) -> Any:
+        now = self._now_param()
+        # The candidates are picked (and locked) once, in a materialized CTE: as an
+        # IN (subquery) PostgreSQL may re-run the LIMITed subquery and take more.
+        picked = (
+            select(jobs.c.id)
+            .join(handlers, handlers.c.name == jobs.c.handler_name)
+            .where(jobs.c.status == "PENDING", jobs.c.run_after <= now, handlers.c.enabled)
+            .order_by(jobs.c.run_after, jobs.c.id)
+            .limit(bindparam("limit", type_=Integer()))
+            .with_for_update(skip_locked=True, of=jobs)
+            .cte("picked")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        return (
+            update(jobs)
+            .where(jobs.c.id == picked.c.id, jobs.c.status == "PENDING")
+            .values(
+                status="RUNNING",
+                worker_id=bindparam("claimer", type_=String()),
+                started_at=now,
+                finished_at=None,
+                lease_expires_at=self._lease_param(),
+            )
+            .returning(*jobs.c, self._last_log_line())
+        )
+
+    @functools.cached_property
+    def _heartbeat_statement(self) -> Any:
+        return (
+            update(jobs)
+            .where(
+                jobs.c.id.in_(bindparam("ids", expanding=True)),
+                jobs.c.worker_id == bindparam("holder", type_=String()),
+                jobs.c.status == "RUNNING",
+            )
+            .values(lease_expires_at=self._lease_param())
+            .returning(jobs.c.id, jobs.c.cancel_requested)
+        )
+
+    @functools.cache  # noqa: B019 - one Ledger per engine, lives as long as the process
+    def _end_statement(self, status: str, with_logs: bool) -> Any:
+        """Mark a held job finished (SUCCESS/CANCELLED), with its last log lines."""
+        change = (
+            update(jobs)
+            .where(
+                jobs.c.id == bindparam("job", type_=BigInteger()),
+                jobs.c.worker_id == bindparam("holder", type_=String()),
+                jobs.c.status == "RUNNING",
+            )
+            .values(status=status, finished_at=self._now_param(), lease_expires_at=None)
+        )
+        if not with_logs:
+            return change
+        # One statement (one round trip): the lines are inserted only if the UPDATE
+        # matched, i.e. while this worker still holds the job. The lines travel as
+        # four arrays, so the text is the same whatever their number.
+        done = change.returning(jobs.c.id).cte("done")
+        lines = (
+            func.unnest(
+                bindparam("log_line", type_=ARRAY(Integer())),
+                bindparam("log_time", type_=ARRAY(DateTime(timezone=True))),
+                bindparam("log_level", type_=ARRAY(Text())),
+                bindparam("log_message", type_=ARRAY(Text())),
+            )
+            .table_valued("line", "logged_at", "level", "message")
+            .render_derived("lines")
+        )
+        return insert(job_logs).from_select(
+            ["job_id", "line", "logged_at", "level", "message"],
+            select(done.c.id, lines.c.line, lines.c.logged_at, lines.c.level, lines.c.message),
+        )
+
+    def _end(self, job_id: int, holder: str, status: str, logs: Sequence[LogLine]) -> bool:
+        params: dict[str, Any] = {"job": job_id, "holder": holder, **self._clock()}
+        with_logs = bool(logs) and self.is_postgres
+        if with_logs:
+            params.update(
+                log_line=[ln.line for ln in logs],
+                log_time=[ln.logged_at for ln in logs],
+                log_level=[ln.level for ln in logs],
+                log_message=[ln.message for ln in logs],
+            )
+        with self._statement() as conn:
+            result = conn.execute(self._end_statement(status, with_logs), params)
+            if result.rowcount and logs and not with_logs:
+                self._insert_logs(conn, job_id, logs)
+        return bool(result.rowcount)
+
     # --- handlers ---------------------------------------------------------
     def seed_handlers(self, described: dict[str, str]) -> None:
         """Insert the handlers this code knows (existing rows keep their enabled flag)."""
@@ -282,33 +399,9 @@ class Ledger:
         """Atomically take up to ``limit`` runnable PENDING jobs and mark them RUNNING."""
         if limit <= 0:
             return []
-        now = self._now()
-        # The candidates are picked (and locked) once, in a materialized CTE: as an
-        # IN (subquery) PostgreSQL may re-run the LIMITed subquery and take more.
-        picked = (
-            select(jobs.c.id)
-            .join(handlers, handlers.c.name == jobs.c.handler_name)
-            .where(jobs.c.status == "PENDING", jobs.c.run_after <= now, handlers.c.enabled)
-            .order_by(jobs.c.run_after, jobs.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=jobs)
-            .cte("picked")
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id == picked.c.id, jobs.c.status == "PENDING")
-            .values(
-                status="RUNNING",
-                worker_id=worker_id,
-                started_at=self._now(),
-                finished_at=None,
-                lease_expires_at=self._now_plus(lease_seconds),
-            )
-            .returning(*jobs.c, self._last_log_line())
-        )
+        params = {"claimer": worker_id, "limit": limit, **self._clock(lease_seconds)}
         with self._statement() as conn:
-            rows = conn.execute(stmt).mappings().all()
+            rows = conn.execute(self._claim_statement, params).mappings().all()
         return sorted((Job.from_row(r) for r in rows), key=lambda j: j.id)
 
     @staticmethod
@@ -334,14 +427,9 @@ class Ledger:
         ids = list(job_ids)
         if not ids:
             return Heartbeat(frozenset(), frozenset())
-        stmt = (
-            update(jobs)
-            .where(jobs.c.id.in_(ids), self._held_by(worker_id))
-            .values(lease_expires_at=self._now_plus(lease_seconds))
-            .returning(jobs.c.id, jobs.c.cancel_requested)
-        )
+        params = {"ids": ids, "holder": worker_id, **self._clock(lease_seconds)}
         with self._statement() as conn:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(self._heartbeat_statement, params).all()
         return Heartbeat(
             held=frozenset(r.id for r in rows),
             cancel_requested=frozenset(r.id for r in rows if r.cancel_requested),
@@ -365,22 +453,6 @@ class Ledger:
             .where(jobs.c.id == job_id, self._held_by(holder))
             .values(lease_expires_at=None, **values)
         )
-        if logs and self.is_postgres:
-            # One statement (one round trip): the lines are inserted only if the
-            # UPDATE matched, i.e. while this worker still holds the job.
-            done = change.returning(jobs.c.id).cte("done")
-            lines = sa_values(
-                column("line", Integer()),
-                column("logged_at", UTCDateTime()),
-                column("level", String()),
-                column("message", Text()),
-                name="lines",
-            ).data([(ln.line, ln.logged_at, ln.level, ln.message) for ln in logs])
-            insert_lines = insert(job_logs).from_select(
-                ["job_id", "line", "logged_at", "level", "message"],
-                select(done.c.id, lines.c.line, lines.c.logged_at, lines.c.level, lines.c.message),
-            )
-            return bool(conn.execute(insert_lines).rowcount)
         result = conn.execute(change)
         if result.rowcount and logs:
             self._insert_logs(conn, job_id, logs)
@@ -388,17 +460,11 @@ class Ledger:
 
     def succeed(self, job_id: int, worker_id: str, logs: Sequence[LogLine] = ()) -> bool:
         """Mark a job this worker holds SUCCESS; False if it no longer holds it."""
-        with self._statement() as conn:
-            return self._finish(
-                conn, job_id, worker_id, logs, status="SUCCESS", finished_at=self._now()
-            )
+        return self._end(job_id, worker_id, "SUCCESS", logs)
 
     def cancelled(self, job_id: int, worker_id: str, logs: Sequence[LogLine] = ()) -> bool:
         """A running job stopped at a cancel check."""
-        with self._statement() as conn:
-            return self._finish(
-                conn, job_id, worker_id, logs, status="CANCELLED", finished_at=self._now()
-            )
+        return self._end(job_id, worker_id, "CANCELLED", logs)
 
     def fail(
         self,
