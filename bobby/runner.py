@@ -104,7 +104,11 @@ class Runner:
         else:
             summary = f"{type(exc).__name__}: {exc}"
             logger.opt(exception=exc).error("step failed: {}", summary)
-        retry = not isinstance(exc, PERMANENT_ERRORS)
+        # What a user must fix (4xx errors: bad payload, missing table...) is not retried;
+        # outages of outside systems (5xx: database, cluster, cloud) are.
+        retry = not isinstance(exc, PERMANENT_ERRORS) and not (
+            isinstance(exc, MLManagerError) and exc.http_status < 500
+        )
         will_retry = retry and job.attempt < job.max_attempts
         if will_retry:
             logger.info("will retry (attempt {} of {})", job.attempt + 1, job.max_attempts)

@@ -28,7 +28,7 @@ from bobby.handlers.base import JobControl
 from bobby.http import WorkerEndpoint
 from bobby.metrics import Metrics
 from bobby.runner import Runner
-from shared.db import describe_url, get_engine
+from shared.db import describe_url, make_engine
 from shared.handlers import SPECS
 from shared.home import require_free_port
 from shared.joblog import JobLogSink
@@ -45,7 +45,8 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.engine = get_engine(settings)
+        # No pre-ping: every database call of the worker is retried on failure.
+        self.engine = make_engine(settings, pre_ping=False)
         self.ledger = Ledger(
             self.engine,
             default_max_attempts=settings.job_max_attempts,
@@ -190,7 +191,9 @@ class Worker:
     def _claim(self, slots: int) -> int:
         if slots <= 0:
             return 0
-        jobs = self.ledger.claim(self.worker_id, slots, self.settings.job_lease_seconds)
+        jobs = self.ledger.claim(
+            self.worker_id, slots, self.settings.job_lease_seconds, self.registry.keys()
+        )
         for job in jobs:
             self.metrics.inc("claimed")
             if job.started_at is not None:

@@ -1,23 +1,406 @@
-"""ML Manager's REST routes (a Flask blueprint behind MLflow's authentication)."""
+"""ML Manager's REST API: a Flask blueprint behind MLflow's authentication.
+
+Errors are JSON ``{"error_code", "message", "field"?}``; every status code comes
+from the exception classes of ``shared.errors`` (mapped here, in one place).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
-from flask.typing import ResponseReturnValue
+import contextlib
+import datetime as dt
+import functools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
 
+import requests
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ValidationError
+
+from mlflow_server.auth import current_user, is_admin
+from mlflow_server.schemas import (
+    API_PREFIX,
+    MAX_ID,
+    MAX_PAGE,
+    CompatInitiateOut,
+    CompatLogsIn,
+    CompatLogsOut,
+    DeploymentList,
+    DeploymentOut,
+    HandlerList,
+    HandlerOut,
+    JobList,
+    JobOut,
+    LogLineOut,
+    LogsOut,
+    SubmitJob,
+    openapi_document,
+)
 from shared.db import get_engine
-from shared.migrations import current_revision
+from shared.deployments import DeploymentStore
+from shared.errors import (
+    DeploymentConflict,
+    InvalidPayload,
+    MLManagerError,
+    NotAuthorized,
+    NotFound,
+)
+from shared.handlers import ALWAYS_ENABLED, SPECS
+from shared.ledger import Job, Ledger
+from shared.models import DEPLOYMENT_STATUSES
 from shared.settings import get_settings
 
-API_PREFIX = "/api/2.0/mlmanager"
+blueprint = Blueprint("mlmanager", __name__)
+STREAM_POLL_SECONDS = 0.25
+STREAM_KEEPALIVE_SECONDS = 15.0
 
-blueprint = Blueprint("mlmanager", __name__, url_prefix=API_PREFIX)
+
+@functools.cache
+def ledger() -> Ledger:
+    settings = get_settings()
+    return Ledger(
+        get_engine(settings),
+        default_max_attempts=settings.job_max_attempts,
+        retry_backoff_seconds=settings.job_retry_backoff_seconds,
+    )
 
 
-@blueprint.get("/version")
+@functools.cache
+def deployment_store() -> DeploymentStore:
+    return DeploymentStore(get_engine(get_settings()))
+
+
+def seed_handlers() -> None:
+    """Offer every handler of this release that fits ENVIRONMENT (workers claim theirs)."""
+    env = get_settings().environment
+    ledger().seed_handlers(
+        {
+            name: spec.description
+            for name, spec in SPECS.items()
+            if spec.environments is None or env in spec.environments
+        }
+    )
+
+
+# --- errors -----------------------------------------------------------------------
+def _error(status: int, code: str, message: str, field: str | None = None) -> Response:
+    body: dict[str, Any] = {"error_code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+@blueprint.errorhandler(MLManagerError)
+def _mlmanager_error(exc: MLManagerError) -> Response:
+    return _error(exc.http_status, exc.error_code, exc.message, exc.field)
+
+
+def _describe(exc: ValidationError, what: str) -> tuple[str, str]:
+    """(first field in error, message naming every field in error)."""
+    errors = exc.errors(include_url=False)
+    field = ".".join(str(p) for p in errors[0]["loc"]) or what
+    message = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in errors)
+    return field, message
+
+
+@blueprint.errorhandler(ValidationError)
+def _validation_error(exc: ValidationError) -> Response:
+    field, message = _describe(exc, "body")
+    return _error(400, "INVALID_PARAMETER_VALUE", message, field)
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidPayload("the body must be a JSON object", field="body")
+    return body
+
+
+def _out(model: BaseModel, status: int = 200) -> Response:
+    response = Response(model.model_dump_json(), mimetype="application/json")
+    response.status_code = status
+    return response
+
+
+# --- query parameters ------------------------------------------------------------
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidPayload(f"{name} must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise InvalidPayload(f"{name} must be between {low} and {high}", field=name)
+    return value
+
+
+def _time_arg(name: str) -> dt.datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidPayload(f"{name} must be an ISO-8601 time", field=name) from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _page() -> tuple[int, int]:
+    return _int_arg("limit", 50, 1, MAX_PAGE), _int_arg("offset", 0, 0, 1_000_000)
+
+
+# --- jobs ---------------------------------------------------------------------------
+def _visible_job(job_id: int) -> Job:
+    """The job if this user may see it; another user's job is a 404, not a 403."""
+    if not 1 <= job_id <= MAX_ID:
+        raise NotFound(f"no job {job_id}")
+    job = ledger().get(job_id)
+    if job.user != current_user() and not is_admin():
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def submit(handler_name: str, payload: dict[str, Any]) -> Job:
+    """Validate a payload against its handler and enqueue it for the current user."""
+    spec = SPECS.get(handler_name)
+    if spec is None:
+        raise InvalidPayload(
+            f"unknown handler {handler_name!r}; one of {', '.join(sorted(SPECS))}",
+            field="handler_name",
+        )
+    if spec.admin_only and not is_admin():
+        raise NotAuthorized(f"only administrators may submit {handler_name}")
+    try:
+        valid = spec.payload_model.model_validate(payload)
+    except ValidationError as exc:
+        field, details = _describe(exc, "payload")
+        raise InvalidPayload(f"invalid {handler_name} payload: {details}", field=field) from None
+    env = get_settings().environment
+    if spec.environments is not None and env not in spec.environments:
+        raise InvalidPayload(
+            f"{handler_name} is offered only when ENVIRONMENT is "
+            f"{' or '.join(sorted(spec.environments))} (here: {env})",
+            field="handler_name",
+        )
+    job = ledger().enqueue(
+        handler_name,
+        valid.model_dump(mode="json", exclude_unset=True),
+        current_user(),
+        max_attempts=spec.attempts(get_settings().job_max_attempts),
+    )
+    _poke_worker()
+    return job
+
+
+def _poke_worker() -> None:
+    """On SQLite (no NOTIFY) tell the local worker at once instead of awaiting its poll."""
+    if ledger().is_postgres:
+        return
+    settings = get_settings()
+    host = "127.0.0.1" if settings.worker_host in ("0.0.0.0", "::") else settings.worker_host
+    url = f"http://{host}:{settings.worker_port}/job"
+
+    def poke() -> None:
+        with contextlib.suppress(requests.RequestException):  # its poll finds the job anyway
+            requests.post(url, timeout=0.5)
+
+    threading.Thread(target=poke, daemon=True).start()
+
+
+@blueprint.post(f"{API_PREFIX}/jobs")
+def submit_job() -> ResponseReturnValue:
+    body = SubmitJob.model_validate(_json_body())
+    return _out(JobOut.of(submit(body.handler_name, body.payload)), 201)
+
+
+@blueprint.get(f"{API_PREFIX}/jobs")
+def list_jobs() -> ResponseReturnValue:
+    limit, offset = _page()
+    user = request.args.get("user")
+    if not is_admin():
+        user = current_user()  # users see their own jobs only
+    jobs = ledger().list_jobs(
+        status=request.args.get("status"),
+        handler_name=request.args.get("handler"),
+        user=user,
+        since=_time_arg("since"),
+        limit=limit + 1,
+        offset=offset,
+    )
+    next_offset = offset + limit if len(jobs) > limit else None
+    return _out(JobList(jobs=[JobOut.of(j) for j in jobs[:limit]], next_offset=next_offset))
+
+
+@blueprint.get(f"{API_PREFIX}/jobs/<int:job_id>")
+def get_job(job_id: int) -> ResponseReturnValue:
+    return _out(JobOut.of(_visible_job(job_id)))
+
+
+@blueprint.get(f"{API_PREFIX}/jobs/<int:job_id>/logs")
+def job_logs(job_id: int) -> ResponseReturnValue:
+    job = _visible_job(job_id)
+    after = _int_arg("after", 0, 0, MAX_ID)
+    lines = ledger().read_logs(job_id, after, _int_arg("limit", 1000, 1, 5000))
+    return _out(
+        LogsOut(
+            job_id=job.id,
+            status=job.status,
+            lines=[LogLineOut.of(ln) for ln in lines],
+            next_after=lines[-1].line if lines else after,
+        )
+    )
+
+
+@blueprint.get(f"{API_PREFIX}/jobs/<int:job_id>/logs/stream")
+def stream_job_logs(job_id: int) -> ResponseReturnValue:
+    """Server-Sent Events: one ``log`` event per line, then ``end`` with the job."""
+    _visible_job(job_id)
+    after = _int_arg("after", 0, 0, MAX_ID)
+    last_event = request.headers.get("Last-Event-ID", "")
+    if last_event.isdigit():
+        after = max(after, int(last_event))
+
+    def events() -> Iterator[str]:
+        seen = after
+        quiet_since = time.monotonic()
+        while True:
+            lines = ledger().read_logs(job_id, seen, 1000)
+            for ln in lines:
+                seen = ln.line
+                yield f"id: {ln.line}\nevent: log\ndata: {LogLineOut.of(ln).model_dump_json()}\n\n"
+            if lines:
+                quiet_since = time.monotonic()
+                continue
+            job = ledger().get(job_id)
+            if job.finished:
+                # The final lines are written with the final status: read once more.
+                for ln in ledger().read_logs(job_id, seen, 5000):
+                    seen = ln.line
+                    data = LogLineOut.of(ln).model_dump_json()
+                    yield f"id: {ln.line}\nevent: log\ndata: {data}\n\n"
+                yield f"event: end\ndata: {JobOut.of(job).model_dump_json()}\n\n"
+                return
+            if time.monotonic() - quiet_since > STREAM_KEEPALIVE_SECONDS:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+            time.sleep(STREAM_POLL_SECONDS)
+
+    return Response(
+        stream_with_context(events()),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@blueprint.post(f"{API_PREFIX}/jobs/<int:job_id>/cancel")
+def cancel_job(job_id: int) -> ResponseReturnValue:
+    job = _visible_job(job_id)
+    if job.finished:
+        raise DeploymentConflict(f"job {job_id} already ended ({job.status})")
+    return _out(JobOut.of(ledger().cancel(job_id)))
+
+
+# --- deployments ---------------------------------------------------------------------
+def _visible_deployment(deployment_id: int) -> Any:
+    if not 1 <= deployment_id <= MAX_ID:
+        raise NotFound(f"no deployment {deployment_id}")
+    deployment = deployment_store().get(deployment_id)
+    if deployment.user != current_user() and not is_admin():
+        raise NotFound(f"no deployment {deployment_id}")
+    return deployment
+
+
+@blueprint.get(f"{API_PREFIX}/deployments")
+def list_deployments() -> ResponseReturnValue:
+    limit, offset = _page()
+    status = request.args.get("status")
+    if status is not None and status not in DEPLOYMENT_STATUSES:
+        raise InvalidPayload(
+            f"status must be one of {', '.join(DEPLOYMENT_STATUSES)}", field="status"
+        )
+    found = deployment_store().list(
+        user=None if is_admin() else current_user(),
+        target=request.args.get("target"),
+        status=status,
+        limit=limit + 1,
+        offset=offset,
+    )
+    next_offset = offset + limit if len(found) > limit else None
+    return _out(
+        DeploymentList(
+            deployments=[DeploymentOut.of(d) for d in found[:limit]], next_offset=next_offset
+        )
+    )
+
+
+@blueprint.get(f"{API_PREFIX}/deployments/<int:deployment_id>")
+def get_deployment(deployment_id: int) -> ResponseReturnValue:
+    return _out(DeploymentOut.of(_visible_deployment(deployment_id)))
+
+
+@blueprint.delete(f"{API_PREFIX}/deployments/<int:deployment_id>")
+def delete_deployment(deployment_id: int) -> ResponseReturnValue:
+    deployment = _visible_deployment(deployment_id)
+    if deployment.status == "DELETED":
+        raise DeploymentConflict(f"deployment {deployment_id} is already deleted")
+    undeploy = deployment.undeploy_job()
+    if undeploy is None:
+        raise DeploymentConflict(
+            f"deployments to {deployment.target} cannot be undeployed by ML Manager"
+        )
+    handler, payload = undeploy
+    return _out(JobOut.of(submit(handler, payload)), 202)
+
+
+# --- handlers -------------------------------------------------------------------------
+@blueprint.get(f"{API_PREFIX}/handlers")
+def list_handlers() -> ResponseReturnValue:
+    return _out(HandlerList(handlers=[HandlerOut.of(h) for h in ledger().handlers()]))
+
+
+def _switch(name: str, enabled: bool) -> Response:
+    if not is_admin():
+        raise NotAuthorized("only administrators may enable or disable handlers")
+    if not enabled and name in ALWAYS_ENABLED:
+        raise InvalidPayload(f"{name} cannot be disabled", field="name")
+    ledger().set_handler_enabled(
+        name,
+        enabled,
+        current_user(),
+        fail_pending=get_settings().disabled_handler_pending == "fail",
+    )
+    handler = next(h for h in ledger().handlers() if h.name == name)
+    return _out(HandlerOut.of(handler))
+
+
+@blueprint.post(f"{API_PREFIX}/handlers/<name>/enable")
+def enable_handler(name: str) -> ResponseReturnValue:
+    return _switch(name, True)
+
+
+@blueprint.post(f"{API_PREFIX}/handlers/<name>/disable")
+def disable_handler(name: str) -> ResponseReturnValue:
+    return _switch(name, False)
+
+
+# --- misc -----------------------------------------------------------------------------
+@blueprint.get(f"{API_PREFIX}/openapi.json")
+def openapi() -> ResponseReturnValue:
+    return jsonify(openapi_document())
+
+
+@blueprint.get(f"{API_PREFIX}/version")
 def version() -> ResponseReturnValue:
     """The running ML Manager and the schema revision of its database."""
     from importlib.metadata import version as dist_version
+
+    from shared.migrations import current_revision
 
     return jsonify(
         {
@@ -26,3 +409,28 @@ def version() -> ResponseReturnValue:
             "schema_revision": current_revision(get_engine(get_settings())),
         }
     )
+
+
+# --- the original API (kept for old clients) ----------------------------------------------
+@blueprint.post("/api/rest/initiate")
+def compat_initiate() -> ResponseReturnValue:
+    """``{handler_name, <payload fields>...}`` -> ``{job_id, status}``."""
+    body = _json_body()
+    handler_name = body.pop("handler_name", None)
+    if not isinstance(handler_name, str):
+        raise InvalidPayload("handler_name is required", field="handler_name")
+    job = submit(handler_name, body)
+    return _out(CompatInitiateOut(job_id=job.id, status=job.status))
+
+
+@blueprint.post("/api/rest/logs")
+def compat_logs() -> ResponseReturnValue:
+    """``{task_id}`` -> the job's status and all its log lines."""
+    body = CompatLogsIn.model_validate(_json_body())
+    job = _visible_job(body.task_id)
+    lines: list[str] = []
+    after = 0
+    while page := ledger().read_logs(job.id, after, 5000):
+        lines += [ln.message for ln in page]
+        after = page[-1].line
+    return _out(CompatLogsOut(task_id=job.id, status=job.status, logs=lines))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
-
-from mlflow_server.api import blueprint
+from bobby.handlers import load_handlers
+from mlflow_server.api import blueprint, seed_handlers
+from mlflow_server.auth import guard
 from shared.db import get_engine
 from shared.logging import configure_logging
 from shared.migrations import require_current
@@ -29,10 +29,12 @@ def create_app() -> Any:
     # Refuse to serve on a schema older than the code (the launcher checked too,
     # but `mlflow server --app-name mlmanager` may be started by hand).
     require_current(get_engine(settings))
-    _register(mlflow_app)
-    return create_auth_app(mlflow_app)
-
-
-def _register(app: Flask) -> None:
-    if blueprint.name not in app.blueprints:
-        app.register_blueprint(blueprint)
+    # Handler modules of HANDLER_MODULES bring their payload specs to the server too.
+    load_handlers(settings.handler_modules)
+    seed_handlers()
+    if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
+        return create_auth_app(mlflow_app)
+    mlflow_app.register_blueprint(blueprint)
+    app = create_auth_app(mlflow_app)
+    guard(mlflow_app)
+    return app

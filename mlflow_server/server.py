@@ -16,7 +16,12 @@ from shared.settings import Settings, inherited_environment
 APP_NAME = "mlmanager"
 AUTH_CONFIG_FILE = "basic_auth.ini"
 # No control socket: its default path is per user, so two servers would collide on it.
-GUNICORN_OPTS = "--timeout 120 --graceful-timeout 20 --keep-alive 5 --no-control-socket"
+# Threaded workers: a client following a job's log (Server-Sent Events) holds a thread,
+# not a whole worker process.
+GUNICORN_OPTS = (
+    "--worker-class gthread --threads 8 --timeout 120 --graceful-timeout 20 "
+    "--keep-alive 5 --no-control-socket"
+)
 
 
 def write_auth_config(settings: Settings) -> Path:

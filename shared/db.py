@@ -106,8 +106,14 @@ def _sqlite_on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(settings: Settings, url: str | None = None, **kwargs: Any) -> Engine:
-    """An engine for our database (or for ``url``), configured per dialect."""
+def make_engine(
+    settings: Settings, url: str | None = None, *, pre_ping: bool = True, **kwargs: Any
+) -> Engine:
+    """An engine for our database (or for ``url``), configured per dialect.
+
+    ``pre_ping=False`` saves a round trip per checkout, for callers that retry on
+    their own: a connection found dead then raises once and SQLAlchemy renews the pool.
+    """
     parsed = parse_url(url or settings.database_url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -133,9 +139,7 @@ def make_engine(settings: Settings, url: str | None = None, **kwargs: Any) -> En
         return create_engine(
             parsed,
             connect_args=connect_args,
-            # No pre-ping round trip per checkout: a connection found dead raises, SQLAlchemy
-            # then discards the pool, and every caller retries (the worker) or answers 503.
-            pool_pre_ping=False,
+            pool_pre_ping=pre_ping,
             execution_options={SCHEMA_OPTION: settings.db_schema}
             if backend == "postgresql"
             else {},

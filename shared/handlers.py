@@ -7,9 +7,13 @@ policy and who may submit it. The steps that do the work live in ``bobby``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.db import check_identifier
 
 
 class Payload(BaseModel):
@@ -28,6 +32,8 @@ class HandlerSpec:
     idempotent: bool = False
     max_attempts: int | None = None  # None: JOB_MAX_ATTEMPTS for idempotent handlers
     admin_only: bool = False
+    # Only offered when ENVIRONMENT is one of these (None: always).
+    environments: frozenset[str] | None = None
 
     def attempts(self, default: int) -> int:
         if not self.idempotent:
@@ -69,3 +75,165 @@ DISABLE_SERVICE = register_spec(
 )
 # Switching handlers on and off must itself never be switched off.
 ALWAYS_ENABLED = frozenset({ENABLE_SERVICE.name, DISABLE_SERVICE.name})
+
+
+def _identifier(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_identifier(value, what)
+    except Exception as exc:
+        raise ValueError(str(exc)) from None
+
+
+class ModelRef(Payload):
+    """Which model: an MLflow run (the original ``run_id``) or a model URI."""
+
+    run_id: str | None = Field(None, pattern=r"^[0-9a-zA-Z_-]{1,64}$", description="MLflow run id")
+    model_uri: str | None = Field(
+        None,
+        pattern=r"^(runs:/[0-9a-zA-Z_-]+/.+|models:/[^/]+/[^/]+)$",
+        description="runs:/<run>/<path> or models:/<name>/<version|alias>",
+    )
+
+    @model_validator(mode="after")
+    def _one_model(self) -> Self:
+        if (self.run_id is None) == (self.model_uri is None):
+            raise ValueError("give exactly one of run_id and model_uri")
+        return self
+
+
+class DeployDatabasePayload(ModelRef):
+    db_schema: str = Field(description="Schema of the table")
+    db_table: str = Field(description="Table whose inserted rows get scored")
+    create_model_table: bool = Field(False, description="Create the table (else: alter it)")
+    df_schema: dict[str, str] | None = Field(
+        None, description="Column -> SQL type of the training frame (for a new table)"
+    )
+    primary_key: dict[str, str] | None = Field(
+        None, description="Primary key column(s) -> SQL type (new table)"
+    )
+    reference_schema: str | None = Field(None, description="Schema of a reference table")
+    reference_table: str | None = Field(None, description="Take feature columns from this table")
+    model_cols: list[str] | None = Field(None, description="Columns that feed the model")
+    classes: list[str] | None = Field(None, description="Class labels (classification)")
+    library_specific: dict[str, str | float | int | bool] = Field(
+        default_factory=dict, description="e.g. {'method': 'predict_proba'}"
+    )
+    replace: bool = Field(False, description="Replace a model already on the table")
+    max_batch_size: int = Field(10000, ge=1, le=1_000_000, description="Rows scored per call")
+    score_existing: bool = Field(False, description="Fill predictions for rows already there")
+    dry_run: bool = Field(False, description="Only print the SQL of the deployment plan")
+    trigger_mode: Literal["statement", "row"] = Field("statement", description="Trigger kind")
+
+    @field_validator("db_schema", "db_table", "reference_schema", "reference_table")
+    @classmethod
+    def _names(cls, value: str | None, info: object) -> str | None:
+        return _identifier(value, getattr(info, "field_name", "name"))
+
+    @field_validator("model_cols")
+    @classmethod
+    def _columns(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [str(_identifier(c, "model_cols")) for c in value]
+
+    @field_validator("df_schema", "primary_key")
+    @classmethod
+    def _typed_columns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        for column, sql_type in value.items():
+            _identifier(column, "column")
+            if not _SQL_TYPE.fullmatch(sql_type):
+                raise ValueError(f"unsupported SQL type {sql_type!r} for column {column}")
+        return value
+
+
+_SQL_TYPE = re.compile(
+    r"(?i)(SMALLINT|INT|INTEGER|BIGINT|REAL|FLOAT|DOUBLE( PRECISION)?|NUMERIC(\(\d+(,\d+)?\))?"
+    r"|DECIMAL(\(\d+(,\d+)?\))?|BOOLEAN|TEXT|VARCHAR(\(\d+\))?|CHAR(\(\d+\))?|DATE"
+    r"|TIMESTAMP|TIMESTAMPTZ)"
+)
+
+
+class UndeployDatabasePayload(ModelRef):
+    db_schema: str
+    db_table: str
+    drop_columns: bool = Field(False, description="Also drop the prediction columns")
+
+    @field_validator("db_schema", "db_table")
+    @classmethod
+    def _names(cls, value: str, info: object) -> str | None:
+        return _identifier(value, getattr(info, "field_name", "name"))
+
+
+class DeployKubernetesPayload(ModelRef):
+    service_port: int = Field(80, ge=1, le=65535)
+    base_replicas: int = Field(1, ge=1, le=100)
+    autoscaling_enabled: bool = False
+    max_replicas: int = Field(2, ge=1, le=100)
+    target_cpu_utilization: int = Field(50, ge=1, le=100)
+    disable_nginx: bool = False
+    gunicorn_workers: int = Field(1, ge=1, le=64)
+    resource_requests_enabled: bool = False
+    resource_limits_enabled: bool = False
+    cpu_request: float = Field(0.5, gt=0)
+    cpu_limit: float = Field(1, gt=0)
+    memory_request: str = Field("512Mi", pattern=r"^\d+(Ki|Mi|Gi)$")
+    memory_limit: str = Field("2048Mi", pattern=r"^\d+(Ki|Mi|Gi)$")
+    expose_external: bool = False
+
+
+class UndeployKubernetesPayload(ModelRef):
+    pass
+
+
+class DeployAwsPayload(ModelRef):
+    app_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    deployment_mode: Literal["create", "add", "replace"] = "replace"
+    sagemaker_region: str = Field("us-east-2", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    instance_type: str = Field("ml.m5.xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(1, ge=1, le=100)
+    pipeline: Literal["model"] = "model"
+
+
+class DeployAzurePayload(ModelRef):
+    workspace: str = Field(min_length=1, max_length=64)
+    endpoint_name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9-]{2,31}$")
+    resource_group: str = Field(min_length=1, max_length=90)
+    model_name: str = Field(min_length=1, max_length=255)
+    region: str = "East US"
+    cpu_cores: float = Field(0.1, gt=0)
+    allocated_ram: float = Field(0.5, gt=0)
+
+
+class ScheduleRetrainPayload(ModelRef):
+    name: str = Field(min_length=1, max_length=255, description="Registered model to retrain")
+    cron_exp: str = Field(pattern=r"^\S+( \S+){4}$", description="Cron expression (5 fields)")
+    environment: Literal["default", "kubernetes"] = "default"
+
+
+class WatchElasticsearchPayload(Payload):
+    context_name: str = Field(min_length=1)
+    entity_id: str = Field(min_length=1)
+    job_name: str = Field(min_length=1)
+    completion_msgs: list[str] = Field(min_length=1)
+    failure_msgs: list[str] = Field(default_factory=list)
+
+
+for _spec in (
+    HandlerSpec("DEPLOY_DATABASE", "Score every inserted row of a table", DeployDatabasePayload),
+    HandlerSpec("UNDEPLOY_DATABASE", "Remove a model from a table", UndeployDatabasePayload),
+    HandlerSpec("DEPLOY_KUBERNETES", "Serve a model on Kubernetes", DeployKubernetesPayload),
+    HandlerSpec("UNDEPLOY_KUBERNETES", "Remove a Kubernetes deployment", UndeployKubernetesPayload),
+    HandlerSpec(
+        "DEPLOY_AWS", "Deploy to SageMaker", DeployAwsPayload, environments=frozenset({"aws"})
+    ),
+    HandlerSpec(
+        "DEPLOY_AZURE", "Deploy to Azure ML", DeployAzurePayload, environments=frozenset({"azure"})
+    ),
+    HandlerSpec("SCHEDULE_RETRAIN", "Retrain a model on a schedule", ScheduleRetrainPayload),
+    HandlerSpec(
+        "WATCH_ELASTICSEARCH", "Follow a pod's logs in Elasticsearch", WatchElasticsearchPayload
+    ),
+):
+    register_spec(_spec)

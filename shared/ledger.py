@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,15 +210,18 @@ class Ledger:
         now = utcnow()
         return {"now": now, "lease_until": now + dt.timedelta(seconds=lease_seconds)}
 
-    @functools.cached_property
-    def _claim_statement(self) -> Any:
+    @functools.cache  # noqa: B019 - one Ledger per engine, lives as long as the process
+    def _claim_statement(self, only_some_handlers: bool) -> Any:
         now = self._now_param()
+        runnable = [jobs.c.status == "PENDING", jobs.c.run_after <= now, handlers.c.enabled]
+        if only_some_handlers:
+            runnable.append(jobs.c.handler_name.in_(bindparam("handlers", expanding=True)))
         # The candidates are picked (and locked) once, in a materialized CTE: as an
         # IN (subquery) PostgreSQL may re-run the LIMITed subquery and take more.
         picked = (
             select(jobs.c.id)
             .join(handlers, handlers.c.name == jobs.c.handler_name)
-            .where(jobs.c.status == "PENDING", jobs.c.run_after <= now, handlers.c.enabled)
+            .where(*runnable)
             .order_by(jobs.c.run_after, jobs.c.id)
             .limit(bindparam("limit", type_=Integer()))
             .with_for_update(skip_locked=True, of=jobs)
@@ -395,13 +398,27 @@ class Ledger:
             return Job.from_row(row)
 
     # --- the worker's side ------------------------------------------------
-    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Job]:
-        """Atomically take up to ``limit`` runnable PENDING jobs and mark them RUNNING."""
+    def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        handler_names: Collection[str] | None = None,
+    ) -> list[Job]:
+        """Atomically take up to ``limit`` runnable PENDING jobs and mark them RUNNING.
+
+        ``handler_names``: only jobs this worker can run (a worker of an older release
+        leaves the jobs of newer handlers to the workers that have them).
+        """
         if limit <= 0:
             return []
-        params = {"claimer": worker_id, "limit": limit, **self._clock(lease_seconds)}
+        params: dict[str, Any] = {"claimer": worker_id, "limit": limit}
+        params.update(self._clock(lease_seconds))
+        if handler_names is not None:
+            params["handlers"] = list(handler_names)
+        statement = self._claim_statement(handler_names is not None)
         with self._statement() as conn:
-            rows = conn.execute(self._claim_statement, params).mappings().all()
+            rows = conn.execute(statement, params).mappings().all()
         return sorted((Job.from_row(r) for r in rows), key=lambda j: j.id)
 
     @staticmethod

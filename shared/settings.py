@@ -163,6 +163,13 @@ class Settings(BaseSettings):
             return self.mlflow_backend_store_uri.get_secret_value()
         if self.embedded:
             return f"sqlite:///{self.home / 'mlflow.db'}"
+        ours = make_url(self.database_url)
+        if ours.get_backend_name() == "sqlite" and ours.database:
+            # SQLite has no schemas: MLflow's tables (it has a `jobs` too) get a file of
+            # their own beside ours.
+            path = Path(ours.database)
+            name = "mlflow.db" if path.name != "mlflow.db" else "mlflow-tracking.db"
+            return f"sqlite:///{path.with_name(name)}"
         return self.database_url
 
     @property

@@ -71,6 +71,7 @@ class Record(Handler):
 
     def hold(self) -> None:
         job = self.ctx.job
+        create_test_tables(self.ctx.ledger.engine)
         self._exec(
             "INSERT INTO test_holds VALUES (:j, :w, :a, :p, :t, NULL)",
             j=job.id,

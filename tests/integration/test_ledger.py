@@ -220,3 +220,11 @@ def test_claim_reports_the_last_log_line_of_earlier_attempts(ledger: Ledger) -> 
     ledger.append_logs(job.id, [LogLine(n, now, "INFO", "x") for n in range(1, 4)])
     claimed = {j.id: j.last_log_line for j in ledger.claim("w1", 2, 30)}
     assert claimed == {other.id: 9, job.id: 3}
+
+
+def test_claim_takes_only_jobs_of_the_handlers_the_worker_has(ledger: Ledger) -> None:
+    record = ledger.enqueue("RECORD", {}, "ann")
+    ledger.enqueue("NOOP", {}, "ann")
+    assert [j.id for j in ledger.claim("w1", 5, 30, handler_names=["RECORD"])] == [record.id]
+    assert ledger.claim("w1", 5, 30, handler_names=["DEPLOY_DATABASE"]) == []
+    assert [j.handler_name for j in ledger.claim("w2", 5, 30)] == ["NOOP"]

@@ -1,0 +1,148 @@
+"""Who is calling: MLflow's authentication for our routes, and database logins.
+
+MLflow's auth app authenticates every request and then looks for a permission
+validator of the route; our routes have none (they authorize per job and per
+deployment themselves), so MLflow would refuse them to non-admins. ``guard``
+wraps MLflow's check: on our routes it only authenticates, with the very same
+authentication function; everywhere else MLflow's check runs unchanged.
+
+With ``AUTH_BACKEND=database`` the authentication function is
+:func:`authenticate_request_database`: a username/password is valid if a
+connection to the database as that user succeeds (how the original logged users
+in). A successful login creates or updates the matching MLflow user, so MLflow's
+permissions still apply; the database password is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from flask import Flask, Response, g, request
+from sqlalchemy.engine import make_url
+
+from mlflow_server.schemas import API_PREFIX
+from shared.errors import NotAuthenticated
+from shared.settings import get_settings
+
+OUR_PREFIXES = (API_PREFIX + "/", "/api/rest/")
+DB_LOGIN_CACHE_SECONDS = 60.0
+
+
+def guard(app: Flask) -> None:
+    """Replace MLflow's before-request check by one that only authenticates our routes."""
+    from mlflow.server import auth as mlflow_auth
+
+    funcs = app.before_request_funcs.setdefault(None, [])
+    position = funcs.index(mlflow_auth._before_request)
+    mlflow_check = funcs[position]
+
+    def check() -> Any:
+        if not request.path.startswith(OUR_PREFIXES):
+            return mlflow_check()
+        result = mlflow_auth.authenticate_request()
+        if isinstance(result, Response):
+            return result
+        g.mlflow_authenticated_user = result.username
+        return None
+
+    funcs[position] = check
+
+
+def current_user() -> str:
+    user = getattr(g, "mlflow_authenticated_user", None)
+    if not user:
+        raise NotAuthenticated("log in with HTTP basic auth")
+    return str(user)
+
+
+def is_admin() -> bool:
+    from mlflow.server.auth import store
+
+    cached = getattr(g, "mlmanager_is_admin", None)
+    if cached is None:
+        cached = bool(store.get_user(current_user()).is_admin)
+        g.mlmanager_is_admin = cached
+    return cached
+
+
+# --- AUTH_BACKEND=database ------------------------------------------------------
+class DatabaseLogins:
+    """Checks credentials by connecting to PostgreSQL; caches successes briefly.
+
+    The cache keeps an HMAC of the password under a per-process random key, never
+    the password itself.
+    """
+
+    def __init__(self, connect: Callable[[str, str], None], ttl: float) -> None:
+        self._connect = connect
+        self._ttl = ttl
+        self._key = secrets.token_bytes(32)
+        self._ok: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+
+    def _digest(self, username: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+
+    def check(self, username: str, password: str) -> bool:
+        digest = self._digest(username, password)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._ok.get(username)
+            if hit and hit[1] > now and hmac.compare_digest(hit[0], digest):
+                return True
+        try:
+            self._connect(username, password)
+        except psycopg.Error:
+            return False
+        with self._lock:
+            self._ok[username] = (digest, now + self._ttl)
+        return True
+
+
+def _connect_as(username: str, password: str) -> None:
+    url = make_url(get_settings().database_url)
+    with psycopg.connect(
+        host=url.host or "localhost",
+        port=url.port or 5432,
+        dbname=url.database,
+        user=username,
+        password=password,
+        connect_timeout=5,
+    ):
+        pass
+
+
+_logins = DatabaseLogins(_connect_as, DB_LOGIN_CACHE_SECONDS)
+
+
+def _ensure_mlflow_user(username: str) -> None:
+    """The MLflow user of a database login, so MLflow's permissions apply to it."""
+    from mlflow.server.auth import store
+
+    if not store.has_user(username):
+        # A random password nobody knows: this user logs in through the database only.
+        store.create_user(username, secrets.token_urlsafe(24) + "Aa1!", is_admin=False)
+
+
+def authenticate_request_database() -> Any:
+    """MLflow ``authorization_function`` for AUTH_BACKEND=database."""
+    from mlflow.server.auth import authenticate_request_basic_auth, make_basic_auth_response
+
+    auth = request.authorization
+    if auth is None or not auth.username or auth.password is None:
+        return make_basic_auth_response()
+    # MLflow's own users (the bootstrap admin) keep working.
+    mlflow_result = authenticate_request_basic_auth()
+    if not isinstance(mlflow_result, Response):
+        return mlflow_result
+    if _logins.check(auth.username, auth.password):
+        _ensure_mlflow_user(auth.username)
+        return auth
+    return make_basic_auth_response()

@@ -1,0 +1,395 @@
+"""The REST API's bodies (pydantic) and the OpenAPI document generated from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from shared.deployments import Deployment
+from shared.handlers import SPECS
+from shared.ledger import Handler, Job, LogLine
+from shared.models import DEPLOYMENT_STATUSES, JOB_STATUSES
+
+API_PREFIX = "/api/2.0/mlmanager"
+MAX_ID = 2**63 - 1
+MAX_PAGE = 500
+
+
+def iso(ts: dt.datetime | None) -> str | None:
+    """ISO-8601 in UTC with milliseconds: 2026-11-27T10:00:00.123Z."""
+    if ts is None:
+        return None
+    return ts.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    error_code: str
+    message: str
+    field: str | None = None
+
+
+class SubmitJob(Body):
+    handler_name: str = Field(description="One of the handlers of GET /handlers")
+    payload: dict[str, Any] = Field(default_factory=dict, description="The handler's fields")
+
+
+class JobOut(BaseModel):
+    id: int
+    handler_name: str
+    status: Literal[JOB_STATUSES]  # type: ignore[valid-type]
+    user: str
+    payload: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempt: int
+    max_attempts: int
+    error: str | None
+    worker_id: str | None
+    cancel_requested: bool
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            handler_name=job.handler_name,
+            status=job.status,
+            user=job.user,
+            payload=job.payload,
+            created_at=iso(job.created_at) or "",
+            started_at=iso(job.started_at),
+            finished_at=iso(job.finished_at),
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            error=job.error,
+            worker_id=job.worker_id,
+            cancel_requested=job.cancel_requested,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    next_offset: int | None = Field(description="Offset of the next page (null: last page)")
+
+
+class LogLineOut(BaseModel):
+    line: int
+    time: str
+    level: str
+    message: str
+
+    @classmethod
+    def of(cls, ln: LogLine) -> LogLineOut:
+        return cls(line=ln.line, time=iso(ln.logged_at) or "", level=ln.level, message=ln.message)
+
+
+class LogsOut(BaseModel):
+    job_id: int
+    status: Literal[JOB_STATUSES]  # type: ignore[valid-type]
+    lines: list[LogLineOut]
+    next_after: int = Field(description="Pass as ?after= to read the lines that follow")
+
+
+class DeploymentOut(BaseModel):
+    id: int
+    target: str
+    name: str
+    status: Literal[DEPLOYMENT_STATUSES]  # type: ignore[valid-type]
+    model_uri: str | None
+    run_id: str | None
+    details: dict[str, Any]
+    job_id: int | None
+    user: str
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, d: Deployment) -> DeploymentOut:
+        return cls(
+            id=d.id,
+            target=d.target,
+            name=d.name,
+            status=d.status,
+            model_uri=d.model_uri,
+            run_id=d.run_id,
+            details=d.details,
+            job_id=d.job_id,
+            user=d.user,
+            created_at=iso(d.created_at) or "",
+            updated_at=iso(d.updated_at) or "",
+        )
+
+
+class DeploymentList(BaseModel):
+    deployments: list[DeploymentOut]
+    next_offset: int | None
+
+
+class HandlerOut(BaseModel):
+    name: str
+    enabled: bool
+    description: str
+    admin_only: bool
+    updated_at: str
+    updated_by: str | None
+
+    @classmethod
+    def of(cls, h: Handler) -> HandlerOut:
+        spec = SPECS.get(h.name)
+        return cls(
+            name=h.name,
+            enabled=h.enabled,
+            description=h.description,
+            admin_only=bool(spec and spec.admin_only),
+            updated_at=iso(h.updated_at) or "",
+            updated_by=h.updated_by,
+        )
+
+
+class HandlerList(BaseModel):
+    handlers: list[HandlerOut]
+
+
+class CompatInitiateOut(BaseModel):
+    job_id: int
+    status: str
+
+
+class CompatLogsIn(Body):
+    task_id: int = Field(ge=1, le=MAX_ID)
+
+
+class CompatLogsOut(BaseModel):
+    task_id: int
+    status: str
+    logs: list[str]
+
+
+# --- OpenAPI ---------------------------------------------------------------------
+_MODELS: list[type[BaseModel]] = [
+    ErrorOut,
+    SubmitJob,
+    JobOut,
+    JobList,
+    LogsOut,
+    DeploymentOut,
+    DeploymentList,
+    HandlerOut,
+    HandlerList,
+    CompatInitiateOut,
+    CompatLogsIn,
+    CompatLogsOut,
+    *(spec.payload_model for spec in SPECS.values()),
+]
+
+
+def _ref(model: type[BaseModel] | str) -> dict[str, str]:
+    name = model if isinstance(model, str) else model.__name__
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(model: type[BaseModel] | str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(model)}}}
+
+
+_ERRORS = {
+    "400": "Invalid request (the field is named)",
+    "401": "No or wrong credentials",
+    "403": "Not allowed for this user",
+    "404": "No such resource (or not yours)",
+    "409": "Conflicts with the current state",
+}
+
+
+def _op(
+    summary: str,
+    ok: tuple[str, type[BaseModel] | str],
+    *,
+    errors: tuple[str, ...] = ("401",),
+    body: type[BaseModel] | None = None,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    code, model = ok
+    responses: dict[str, Any] = {code: {"description": "OK", **_json(model)}}
+    for err in errors:
+        responses[err] = {"description": _ERRORS[err], **_json(ErrorOut)}
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
+
+
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+_PAGE = [
+    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 1_000_000}),
+]
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ML Manager's REST API."""
+    _, schemas = models_json_schema(
+        [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    job_id = _param("job_id", "path", _ID)
+    p = API_PREFIX
+    paths = {
+        f"{p}/jobs": {
+            "post": _op(
+                "Submit a job",
+                ("201", JobOut),
+                errors=("400", "401", "403", "409"),
+                body=SubmitJob,
+            ),
+            "get": _op(
+                "List jobs, newest first (users see their own, admins all)",
+                ("200", JobList),
+                errors=("400", "401"),
+                params=[
+                    _param("status", "query", {"type": "string", "enum": list(JOB_STATUSES)}),
+                    _param("handler", "query", {"type": "string", "maxLength": 64}),
+                    _param("user", "query", {"type": "string", "maxLength": 255}),
+                    _param("since", "query", {"type": "string", "format": "date-time"}),
+                    *_PAGE,
+                ],
+            ),
+        },
+        f"{p}/jobs/{{job_id}}": {
+            "get": _op("Get a job", ("200", JobOut), errors=("401", "404"), params=[job_id])
+        },
+        f"{p}/jobs/{{job_id}}/logs": {
+            "get": _op(
+                "Read a job's log lines after line `after`",
+                ("200", LogsOut),
+                errors=("400", "401", "404"),
+                params=[
+                    job_id,
+                    _param("after", "query", {"type": "integer", "minimum": 0, "maximum": MAX_ID}),
+                    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 5000}),
+                ],
+            )
+        },
+        f"{p}/jobs/{{job_id}}/logs/stream": {
+            "get": {
+                "summary": "Follow a job's log as Server-Sent Events until the job ends",
+                "parameters": [
+                    job_id,
+                    _param("after", "query", {"type": "integer", "minimum": 0, "maximum": MAX_ID}),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "events `log` (data: a LogLineOut) then `end` (a JobOut)",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "401": {"description": _ERRORS["401"], **_json(ErrorOut)},
+                    "404": {"description": _ERRORS["404"], **_json(ErrorOut)},
+                },
+            }
+        },
+        f"{p}/jobs/{{job_id}}/cancel": {
+            "post": _op(
+                "Cancel a job (PENDING: at once; RUNNING: at its next step)",
+                ("200", JobOut),
+                errors=("401", "404", "409"),
+                params=[job_id],
+            )
+        },
+        f"{p}/deployments": {
+            "get": _op(
+                "List deployments (users see their own, admins all)",
+                ("200", DeploymentList),
+                errors=("400", "401"),
+                params=[
+                    _param("target", "query", {"type": "string", "maxLength": 32}),
+                    _param(
+                        "status", "query", {"type": "string", "enum": list(DEPLOYMENT_STATUSES)}
+                    ),
+                    *_PAGE,
+                ],
+            )
+        },
+        f"{p}/deployments/{{deployment_id}}": {
+            "get": _op(
+                "Get a deployment",
+                ("200", DeploymentOut),
+                errors=("401", "404"),
+                params=[_param("deployment_id", "path", _ID)],
+            ),
+            "delete": _op(
+                "Undeploy: submits the matching undeploy job",
+                ("202", JobOut),
+                errors=("401", "404", "409"),
+                params=[_param("deployment_id", "path", _ID)],
+            ),
+        },
+        f"{p}/handlers": {"get": _op("List handlers", ("200", HandlerList))},
+        f"{p}/handlers/{{name}}/enable": {
+            "post": _op(
+                "Enable a handler (admins)",
+                ("200", HandlerOut),
+                errors=("401", "403", "404"),
+                params=[_param("name", "path", {"type": "string", "pattern": "^[A-Z_]{1,64}$"})],
+            )
+        },
+        f"{p}/handlers/{{name}}/disable": {
+            "post": _op(
+                "Disable a handler (admins)",
+                ("200", HandlerOut),
+                errors=("400", "401", "403", "404"),
+                params=[_param("name", "path", {"type": "string", "pattern": "^[A-Z_]{1,64}$"})],
+            )
+        },
+        "/api/rest/initiate": {
+            "post": {
+                **_op(
+                    "Original API: submit a job; body is handler_name plus the payload fields",
+                    ("200", CompatInitiateOut),
+                    errors=("400", "401", "403", "409"),
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["handler_name"],
+                                "properties": {"handler_name": {"type": "string"}},
+                                "additionalProperties": True,
+                            }
+                        }
+                    },
+                },
+            }
+        },
+        "/api/rest/logs": {
+            "post": _op(
+                "Original API: a job's status and log lines",
+                ("200", CompatLogsOut),
+                errors=("400", "401", "404"),
+                body=CompatLogsIn,
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ML Manager", "version": "1"},
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+        },
+        "security": [{"basic": []}],
+        "paths": paths,
+    }

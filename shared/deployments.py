@@ -1,0 +1,93 @@
+"""The deployments table: the desired state of every deployed model.
+
+Handlers record deployments here; the server lists them; undeploy submits the
+matching job. All SQL on ``deployments`` lives in this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, Table, select
+
+from shared.errors import NotFound
+from shared.models import DeploymentRow
+
+deployments: Table = DeploymentRow.__table__  # type: ignore[assignment]
+
+# Target -> the handler that undoes a deployment, and the payload it needs.
+UNDEPLOY_HANDLERS = {"database": "UNDEPLOY_DATABASE", "kubernetes": "UNDEPLOY_KUBERNETES"}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    target: str
+    name: str
+    status: str
+    model_uri: str | None
+    run_id: str | None
+    details: dict[str, Any]
+    job_id: int | None
+    user: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    def undeploy_job(self) -> tuple[str, dict[str, Any]] | None:
+        """The (handler, payload) that removes this deployment, if the target has one."""
+        handler = UNDEPLOY_HANDLERS.get(self.target)
+        if handler is None:
+            return None
+        model: dict[str, Any] = (
+            {"run_id": self.run_id} if self.run_id else {"model_uri": self.model_uri}
+        )
+        if self.target == "database":
+            model |= {
+                "db_schema": self.details.get("db_schema"),
+                "db_table": self.details.get("db_table"),
+            }
+        return handler, model
+
+
+class DeploymentStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @staticmethod
+    def _from_row(row: Any) -> Deployment:
+        data = dict(row)
+        data["user"] = data.pop("username")
+        return Deployment(**data)
+
+    def list(
+        self,
+        *,
+        user: str | None = None,
+        target: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Deployment]:
+        query = select(deployments)
+        if user is not None:
+            query = query.where(deployments.c.username == user)
+        if target is not None:
+            query = query.where(deployments.c.target == target)
+        if status is not None:
+            query = query.where(deployments.c.status == status)
+        query = query.order_by(deployments.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [self._from_row(r) for r in conn.execute(query).mappings()]
+
+    def get(self, deployment_id: int) -> Deployment:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(deployments).where(deployments.c.id == deployment_id))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no deployment {deployment_id}")
+        return self._from_row(row)

@@ -1,0 +1,317 @@
+"""The REST API against a real `mlmanager up` (server and worker processes), on SQLite
+and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from shared.handlers import SPECS
+from tests.pg import PostgresServer
+from tests.servers import ADMIN_PASSWORD, MLManagerProcess
+
+ADMIN = ("admin", ADMIN_PASSWORD)
+ANN = ("ann", "ann-password-1234")
+BOB = ("bob", "bob-password-1234")
+
+# A valid payload per handler (fields and defaults of REFERENCE.md).
+VALID = {
+    "DEPLOY_DATABASE": {"run_id": "abc123", "db_schema": "ml", "db_table": "iris"},
+    "UNDEPLOY_DATABASE": {"run_id": "abc123", "db_schema": "ml", "db_table": "iris"},
+    "DEPLOY_KUBERNETES": {"model_uri": "models:/iris/1", "base_replicas": 2},
+    "UNDEPLOY_KUBERNETES": {"run_id": "abc123"},
+    "DEPLOY_AWS": {"run_id": "abc123", "app_name": "iris-app"},
+    "DEPLOY_AZURE": {
+        "run_id": "abc123",
+        "workspace": "ws",
+        "endpoint_name": "iris-ep",
+        "resource_group": "rg",
+        "model_name": "iris",
+    },
+    "SCHEDULE_RETRAIN": {"run_id": "abc123", "name": "iris", "cron_exp": "0 3 * * *"},
+    "WATCH_ELASTICSEARCH": {
+        "context_name": "ctx",
+        "entity_id": "e1",
+        "job_name": "retrain-iris",
+        "completion_msgs": ["done"],
+    },
+    "ENABLE_SERVICE": {"service": "DEPLOY_DATABASE"},
+    "DISABLE_SERVICE": {"service": "DEPLOY_DATABASE"},
+    "RECORD": {"steps": 1},
+    "NOOP": {},
+}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MLManagerProcess]:
+    home = tmp_path_factory.mktemp(f"api-{request.param}") / "home"
+    if request.param == "sqlite":
+        proc = MLManagerProcess(home)
+        cleanup = None
+    else:
+        pg: PostgresServer = request.getfixturevalue("pg_server")
+        cleanup = pg.database(f"api_{int(time.time() * 1000)}")
+        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
+    try:
+        proc.wait_ready()
+        proc.create_user(*ANN)
+        proc.create_user(*BOB)
+        yield proc
+    finally:
+        proc.stop()
+        if cleanup is not None:
+            cleanup.__exit__(None, None, None)
+
+
+def call(
+    server: MLManagerProcess, method: str, path: str, auth: Any = ADMIN, **kw: Any
+) -> requests.Response:
+    return requests.request(method, f"{server.api}{path}", auth=auth, timeout=30, **kw)
+
+
+def submit(server: MLManagerProcess, handler: str, payload: dict[str, Any], auth: Any = ANN) -> Any:
+    r = call(server, "POST", "/jobs", auth, json={"handler_name": handler, "payload": payload})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def wait_job(server: MLManagerProcess, job_id: int, auth: Any = ANN, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = call(server, "GET", f"/jobs/{job_id}", auth).json()
+        if job["status"] in ("SUCCESS", "FAILURE", "CANCELLED"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end: {job}")
+
+
+def test_nothing_but_health_answers_without_a_user(server: MLManagerProcess) -> None:
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+    spec = call(server, "GET", "/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        concrete = (
+            path.replace("{job_id}", "1").replace("{deployment_id}", "1").replace("{name}", "NOOP")
+        )
+        for method in operations:
+            r = requests.request(method, f"{server.url}{concrete}", json={}, timeout=10)
+            assert r.status_code == 401, (method, path, r.status_code)
+            r = requests.request(
+                method, f"{server.url}{concrete}", json={}, auth=("ann", "wrong"), timeout=10
+            )
+            assert r.status_code == 401, (method, path, "wrong password")
+
+
+def test_only_admins_switch_handlers(server: MLManagerProcess) -> None:
+    r = call(server, "POST", "/handlers/NOOP/disable", ANN)
+    assert r.status_code == 403
+    assert r.json()["error_code"] == "PERMISSION_DENIED"
+    r = call(
+        server,
+        "POST",
+        "/jobs",
+        ANN,
+        json={"handler_name": "DISABLE_SERVICE", "payload": {"service": "NOOP"}},
+    )
+    assert r.status_code == 403
+    assert call(server, "POST", "/handlers/NOOP/disable").json()["enabled"] is False
+    r = call(server, "POST", "/jobs", ANN, json={"handler_name": "NOOP", "payload": {}})
+    assert r.status_code == 409
+    assert "disabled" in r.json()["message"]
+    assert call(server, "POST", "/handlers/NOOP/enable").json()["enabled"] is True
+    assert call(server, "POST", "/handlers/ENABLE_SERVICE/disable").status_code == 400
+    assert call(server, "POST", "/handlers/NO_SUCH/enable").status_code == 404
+    names = {h["name"] for h in call(server, "GET", "/handlers", ANN).json()["handlers"]}
+    assert {"DEPLOY_DATABASE", "DEPLOY_KUBERNETES", "RECORD"} <= names
+    assert "DEPLOY_AWS" not in names  # ENVIRONMENT=default offers no SageMaker
+
+
+def test_users_see_and_cancel_only_their_own_jobs(server: MLManagerProcess) -> None:
+    job = submit(server, "RECORD", {"steps": 2}, auth=BOB)
+    for method, path in (
+        ("GET", f"/jobs/{job['id']}"),
+        ("GET", f"/jobs/{job['id']}/logs"),
+        ("GET", f"/jobs/{job['id']}/logs/stream"),
+        ("POST", f"/jobs/{job['id']}/cancel"),
+    ):
+        r = call(server, method, path, ANN)
+        assert r.status_code == 404, (method, path)
+        assert r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    r = requests.post(
+        f"{server.url}/api/rest/logs", json={"task_id": job["id"]}, auth=ANN, timeout=10
+    )
+    assert r.status_code == 404
+    ann_jobs = call(server, "GET", "/jobs?user=bob", ANN).json()["jobs"]
+    assert all(j["user"] == "ann" for j in ann_jobs)
+    admin_jobs = call(server, "GET", "/jobs?user=bob", ADMIN).json()["jobs"]
+    assert job["id"] in [j["id"] for j in admin_jobs]
+    assert call(server, "GET", f"/jobs/{job['id']}", ADMIN).status_code == 200
+
+
+def test_submit_list_get_logs_and_follow_a_job(server: MLManagerProcess) -> None:
+    job = submit(server, "RECORD", {"steps": 3, "sleep": 0.6, "lines": 5})
+    assert job["status"] == "PENDING"
+    assert job["user"] == "ann"
+    assert job["created_at"].endswith("Z") and len(job["created_at"]) == 24  # ...T..:..:..123Z
+
+    # Follow the log as Server-Sent Events until the job ends.
+    events = []
+    with requests.get(
+        f"{server.api}/jobs/{job['id']}/logs/stream", auth=ANN, stream=True, timeout=60
+    ) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        event: dict[str, str] = {}
+        for raw in r.iter_lines(decode_unicode=True):
+            if raw == "":
+                if event:
+                    events.append(event)
+                event = {}
+            elif not raw.startswith(":"):
+                key, _, value = raw.partition(": ")
+                event[key] = value
+    assert events[-1]["event"] == "end"
+    assert json.loads(events[-1]["data"])["status"] == "SUCCESS"
+    streamed = [json.loads(e["data"]) for e in events if e["event"] == "log"]
+    assert [ln["line"] for ln in streamed] == list(range(1, len(streamed) + 1))
+    assert "Step 5/5: effect" in [ln["message"] for ln in streamed]
+
+    # Incremental reads return the same lines.
+    first = call(server, "GET", f"/jobs/{job['id']}/logs?limit=4", ANN).json()
+    assert [ln["line"] for ln in first["lines"]] == [1, 2, 3, 4]
+    rest = call(server, "GET", f"/jobs/{job['id']}/logs?after={first['next_after']}", ANN).json()
+    assert [ln["message"] for ln in first["lines"] + rest["lines"]] == [
+        ln["message"] for ln in streamed
+    ]
+
+    done = call(server, "GET", f"/jobs/{job['id']}", ANN).json()
+    assert done["status"] == "SUCCESS" and done["finished_at"] >= done["started_at"]
+    listed = call(server, "GET", "/jobs?handler=RECORD&status=SUCCESS&limit=500", ANN).json()
+    assert job["id"] in [j["id"] for j in listed["jobs"]]
+    ids = [j["id"] for j in call(server, "GET", "/jobs?limit=500", ANN).json()["jobs"]]
+    assert ids == sorted(ids, reverse=True)  # newest first
+    assert call(server, "GET", "/jobs?status=DONE", ANN).status_code == 400
+    assert call(server, "GET", "/jobs?limit=0", ANN).json()["field"] == "limit"
+    assert call(server, "POST", f"/jobs/{job['id']}/cancel", ANN).status_code == 409
+
+
+def test_cancel_a_running_job(server: MLManagerProcess) -> None:
+    job = submit(server, "RECORD", {"steps": 40, "sleep": 20})
+    deadline = time.monotonic() + 30
+    while call(server, "GET", f"/jobs/{job['id']}", ANN).json()["status"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    r = call(server, "POST", f"/jobs/{job['id']}/cancel", ANN)
+    assert r.status_code == 200 and r.json()["cancel_requested"] is True
+    assert wait_job(server, job["id"], timeout=20)["status"] == "CANCELLED"
+
+
+def test_original_routes_for_old_clients(server: MLManagerProcess) -> None:
+    r = requests.post(
+        f"{server.url}/api/rest/initiate",
+        auth=ANN,
+        timeout=10,
+        json={"handler_name": "RECORD", "lines": 3},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "PENDING" and body["job_id"] > 0
+    wait_job(server, body["job_id"])
+    r = requests.post(
+        f"{server.url}/api/rest/logs", auth=ANN, timeout=10, json={"task_id": body["job_id"]}
+    )
+    assert r.status_code == 200
+    logs = r.json()
+    assert logs["status"] == "SUCCESS"
+    assert f"line 3 of job {body['job_id']}" in logs["logs"]
+    r = requests.post(
+        f"{server.url}/api/rest/initiate",
+        auth=ANN,
+        timeout=10,
+        json={"handler_name": "RECORD", "colour": "red"},
+    )
+    assert r.status_code == 400 and r.json()["field"] == "colour"
+
+
+def _invalid_value(annotation: Any) -> Any:
+    text = str(annotation)
+    return "not-a-mapping" if "dict" in text else {"not": "valid"}
+
+
+@pytest.mark.parametrize("handler", sorted(VALID))
+def test_each_handler_payload_is_validated_field_by_field(
+    server: MLManagerProcess, handler: str
+) -> None:
+    spec = SPECS[handler]
+    auth = ADMIN
+    r = call(
+        server, "POST", "/jobs", auth, json={"handler_name": handler, "payload": VALID[handler]}
+    )
+    if spec.environments is not None:
+        assert r.status_code == 400 and "ENVIRONMENT" in r.json()["message"]
+    else:
+        assert r.status_code == 201, r.text
+        call(server, "POST", f"/jobs/{r.json()['id']}/cancel", auth)
+    for name, field in spec.payload_model.model_fields.items():
+        bad = {**VALID[handler], name: _invalid_value(field.annotation)}
+        r = call(server, "POST", "/jobs", auth, json={"handler_name": handler, "payload": bad})
+        assert r.status_code == 400, (handler, name, r.text)
+        assert r.json()["field"] == name, (handler, name, r.json())
+    r = call(
+        server,
+        "POST",
+        "/jobs",
+        auth,
+        json={"handler_name": handler, "payload": {**VALID[handler], "colour": "red"}},
+    )
+    assert (r.status_code, r.json()["field"]) == (400, "colour")
+
+
+def test_unknown_handler_and_bad_bodies(server: MLManagerProcess) -> None:
+    r = call(server, "POST", "/jobs", ANN, json={"handler_name": "DEPLOY_MARS", "payload": {}})
+    assert (r.status_code, r.json()["field"]) == (400, "handler_name")
+    r = call(server, "POST", "/jobs", ANN, data="not json", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 400
+    r = call(server, "POST", "/jobs", ANN, json={"handler_name": "NOOP", "payload": {}, "x": 1})
+    assert (r.status_code, r.json()["field"]) == (400, "x")
+    r = call(
+        server,
+        "POST",
+        "/jobs",
+        ANN,
+        json={
+            "handler_name": "DEPLOY_DATABASE",
+            "payload": {"run_id": "a", "db_schema": 'x"; DROP TABLE jobs; --', "db_table": "t"},
+        },
+    )
+    assert (r.status_code, r.json()["field"]) == (400, "db_schema")
+    assert call(server, "GET", "/jobs/999999999", ANN).status_code == 404
+    assert call(server, "GET", "/deployments/1", ANN).status_code == 404
+    assert call(server, "GET", "/deployments", ANN).json() == {
+        "deployments": [],
+        "next_offset": None,
+    }
+
+
+def test_mlflow_client_logs_and_registers_through_the_server(
+    server: MLManagerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ANN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ANN[1])
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    exp = client.create_experiment(f"api-{time.time_ns()}")
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "auc", 0.9)
+    name = f"model-{time.time_ns()}"
+    client.create_registered_model(name)
+    version = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    assert version.version == "1"
+    assert client.get_registered_model(name).name == name

@@ -1,0 +1,86 @@
+"""A real `mlmanager up` (server + worker processes) for the API tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.pg import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_PASSWORD = "admin-test-password-42"
+
+
+class MLManagerProcess:
+    def __init__(self, home: Path, db_url: str | None = None, **settings: object) -> None:
+        self.port = free_port()
+        self.worker_port = free_port()
+        self.home = home
+        self.log = home.parent / f"{home.name}.log"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DB_", "MLMANAGER_", "MLFLOW_", "JOB_", "AUTH_"))
+        }
+        env.update(
+            MLMANAGER_HOME=str(home),
+            MLMANAGER_PORT=str(self.port),
+            WORKER_PORT=str(self.worker_port),
+            MLMANAGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            MLMANAGER_SECRET_KEY="test-secret-key-0123456789abcdef",
+            HANDLER_MODULES="tests.handlers",
+            JOB_RETRY_BACKOFF_SECONDS="0.2",
+            PYTHONPATH=str(ROOT),
+        )
+        if db_url is not None:
+            env["DB_URL"] = db_url
+        env.update({k.upper(): str(v) for k, v in settings.items()})
+        home.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow_server.cli", "up"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/api/2.0/mlmanager"
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        urls = [f"{self.url}/health", f"http://127.0.0.1:{self.worker_port}/health"]
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mlmanager up exited:\n{self.log.read_text()[-4000:]}")
+            try:
+                if all(requests.get(u, timeout=1).status_code == 200 for u in urls):
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"not ready in {timeout}s:\n{self.log.read_text()[-4000:]}")
+
+    def create_user(self, username: str, password: str) -> None:
+        r = requests.post(
+            f"{self.url}/api/2.0/mlflow/users/create",
+            json={"username": username, "password": password},
+            auth=("admin", ADMIN_PASSWORD),
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
