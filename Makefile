@@ -55,11 +55,15 @@ e2e: $(VENV)/.installed-test
 test: system-deps $(VENV)/.installed-test lint
 	$(BIN)/python -m pytest tests
 
-bench: system-deps $(VENV)/.installed-test
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,bench]'
+	touch $@
+
+bench: system-deps $(VENV)/.installed-bench
 	$(BIN)/python -m tests.bench $(BENCH)
 
 # Re-pin the whole dependency tree after changing pyproject.toml.
-lock: $(VENV)/.installed-test
+lock: $(VENV)/.installed-bench
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 clean:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import jsonify, request
+from werkzeug.exceptions import HTTPException
+
 from bobby.handlers import load_handlers
 from mlflow_server.api import blueprint, seed_handlers
-from mlflow_server.auth import guard
+from mlflow_server.auth import OUR_PREFIXES, guard
 from shared.db import get_engine
 from shared.logging import configure_logging
 from shared.migrations import require_current
@@ -35,6 +38,24 @@ def create_app() -> Any:
     if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
         return create_auth_app(mlflow_app)
     mlflow_app.register_blueprint(blueprint)
+    mlflow_app.register_error_handler(404, _json_for_our_routes)
+    mlflow_app.register_error_handler(405, _json_for_our_routes)
     app = create_auth_app(mlflow_app)
     guard(mlflow_app)
     return app
+
+
+def _json_for_our_routes(exc: HTTPException) -> Any:
+    """Routing errors (no such route, wrong method) on our paths answer JSON too."""
+    if not request.path.startswith(OUR_PREFIXES):
+        return exc
+    code = exc.code or 404
+    name = "ENDPOINT_NOT_FOUND" if code == 404 else "METHOD_NOT_ALLOWED"
+    response = jsonify(
+        {
+            "error_code": name,
+            "message": f"{request.method} {request.path}: {exc.description or exc.name}",
+        }
+    )
+    response.status_code = code
+    return response

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, jsonify, request
 from sqlalchemy.engine import make_url
 
 from mlflow_server.schemas import API_PREFIX
@@ -48,7 +48,13 @@ def guard(app: Flask) -> None:
             return mlflow_check()
         result = mlflow_auth.authenticate_request()
         if isinstance(result, Response):
-            return result
+            # Same challenge, but a JSON error like every other answer of our API.
+            body = {"error_code": "UNAUTHENTICATED", "message": "log in with HTTP basic auth"}
+            response = jsonify(body)
+            response.status_code = result.status_code
+            if "WWW-Authenticate" in result.headers:
+                response.headers["WWW-Authenticate"] = result.headers["WWW-Authenticate"]
+            return response
         g.mlflow_authenticated_user = result.username
         return None
 

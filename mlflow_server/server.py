@@ -24,6 +24,12 @@ GUNICORN_OPTS = (
 )
 
 
+AUTH_FUNCTIONS = {
+    "mlflow": "mlflow.server.auth:authenticate_request_basic_auth",
+    "database": "mlflow_server.auth:authenticate_request_database",
+}
+
+
 def write_auth_config(settings: Settings) -> Path:
     """MLflow's basic-auth configuration (users and permissions live in MLflow's store)."""
     path = settings.home / AUTH_CONFIG_FILE
@@ -32,7 +38,7 @@ def write_auth_config(settings: Settings) -> Path:
         "default_permission = READ\n"
         f"database_uri = {settings.backend_store_uri}\n"
         f"admin_username = {settings.mlmanager_admin_user}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"authorization_function = {AUTH_FUNCTIONS[settings.auth_backend]}\n"
         "auth_cache_ttl_seconds = 30\n"
     )
     # The URI may hold the database password: owner-only, written atomically.
@@ -108,6 +114,8 @@ def bootstrap_auth(env: dict[str, str]) -> None:
 def prepare_server(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """Every check that must pass before the server starts, then its command."""
     settings.require_secure("server")
+    if settings.auth_backend == "database" and not settings.database_url.startswith("postgresql"):
+        raise ConfigError("AUTH_BACKEND=database needs a PostgreSQL database (DB_HOST or DB_URL)")
     prepare_home(settings)
     require_current(get_engine(settings))
     require_free_port(settings.mlmanager_host, settings.mlmanager_port, "MLMANAGER_PORT")

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         "", description="Comma-separated Python modules with extra job handlers to load"
     )
 
+    auth_backend: Literal["mlflow", "database"] = Field(
+        "mlflow",
+        description="How passwords are checked: MLflow's user store, or a login to the "
+        "(PostgreSQL) database as that user",
+    )
+
     # --- logging ---
     log_format: Literal["human", "json"] = Field("human", description="Log line format")
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(

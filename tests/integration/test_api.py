@@ -4,6 +4,8 @@ and on PostgreSQL."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -315,3 +317,70 @@ def test_mlflow_client_logs_and_registers_through_the_server(
     version = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
     assert version.version == "1"
     assert client.get_registered_model(name).name == name
+
+
+@pytest.mark.postgres
+def test_database_logins_create_mlflow_users(pg_server: PostgresServer, tmp_path: Path) -> None:
+    """AUTH_BACKEND=database: a PostgreSQL role logs in with its own password."""
+    with pg_server.database(f"dbauth_{time.time_ns()}") as url:
+        with pg_server.connect() as conn:
+            conn.execute("DROP ROLE IF EXISTS alice")
+            conn.execute("CREATE ROLE alice LOGIN PASSWORD 'alice-db-password-1'")
+        proc = MLManagerProcess(tmp_path / "home", db_url=url, auth_backend="database")
+        try:
+            proc.wait_ready()
+            alice = ("alice", "alice-db-password-1")
+            assert call(proc, "GET", "/jobs", alice).status_code == 200
+            job = submit(proc, "RECORD", {}, auth=alice)
+            assert job["user"] == "alice"
+            assert call(proc, "GET", "/jobs", ("alice", "wrong-password-1")).status_code == 401
+            assert call(proc, "GET", "/jobs", ("mallory", "any-password-12")).status_code == 401
+            assert call(proc, "GET", "/jobs", ADMIN).status_code == 200  # MLflow's admin too
+            users = requests.get(
+                f"{proc.url}/api/2.0/mlflow/users/get?username=alice", auth=ADMIN, timeout=10
+            )
+            assert users.status_code == 200 and users.json()["user"]["username"] == "alice"
+            # The database password is not what MLflow stores for alice.
+            log = proc.log.read_text()
+            assert "alice-db-password-1" not in log
+        finally:
+            proc.stop()
+            with pg_server.connect() as conn:
+                conn.execute("DROP OWNED BY alice")
+                conn.execute("DROP ROLE alice")
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
+    server: MLManagerProcess, tmp_path: Path
+) -> None:
+    """Property-based calls of every operation of the OpenAPI document (but the SSE stream,
+    which only ends with its job and is tested above)."""
+    schema = tmp_path / "openapi.json"
+    schema.write_text(call(server, "GET", "/openapi.json").text)
+    st = Path(sys.executable).with_name("st")
+    proc = subprocess.run(
+        [
+            str(st),
+            "run",
+            str(schema),
+            "--url",
+            server.url,
+            "--auth",
+            f"{ADMIN[0]}:{ADMIN[1]}",
+            "--checks",
+            "not_a_server_error,response_schema_conformance,"
+            "status_code_conformance,content_type_conformance",
+            "--max-examples",
+            "15",
+            "--seed",
+            "20261128",
+            "--exclude-path-regex",
+            "stream",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    assert " passed" in proc.stdout
