@@ -116,5 +116,17 @@ def db_current() -> None:
     click.echo(f"database: {current or 'empty'}\ncode:     {head_revision()}")
 
 
+def _register_client_commands() -> None:
+    from mlflow_server.cli_jobs import deploy_group, jobs_group
+
+    for group in (jobs_group, deploy_group):
+        for command in group.commands.values():
+            if command.callback is not None:
+                command.callback = clean_errors(command.callback)
+        main.add_command(group)
+
+
+_register_client_commands()
+
 if __name__ == "__main__":
     main()

@@ -127,6 +127,15 @@ class Settings(BaseSettings):
         "(PostgreSQL) database as that user",
     )
 
+    # --- clients (`mlmanager jobs|deploy`, the MLflow deployments plugin) ---
+    mlflow_tracking_uri: str | None = Field(
+        None, description="Server the command line talks to (default: this machine's server)"
+    )
+    mlflow_tracking_username: str | None = Field(None, description="User of the command line")
+    mlflow_tracking_password: SecretStr | None = Field(
+        None, description="Password of MLFLOW_TRACKING_USERNAME"
+    )
+
     # --- logging ---
     log_format: Literal["human", "json"] = Field("human", description="Log line format")
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -4,6 +4,7 @@ and on PostgreSQL."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -384,3 +385,145 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
     )
     assert proc.returncode == 0, proc.stdout[-5000:]
     assert " passed" in proc.stdout
+
+
+def _client_env(server: MLManagerProcess, user: tuple[str, str] = ANN) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLMANAGER_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=server.url,
+        MLFLOW_TRACKING_USERNAME=user[0],
+        MLFLOW_TRACKING_PASSWORD=user[1],
+        PYTHONPATH=str(Path(__file__).parents[2]),
+    )
+    return env
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_command_line_lists_follows_and_cancels_jobs(server: MLManagerProcess) -> None:
+    env = _client_env(server)
+    mlm = [sys.executable, "-m", "mlflow_server.cli"]
+    ok = submit(server, "RECORD", {"steps": 2, "sleep": 0.4, "lines": 2})
+    proc = _run([*mlm, "jobs", "logs", str(ok["id"]), "--follow"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert "==> Step 2/4: working 1" in proc.stdout
+    assert f"line 2 of job {ok['id']}" in proc.stdout
+    assert "SUCCESS" in proc.stderr
+
+    bad = submit(server, "RECORD", {"fail_times": 9}, auth=ANN)
+    # max_attempts 3 with a 0.2 s backoff: ends FAILURE, and the command says so by its code.
+    proc = _run([*mlm, "jobs", "logs", str(bad["id"]), "--follow"], env)
+    assert proc.returncode == 1
+    assert "boom on attempt 3" in proc.stdout + proc.stderr
+
+    listed = _run([*mlm, "jobs", "list", "--handler", "RECORD", "--limit", "5"], env)
+    assert listed.returncode == 0 and str(bad["id"]) in listed.stdout
+
+    slow = submit(server, "RECORD", {"steps": 50, "sleep": 25})
+    proc = _run([*mlm, "jobs", "cancel", str(slow["id"])], env)
+    assert proc.returncode == 0, proc.stderr
+    assert wait_job(server, slow["id"])["status"] == "CANCELLED"
+    proc = _run([*mlm, "jobs", "cancel", "987654321"], env)
+    assert proc.returncode != 0 and "no job 987654321" in proc.stderr
+
+
+def test_command_line_deploy_validates_flags_with_the_payload_model(
+    server: MLManagerProcess,
+) -> None:
+    env = _client_env(server)
+    mlm = [sys.executable, "-m", "mlflow_server.cli", "deploy", "database"]
+    proc = _run([*mlm, "--run-id", "abc", "--db-schema", "bad name", "--db-table", "t"], env)
+    assert proc.returncode != 0
+    assert "--db-schema" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run(
+        [
+            *mlm,
+            "--run-id",
+            "abc",
+            "--db-schema",
+            "ml",
+            "--db-table",
+            "iris",
+            "--df-schema",
+            '{"x": "DOUBLE"}',
+            "--trigger-mode",
+            "row",
+            "--no-follow",
+        ],
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    job_id = int(proc.stderr.split("job ")[1].split()[0])
+    job = call(server, "GET", f"/jobs/{job_id}", ANN).json()
+    assert job["handler_name"] == "DEPLOY_DATABASE"
+    assert job["payload"]["df_schema"] == {"x": "DOUBLE"}
+    assert job["payload"]["trigger_mode"] == "row"
+    call(server, "POST", f"/jobs/{job_id}/cancel", ANN)
+
+
+def test_mlflow_deployments_plugin_drives_a_job_to_its_end(server: MLManagerProcess) -> None:
+    env = _client_env(server)
+    mlflow = [sys.executable, "-m", "mlflow", "deployments"]
+    proc = _run(
+        [
+            *mlflow,
+            "create",
+            "-t",
+            "mlmanager",
+            "--name",
+            "rec",
+            "-m",
+            "models:/m/1",
+            "-C",
+            "handler=RECORD",
+            "-C",
+            "steps=2",
+            "-C",
+            "lines=1",
+        ],
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run(
+        [
+            *mlflow,
+            "create",
+            "-t",
+            "mlmanager",
+            "--name",
+            "rec",
+            "-m",
+            "models:/m/1",
+            "-C",
+            "handler=RECORD",
+            "-C",
+            "fail_times=9",
+        ],
+        env,
+    )
+    assert proc.returncode != 0
+    assert "ended FAILURE" in proc.stderr and "boom on attempt" in proc.stderr
+    proc = _run(
+        [
+            *mlflow,
+            "create",
+            "-t",
+            "mlmanager",
+            "--name",
+            "x",
+            "-m",
+            "models:/m/1",
+            "-C",
+            "target=database",
+            "-C",
+            "db_schema=a b",
+            "-C",
+            "db_table=t",
+        ],
+        env,
+    )
+    assert proc.returncode != 0 and "db_schema" in proc.stderr
+    proc = _run([*mlflow, "list", "-t", "mlmanager"], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
