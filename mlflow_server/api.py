@@ -23,6 +23,7 @@ from mlflow_server.auth import current_user, is_admin
 from mlflow_server.schemas import (
     API_PREFIX,
     MAX_ID,
+    MAX_LINE,
     MAX_PAGE,
     CompatInitiateOut,
     CompatLogsIn,
@@ -140,8 +141,15 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _str_arg(name: str, max_length: int = 255) -> str | None:
+    value = request.args.get(name)
+    if value is not None and (len(value) > max_length or "\x00" in value):
+        raise InvalidPayload(f"{name} must be at most {max_length} characters, no NUL", field=name)
+    return value
+
+
 def _time_arg(name: str) -> dt.datetime | None:
-    raw = request.args.get(name)
+    raw = _str_arg(name, 64)
     if raw is None:
         return None
     try:
@@ -222,12 +230,12 @@ def submit_job() -> ResponseReturnValue:
 @blueprint.get(f"{API_PREFIX}/jobs")
 def list_jobs() -> ResponseReturnValue:
     limit, offset = _page()
-    user = request.args.get("user")
+    user = _str_arg("user")
     if not is_admin():
         user = current_user()  # users see their own jobs only
     jobs = ledger().list_jobs(
-        status=request.args.get("status"),
-        handler_name=request.args.get("handler"),
+        status=_str_arg("status", 16),
+        handler_name=_str_arg("handler", 64),
         user=user,
         since=_time_arg("since"),
         limit=limit + 1,
@@ -245,7 +253,7 @@ def get_job(job_id: int) -> ResponseReturnValue:
 @blueprint.get(f"{API_PREFIX}/jobs/<int:job_id>/logs")
 def job_logs(job_id: int) -> ResponseReturnValue:
     job = _visible_job(job_id)
-    after = _int_arg("after", 0, 0, MAX_ID)
+    after = _int_arg("after", 0, 0, MAX_LINE)
     lines = ledger().read_logs(job_id, after, _int_arg("limit", 1000, 1, 5000))
     return _out(
         LogsOut(
@@ -261,10 +269,10 @@ def job_logs(job_id: int) -> ResponseReturnValue:
 def stream_job_logs(job_id: int) -> ResponseReturnValue:
     """Server-Sent Events: one ``log`` event per line, then ``end`` with the job."""
     _visible_job(job_id)
-    after = _int_arg("after", 0, 0, MAX_ID)
+    after = _int_arg("after", 0, 0, MAX_LINE)
     last_event = request.headers.get("Last-Event-ID", "")
     if last_event.isdigit():
-        after = max(after, int(last_event))
+        after = max(after, min(int(last_event), MAX_LINE))
 
     def events() -> Iterator[str]:
         seen = after
@@ -319,14 +327,14 @@ def _visible_deployment(deployment_id: int) -> Any:
 @blueprint.get(f"{API_PREFIX}/deployments")
 def list_deployments() -> ResponseReturnValue:
     limit, offset = _page()
-    status = request.args.get("status")
+    status = _str_arg("status", 16)
     if status is not None and status not in DEPLOYMENT_STATUSES:
         raise InvalidPayload(
             f"status must be one of {', '.join(DEPLOYMENT_STATUSES)}", field="status"
         )
     found = deployment_store().list(
         user=None if is_admin() else current_user(),
-        target=request.args.get("target"),
+        target=_str_arg("target", 32),
         status=status,
         limit=limit + 1,
         offset=offset,

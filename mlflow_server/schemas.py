@@ -15,6 +15,7 @@ from shared.models import DEPLOYMENT_STATUSES, JOB_STATUSES
 
 API_PREFIX = "/api/2.0/mlmanager"
 MAX_ID = 2**63 - 1
+MAX_LINE = 2**31 - 1  # log line numbers are INTEGER
 MAX_PAGE = 500
 
 
@@ -277,7 +278,9 @@ def openapi_document() -> dict[str, Any]:
                 errors=("400", "401", "404"),
                 params=[
                     job_id,
-                    _param("after", "query", {"type": "integer", "minimum": 0, "maximum": MAX_ID}),
+                    _param(
+                        "after", "query", {"type": "integer", "minimum": 0, "maximum": MAX_LINE}
+                    ),
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 5000}),
                 ],
             )
@@ -287,7 +290,9 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Follow a job's log as Server-Sent Events until the job ends",
                 "parameters": [
                     job_id,
-                    _param("after", "query", {"type": "integer", "minimum": 0, "maximum": MAX_ID}),
+                    _param(
+                        "after", "query", {"type": "integer", "minimum": 0, "maximum": MAX_LINE}
+                    ),
                 ],
                 "responses": {
                     "200": {

@@ -44,8 +44,9 @@ VALID = {
         "job_name": "retrain-iris",
         "completion_msgs": ["done"],
     },
-    "ENABLE_SERVICE": {"service": "DEPLOY_DATABASE"},
-    "DISABLE_SERVICE": {"service": "DEPLOY_DATABASE"},
+    # A handler no other test uses: these jobs may run before they are cancelled.
+    "ENABLE_SERVICE": {"service": "WATCH_ELASTICSEARCH"},
+    "DISABLE_SERVICE": {"service": "WATCH_ELASTICSEARCH"},
     "RECORD": {"steps": 1},
     "NOOP": {},
 }
@@ -294,6 +295,18 @@ def test_unknown_handler_and_bad_bodies(server: MLManagerProcess) -> None:
         },
     )
     assert (r.status_code, r.json()["field"]) == (400, "db_schema")
+    r = call(
+        server,
+        "POST",
+        "/jobs",
+        ADMIN,
+        json={"handler_name": "DISABLE_SERVICE", "payload": {"service": "NO\u0000OP"}},
+    )
+    assert (r.status_code, r.json()["field"]) == (400, "service")
+    assert call(server, "GET", "/jobs?handler=NO%00OP", ANN).json()["field"] == "handler"
+    own = submit(server, "NOOP", {})
+    r = call(server, "GET", f"/jobs/{own['id']}/logs?after=9223372036854775806", ANN)
+    assert (r.status_code, r.json()["field"]) == (400, "after")
     assert call(server, "GET", "/jobs/999999999", ANN).status_code == 404
     assert call(server, "GET", "/deployments/1", ANN).status_code == 404
     assert call(server, "GET", "/deployments", ANN).json() == {
