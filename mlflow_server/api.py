@@ -11,8 +11,8 @@ import datetime as dt
 import functools
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import requests
 from flask import Blueprint, Response, jsonify, request, stream_with_context
@@ -40,7 +40,7 @@ from mlflow_server.schemas import (
     openapi_document,
 )
 from shared.db import get_engine
-from shared.deployments import DeploymentStore
+from shared.deployments import Deployment, DeploymentStore
 from shared.errors import (
     DeploymentConflict,
     InvalidPayload,
@@ -164,14 +164,21 @@ def _page() -> tuple[int, int]:
 
 
 # --- jobs ---------------------------------------------------------------------------
+Owned = TypeVar("Owned", Job, Deployment)
+
+
+def _visible(kind: str, item_id: int, fetch: Callable[[int], Owned]) -> Owned:
+    """The job or deployment if this user may see it; another user's is a 404, not a 403."""
+    if not 1 <= item_id <= MAX_ID:
+        raise NotFound(f"no {kind} {item_id}")
+    item = fetch(item_id)
+    if item.user != current_user() and not is_admin():
+        raise NotFound(f"no {kind} {item_id}")
+    return item
+
+
 def _visible_job(job_id: int) -> Job:
-    """The job if this user may see it; another user's job is a 404, not a 403."""
-    if not 1 <= job_id <= MAX_ID:
-        raise NotFound(f"no job {job_id}")
-    job = ledger().get(job_id)
-    if job.user != current_user() and not is_admin():
-        raise NotFound(f"no job {job_id}")
-    return job
+    return _visible("job", job_id, ledger().get)
 
 
 def submit(handler_name: str, payload: dict[str, Any]) -> Job:
@@ -315,13 +322,8 @@ def cancel_job(job_id: int) -> ResponseReturnValue:
 
 
 # --- deployments ---------------------------------------------------------------------
-def _visible_deployment(deployment_id: int) -> Any:
-    if not 1 <= deployment_id <= MAX_ID:
-        raise NotFound(f"no deployment {deployment_id}")
-    deployment = deployment_store().get(deployment_id)
-    if deployment.user != current_user() and not is_admin():
-        raise NotFound(f"no deployment {deployment_id}")
-    return deployment
+def _visible_deployment(deployment_id: int) -> Deployment:
+    return _visible("deployment", deployment_id, deployment_store().get)
 
 
 @blueprint.get(f"{API_PREFIX}/deployments")

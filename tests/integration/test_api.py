@@ -478,65 +478,22 @@ def test_command_line_deploy_validates_flags_with_the_payload_model(
 
 def test_mlflow_deployments_plugin_drives_a_job_to_its_end(server: MLManagerProcess) -> None:
     env = _client_env(server)
-    mlflow = [sys.executable, "-m", "mlflow", "deployments"]
-    proc = _run(
-        [
-            *mlflow,
-            "create",
-            "-t",
-            "mlmanager",
-            "--name",
-            "rec",
-            "-m",
-            "models:/m/1",
-            "-C",
-            "handler=RECORD",
-            "-C",
-            "steps=2",
-            "-C",
-            "lines=1",
-        ],
-        env,
-    )
+
+    def mlflow_deployments(*args: str) -> subprocess.CompletedProcess[str]:
+        return _run([sys.executable, "-m", "mlflow", "deployments", *args], env)
+
+    def create(*config: str) -> subprocess.CompletedProcess[str]:
+        options = [item for pair in config for item in ("-C", pair)]
+        return mlflow_deployments(
+            "create", "-t", "mlmanager", "--name", "rec", "-m", "models:/m/1", *options
+        )
+
+    proc = create("handler=RECORD", "steps=2", "lines=1")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = _run(
-        [
-            *mlflow,
-            "create",
-            "-t",
-            "mlmanager",
-            "--name",
-            "rec",
-            "-m",
-            "models:/m/1",
-            "-C",
-            "handler=RECORD",
-            "-C",
-            "fail_times=9",
-        ],
-        env,
-    )
+    proc = create("handler=RECORD", "fail_times=9")
     assert proc.returncode != 0
     assert "ended FAILURE" in proc.stderr and "boom on attempt" in proc.stderr
-    proc = _run(
-        [
-            *mlflow,
-            "create",
-            "-t",
-            "mlmanager",
-            "--name",
-            "x",
-            "-m",
-            "models:/m/1",
-            "-C",
-            "target=database",
-            "-C",
-            "db_schema=a b",
-            "-C",
-            "db_table=t",
-        ],
-        env,
-    )
+    proc = create("target=database", "db_schema=a b", "db_table=t")
     assert proc.returncode != 0 and "db_schema" in proc.stderr
-    proc = _run([*mlflow, "list", "-t", "mlmanager"], env)
+    proc = mlflow_deployments("list", "-t", "mlmanager")
     assert proc.returncode == 0, proc.stderr[-2000:]
