@@ -10,10 +10,12 @@ out: every part retries until the database is back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from types import FrameType
@@ -37,7 +39,8 @@ from shared.migrations import require_current
 from shared.settings import Settings
 
 QUEUE_DEPTH_SECONDS = 1.0
-PG_FALLBACK_POLL_SECONDS = 2.0  # NOTIFY wakes us; this only covers missed notifications
+PG_FALLBACK_POLL_SECONDS = 2.0
+SQLITE_WATCH_SECONDS = 0.005  # NOTIFY wakes us; this only covers missed notifications
 MAX_DB_BACKOFF_SECONDS = 5.0
 
 
@@ -107,8 +110,8 @@ class Worker:
             threading.Thread(target=self._pool_loop, name=f"jobs-{i}", daemon=True)
             for i in range(self.settings.worker_threads)
         ]
-        if self.is_postgres:
-            threads.append(threading.Thread(target=self._listen_loop, name="listen", daemon=True))
+        watch = self._listen_loop if self.is_postgres else self._sqlite_watch_loop
+        threads.append(threading.Thread(target=watch, name="watch", daemon=True))
         for t in threads:
             t.start()
         logger.info(
@@ -273,6 +276,30 @@ class Worker:
                             self._wake.set()
             except psycopg.Error:
                 self._stopping.wait(1.0)
+
+    # --- SQLite: no NOTIFY --------------------------------------------------------
+    def _sqlite_watch_loop(self) -> None:
+        """Wake the claim loop soon after another connection commits a runnable job.
+
+        ``PRAGMA data_version`` changes when any other connection commits; reading it
+        costs microseconds, so it is polled every few milliseconds, and only a change
+        costs a (read-only) query for runnable jobs.
+        """
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            return
+        last = None
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as conn:
+            while not self._stopping.wait(SQLITE_WATCH_SECONDS):
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version == last:
+                        continue
+                    last = version
+                    if self._free_slots() > 0 and self.ledger.has_runnable():
+                        self._wake.set()
+                except (sqlite3.Error, DBAPIError):
+                    self._stopping.wait(self.poll_seconds)
 
     def _db_retry(self, call: Any, seconds: float) -> Any:
         deadline = time.monotonic() + seconds

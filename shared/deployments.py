@@ -10,10 +10,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table, insert, select
 
 from shared.errors import NotFound
-from shared.models import DeploymentRow
+from shared.models import DeploymentRow, utcnow
 
 deployments: Table = DeploymentRow.__table__  # type: ignore[assignment]
 
@@ -80,6 +80,36 @@ class DeploymentStore:
         query = query.order_by(deployments.c.id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             return [self._from_row(r) for r in conn.execute(query).mappings()]
+
+    def record(
+        self,
+        *,
+        target: str,
+        name: str,
+        user: str,
+        status: str = "DEPLOYED",
+        model_uri: str | None = None,
+        run_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        job_id: int | None = None,
+    ) -> Deployment:
+        """Record a deployment (handlers call this once their target is in place)."""
+        now = utcnow()
+        values = {
+            "target": target,
+            "name": name,
+            "username": user,
+            "status": status,
+            "model_uri": model_uri,
+            "run_id": run_id,
+            "details": details or {},
+            "job_id": job_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.engine.begin() as conn:
+            row = conn.execute(insert(deployments).values(values).returning(*deployments.c))
+            return self._from_row(row.mappings().one())
 
     def get(self, deployment_id: int) -> Deployment:
         with self.engine.connect() as conn:

@@ -439,6 +439,15 @@ class Ledger:
             nxt, db_now = conn.execute(query).one()
         return None if nxt is None else max(0.0, (nxt - db_now).total_seconds())
 
+    def has_runnable(self) -> bool:
+        """Whether some PENDING job may be claimed now (a cheap read)."""
+        now = self._now() if self.is_postgres else literal(utcnow(), UTCDateTime())
+        query = (
+            select(jobs.c.id).where(jobs.c.status == "PENDING", jobs.c.run_after <= now).limit(1)
+        )
+        with self._read() as conn:
+            return conn.execute(query).first() is not None
+
     def heartbeat(self, worker_id: str, job_ids: Iterable[int], lease_seconds: float) -> Heartbeat:
         """Renew the leases of the jobs this worker runs; report lost ones and cancel flags."""
         ids = list(job_ids)

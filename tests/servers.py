@@ -40,6 +40,7 @@ class MLManagerProcess:
         )
         if db_url is not None:
             env["DB_URL"] = db_url
+        self.db_url = db_url or f"sqlite:///{home / 'mlmanager.db'}"
         env.update({k.upper(): str(v) for k, v in settings.items()})
         home.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from shared.deployments import DeploymentStore
 from shared.handlers import SPECS
 from tests.pg import PostgresServer
 from tests.servers import ADMIN_PASSWORD, MLManagerProcess
@@ -497,3 +498,37 @@ def test_mlflow_deployments_plugin_drives_a_job_to_its_end(server: MLManagerProc
     assert proc.returncode != 0 and "db_schema" in proc.stderr
     proc = mlflow_deployments("list", "-t", "mlmanager")
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_deployments_are_listed_per_user_and_delete_submits_the_undeploy_job(
+    server: MLManagerProcess, engine_for: Any
+) -> None:
+    store = DeploymentStore(engine_for(server.db_url))
+    table = store.record(
+        target="database",
+        name="ml.iris",
+        user="ann",
+        run_id="run1",
+        details={"db_schema": "ml", "db_table": "iris"},
+    )
+    cloud = store.record(target="sagemaker", name="iris-app", user="ann", run_id="run1")
+    theirs = store.record(target="kubernetes", name="svc", user="bob", run_id="run2")
+
+    mine = call(server, "GET", "/deployments?limit=500", ANN).json()["deployments"]
+    assert {d["id"] for d in mine} >= {table.id, cloud.id}
+    assert theirs.id not in {d["id"] for d in mine}
+    got = call(server, "GET", f"/deployments/{table.id}", ANN).json()
+    assert (got["target"], got["status"], got["run_id"]) == ("database", "DEPLOYED", "run1")
+    assert got["created_at"].endswith("Z")
+    assert call(server, "GET", f"/deployments/{theirs.id}", ANN).status_code == 404
+    assert call(server, "DELETE", f"/deployments/{theirs.id}", ANN).status_code == 404
+
+    r = call(server, "DELETE", f"/deployments/{table.id}", ANN)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["handler_name"] == "UNDEPLOY_DATABASE"
+    assert job["payload"] == {"run_id": "run1", "db_schema": "ml", "db_table": "iris"}
+    call(server, "POST", f"/jobs/{job['id']}/cancel", ANN)
+    r = call(server, "DELETE", f"/deployments/{cloud.id}", ANN)
+    assert r.status_code == 409 and "sagemaker" in r.json()["message"]
+    assert call(server, "GET", f"/deployments/{theirs.id}", ADMIN).status_code == 200
