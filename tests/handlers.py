@@ -36,10 +36,11 @@ class NoopPayload(Payload):
 
 
 class RecordPayload(Payload):
-    sleep: float = Field(0.0, ge=0)
-    steps: int = Field(1, ge=1)
-    fail_times: int = Field(0, ge=0)
-    lines: int = Field(0, ge=0)
+    # Bounded: the API fuzz test submits whatever the schema allows.
+    sleep: float = Field(0.0, ge=0, le=60)
+    steps: int = Field(1, ge=1, le=100)
+    fail_times: int = Field(0, ge=0, le=10)
+    lines: int = Field(0, ge=0, le=10_000)
 
 
 NOOP = register_spec(HandlerSpec("NOOP", "does nothing (benchmarks)", NoopPayload, idempotent=True))
@@ -86,7 +87,10 @@ class Record(Handler):
             raise RuntimeError(f"boom on attempt {job.attempt}")
 
     def work(self) -> None:
-        time.sleep(self.payload.sleep / self.payload.steps)
+        deadline = time.monotonic() + self.payload.sleep / self.payload.steps
+        while (left := deadline - time.monotonic()) > 0:
+            self.ctx.check()  # a long step stops soon after a cancel
+            time.sleep(min(left, 0.05))
 
     def effect(self) -> None:
         job = self.ctx.job
