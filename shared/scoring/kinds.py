@@ -1,0 +1,97 @@
+"""Model kinds, SQL column types and the prediction columns of the table contract.
+
+Pure data: importable inside the database's Python with nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.errors import InvalidPayload
+
+PREDICTION = "PREDICTION"
+# Columns every deployed table holds besides the features (REFERENCE.md).
+RESERVED_COLUMNS = frozenset({PREDICTION, "CUR_USER", "EVAL_TIME", "RUN_ID"})
+METHODS = ("predict", "predict_proba", "transform")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class ModelKind(StrEnum):
+    """What a model's prediction is, which decides the prediction columns."""
+
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+    CLUSTERING = "clustering"
+    MULTI_OUTPUT = "multi_output"
+
+
+class SqlType(StrEnum):
+    """Dialect-neutral column types; the deployment plan maps them per database."""
+
+    DOUBLE = "DOUBLE"
+    INTEGER = "INTEGER"
+    BIGINT = "BIGINT"
+    TEXT = "TEXT"
+    BOOLEAN = "BOOLEAN"
+
+    @property
+    def is_text(self) -> bool:
+        return self is SqlType.TEXT
+
+
+@dataclass(frozen=True)
+class Column:
+    """A named, typed column: a model input or a prediction column."""
+
+    name: str
+    sql_type: SqlType
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sql_type", SqlType(self.sql_type))
+
+
+def method_from(library_specific: Mapping[str, object] | None) -> str | None:
+    """The model method named by a payload's ``library_specific`` (``None``: the default)."""
+    method = (library_specific or {}).get("method")
+    if method is None:
+        return None
+    if method not in METHODS:
+        raise InvalidPayload(
+            f"library_specific.method must be one of {', '.join(METHODS)}, not {method!r}",
+            field="library_specific",
+        )
+    return str(method)
+
+
+def output_column_names(labels: Iterable[object]) -> tuple[str, ...]:
+    """Column names for per-class or per-output values.
+
+    The labels themselves when they are all plain SQL identifiers, distinct
+    regardless of case and clear of the reserved columns; else ``C0``, ``C1``...
+    so that labels such as ``0`` or ``"high risk"`` still give usable names.
+    """
+    names = [str(label) for label in labels]
+    upper = {name.upper() for name in names}
+    usable = (
+        all(_PLAIN_NAME.fullmatch(name) for name in names)
+        and len(upper) == len(names)
+        and not upper & RESERVED_COLUMNS
+    )
+    return tuple(names) if usable else tuple(f"C{i}" for i in range(len(names)))
+
+
+def output_columns(
+    kind: ModelKind, classes: tuple[str, ...], output_names: tuple[str, ...]
+) -> tuple[Column, ...]:
+    """The prediction columns of the table contract for one model."""
+    if kind is ModelKind.CLASSIFICATION:
+        probabilities = [Column(name, SqlType.DOUBLE) for name in output_names]
+        return (Column(PREDICTION, SqlType.TEXT), *probabilities)
+    if kind is ModelKind.REGRESSION:
+        return (Column(PREDICTION, SqlType.DOUBLE),)
+    if kind is ModelKind.CLUSTERING:
+        return (Column(PREDICTION, SqlType.INTEGER),)
+    return tuple(Column(name, SqlType.DOUBLE) for name in output_names)

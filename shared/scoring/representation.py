@@ -1,0 +1,43 @@
+"""The stored form of a deployed model and its metadata."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from shared.scoring.kinds import Column, ModelKind
+
+
+class RepresentationFormat(StrEnum):
+    ONNX = "onnx"
+    PYFUNC = "pyfunc"
+
+
+@dataclass(frozen=True)
+class Representation:
+    """A model ready to score rows, as stored in ``model_representations``.
+
+    ``payload`` is the ONNX model for ``onnx`` and the UTF-8 model URI for
+    ``pyfunc``; ``checksum`` is its sha256, so a cached session can tell a
+    replaced model from the one it loaded.
+    """
+
+    format: RepresentationFormat
+    payload: bytes
+    inputs: tuple[Column, ...]
+    outputs: tuple[Column, ...]
+    kind: ModelKind
+    classes: tuple[str, ...]
+    method: str
+    flavor: str
+    model_uri: str
+    run_id: str | None = None
+    model_version: str | None = None
+    checksum: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Rows read back from model_representations carry plain strings.
+        object.__setattr__(self, "format", RepresentationFormat(self.format))
+        object.__setattr__(self, "kind", ModelKind(self.kind))
+        object.__setattr__(self, "checksum", hashlib.sha256(self.payload).hexdigest())

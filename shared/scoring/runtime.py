@@ -1,0 +1,211 @@
+"""Scoring rows with a stored representation: onnxruntime, or MLflow pyfunc as the fallback.
+
+Only numpy and onnxruntime are imported here, because this module runs inside
+PostgreSQL's PL/Python; the pyfunc fallback imports MLflow when it is first used.
+
+NULL features: a numeric NULL is NaN, which tree models (XGBoost, LightGBM,
+forests) treat as a missing value and other models turn into NaN outputs. A text
+NULL is scored as the empty string, which an encoder sees as an unknown category
+(``OneHotEncoder(handle_unknown="ignore")`` gives all zeros). The pyfunc
+fallback passes NULLs to the model as pandas does (NaN, or ``None`` in text).
+Outputs: NaN becomes NULL (``None``), and a classification row whose
+probabilities hold a NaN gets a NULL label as well, since its argmax means nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+import onnxruntime as ort
+
+from shared.errors import InvalidPayload
+from shared.scoring.kinds import Column, ModelKind, SqlType
+from shared.scoring.representation import Representation, RepresentationFormat
+
+Batch: TypeAlias = Mapping[str, Sequence[Any]] | Sequence[Sequence[Any]] | np.ndarray
+Row: TypeAlias = tuple[Any, ...]
+
+_ONNX_DTYPES = {"tensor(double)": np.float64, "tensor(float)": np.float32, "tensor(string)": object}
+
+
+def rows_from(kind: ModelKind, primary: np.ndarray, probabilities: np.ndarray | None) -> list[Row]:
+    """Output tuples in the order of the prediction columns, NaN turned into ``None``.
+
+    ``primary`` holds the labels (classification, clustering), the values
+    (regression) or the 2-D outputs (multi-output); ``probabilities`` the class
+    probabilities of a classifier, when it has them.
+    """
+    if kind is ModelKind.CLASSIFICATION:
+        labels = primary.reshape(-1).tolist()
+        if probabilities is None:
+            return [(_text(label),) for label in labels]
+        rows: list[Row] = []
+        for label, probs in zip(labels, probabilities.tolist(), strict=True):
+            if any(math.isnan(p) for p in probs):
+                rows.append((None,) * (len(probs) + 1))
+            else:
+                rows.append((_text(label), *probs))
+        return rows
+    if kind is ModelKind.REGRESSION:
+        return [(_number(v),) for v in primary.reshape(-1).tolist()]
+    if kind is ModelKind.CLUSTERING:
+        return [(int(v),) for v in primary.reshape(-1).tolist()]
+    matrix = primary.reshape(len(primary), -1).tolist()
+    return [tuple(_number(v) for v in row) for row in matrix]
+
+
+def _text(label: object) -> str | None:
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return None
+    return label.decode() if isinstance(label, bytes) else str(label)
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _is_null(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class Scorer(ABC):
+    """Scores batches of rows with one representation; build it with ``from_representation``."""
+
+    def __init__(self, representation: Representation) -> None:
+        self.representation = representation
+
+    @staticmethod
+    def from_representation(representation: Representation) -> Scorer:
+        """The scorer for the representation's format (loads the model once)."""
+        if representation.format is RepresentationFormat.ONNX:
+            return OnnxScorer(representation)
+        return PyfuncScorer(representation)
+
+    def score(self, batch: Batch) -> list[Row]:
+        """Predictions for a batch, one tuple per row in the order of ``outputs``.
+
+        ``batch`` is either a mapping from input name to its column of values
+        (other keys are ignored) or a sequence of rows holding the inputs in order.
+        """
+        columns = self._columns(batch)
+        if len(columns[0]) == 0:
+            return []
+        return self._score(columns)
+
+    @abstractmethod
+    def _score(self, columns: list[Sequence[Any]]) -> list[Row]: ...
+
+    def _columns(self, batch: Batch) -> list[Sequence[Any]]:
+        inputs = self.representation.inputs
+        if isinstance(batch, Mapping):
+            missing = [c.name for c in inputs if c.name not in batch]
+            if missing:
+                raise InvalidPayload(f"batch lacks model inputs: {', '.join(missing)}")
+            columns = [batch[c.name] for c in inputs]
+        else:
+            rows = np.asarray(batch, dtype=object) if not isinstance(batch, np.ndarray) else batch
+            if rows.size == 0:
+                return [[] for _ in inputs]
+            if rows.ndim != 2 or rows.shape[1] != len(inputs):
+                raise InvalidPayload(
+                    f"batch rows must hold the {len(inputs)} model inputs in order, "
+                    f"got an array of shape {rows.shape}"
+                )
+            columns = list(rows.T)
+        if len({len(column) for column in columns}) > 1:
+            raise InvalidPayload("batch columns differ in length")
+        return columns
+
+
+class OnnxScorer(Scorer):
+    """onnxruntime on one thread: the database runs one scorer per session."""
+
+    def __init__(self, representation: Representation) -> None:
+        super().__init__(representation)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            representation.payload, options, providers=["CPUExecutionProvider"]
+        )
+        names = [c.name for c in representation.inputs]
+        session_inputs = self._session.get_inputs()
+        for session_input in session_inputs:
+            if session_input.type not in _ONNX_DTYPES:
+                raise InvalidPayload(
+                    f"ONNX input {session_input.name} has unsupported type {session_input.type}"
+                )
+        # Either one ONNX input per feature (pipelines over mixed columns) or
+        # one input holding all features side by side.
+        if all(i.name in names for i in session_inputs):
+            self._feeds = [(i.name, [names.index(i.name)], i.type) for i in session_inputs]
+        elif len(session_inputs) == 1:
+            only = session_inputs[0]
+            self._feeds = [(only.name, list(range(len(names))), only.type)]
+        else:
+            raise InvalidPayload("ONNX model inputs do not match the representation's inputs")
+
+    def _score(self, columns: list[Sequence[Any]]) -> list[Row]:
+        feeds = {
+            name: np.column_stack(
+                [self._array(self.representation.inputs[i], columns[i], onnx_type) for i in indices]
+            )
+            for name, indices, onnx_type in self._feeds
+        }
+        outputs = self._session.run(None, feeds)
+        kind = self.representation.kind
+        if kind is ModelKind.CLASSIFICATION:
+            labels = outputs[0]
+            # skl2onnx encodes boolean classes as 0/1.
+            if self.representation.classes == ("False", "True") and labels.dtype.kind == "i":
+                labels = labels.astype(bool)
+            return rows_from(kind, labels, outputs[1] if len(outputs) > 1 else None)
+        return rows_from(kind, outputs[-1], None)
+
+    @staticmethod
+    def _array(column: Column, values: Sequence[Any], onnx_type: str) -> np.ndarray:
+        dtype = _ONNX_DTYPES[onnx_type]
+        if dtype is object:
+            return np.array(["" if _is_null(v) else str(v) for v in values], dtype=object)
+        try:
+            return np.asarray(np.array(values, dtype=np.float64), dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise InvalidPayload(f"input {column.name} is not numeric: {exc}") from exc
+
+
+class PyfuncScorer(Scorer):
+    """The MLflow model itself, through the flavor's own predict methods."""
+
+    def __init__(self, representation: Representation) -> None:
+        super().__init__(representation)
+        from shared.scoring.flavors import load_model
+
+        self._model = load_model(representation.payload.decode()).model
+
+    def _score(self, columns: list[Sequence[Any]]) -> list[Row]:
+        import pandas as pd
+
+        from shared.scoring.flavors import predict_rows
+
+        frame = pd.DataFrame(
+            {
+                column.name: _pandas_values(column.sql_type, values)
+                for column, values in zip(self.representation.inputs, columns, strict=True)
+            }
+        )
+        rep = self.representation
+        return predict_rows(self._model, rep.kind, rep.method, frame)
+
+
+def _pandas_values(sql_type: SqlType, values: Sequence[Any]) -> np.ndarray:
+    if sql_type is SqlType.DOUBLE:
+        return np.array(values, dtype=np.float64)
+    if sql_type in (SqlType.INTEGER, SqlType.BIGINT) and not any(_is_null(v) for v in values):
+        return np.array(values, dtype=np.int64)
+    if sql_type in (SqlType.INTEGER, SqlType.BIGINT):
+        return np.array(values, dtype=np.float64)
+    return np.array(list(values), dtype=object)
