@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.orm import Session, sessionmaker
 
 from shared.errors import ConfigError, InvalidIdentifier
 from shared.settings import Settings
@@ -166,24 +163,6 @@ def get_engine(settings: Settings) -> Engine:
 def schema_of(engine: Engine) -> str | None:
     """The schema of our tables on this engine (None where the dialect has no schemas)."""
     return engine.get_execution_options().get(SCHEMA_OPTION)
-
-
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error."""
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def describe_url(url: str) -> str:

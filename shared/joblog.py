@@ -118,4 +118,7 @@ class JobLogSink:
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):
-            self.flush()
+            try:
+                self.flush()
+            except Exception as exc:  # keep flushing later lines whatever happened
+                logger.warning("could not write job log lines: {}", exc)

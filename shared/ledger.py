@@ -45,7 +45,6 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -593,12 +592,6 @@ class Ledger:
                     changed.append(Job.from_row(updated))
         return changed
 
-    def is_cancel_requested(self, job_id: int) -> bool:
-        with self._read() as conn:
-            return bool(
-                conn.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
-            )
-
     # --- users' side --------------------------------------------------------
     def cancel(self, job_id: int) -> Job:
         """PENDING -> CANCELLED at once; RUNNING -> cancel flag for the runner."""
@@ -702,7 +695,3 @@ class Ledger:
         )
         with self._read() as conn:
             return [LogLine(**r) for r in conn.execute(query).mappings()]
-
-    def ping(self) -> None:
-        with self._read() as conn:
-            conn.execute(text("SELECT 1"))
