@@ -86,6 +86,8 @@ def server_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
         "--artifacts-destination",
         settings.artifacts_destination,
     ]
+    if settings.mlmanager_allowed_hosts:
+        cmd += ["--allowed-hosts", settings.mlmanager_allowed_hosts]
     return cmd, env
 
 

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     )
     mlmanager_host: str = Field("127.0.0.1", description="Address the server listens on")
     mlmanager_port: int = Field(5001, description="Port of the MLflow server with ML Manager")
+    mlmanager_allowed_hosts: str | None = Field(
+        None,
+        description="Host headers the server accepts (MLflow's --allowed-hosts; default: "
+        "localhost and private IPs)",
+    )
     mlmanager_admin_user: str = Field("admin", description="Admin user created at first start")
     mlmanager_admin_password: SecretStr | None = Field(
         None,

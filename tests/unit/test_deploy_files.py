@@ -46,3 +46,17 @@ def test_dockerfile_copies_every_python_package() -> None:
     dockerfile = (ROOT / "infrastructure" / "Dockerfile").read_text()
     for package in ("shared", "mlflow_server", "bobby", "releases"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+def test_allowed_hosts_reach_the_mlflow_server_command(tmp_path: Path) -> None:
+    from mlflow_server.server import server_command
+    from shared.settings import load_settings
+
+    cmd, _ = server_command(load_settings(mlmanager_home=tmp_path))
+    assert "--allowed-hosts" not in cmd
+    settings = load_settings(mlmanager_home=tmp_path, mlmanager_allowed_hosts="mlflow,localhost")
+    cmd, env = server_command(settings)
+    assert cmd[cmd.index("--allowed-hosts") + 1] == "mlflow,localhost"
+    assert (
+        "MLFLOW_AUTH_ADMIN_PASSWORD" in env and env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    )
