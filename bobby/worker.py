@@ -103,6 +103,7 @@ class Worker:
     def run(self) -> None:
         require_current(self.engine)
         self.ledger.seed_handlers({n: SPECS[n].description for n in self.registry})
+        self.ledger.register_worker(self.worker_id, self.registry.keys())
         self.sink.install()
         self.endpoint.start()
         threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)]
@@ -142,6 +143,7 @@ class Worker:
             released = self._db_retry(lambda: self.ledger.release(self.worker_id, left), 10.0)
             self.metrics.inc("released", released or 0)
             logger.warning("released {} job(s) to PENDING: {}", released, sorted(left))
+        self._db_retry(lambda: self.ledger.unregister_worker(self.worker_id), 5.0)
         self.sink.uninstall()
         self.endpoint.stop()
         logger.info("worker {} stopped", self.worker_id)
@@ -247,9 +249,10 @@ class Worker:
                 return
             with self._lock:
                 running = dict(self._running)
-            if not running:
-                continue
             try:
+                self.ledger.worker_seen(self.worker_id)
+                if not running:
+                    continue
                 beat = self.ledger.heartbeat(
                     self.worker_id, running, self.settings.job_lease_seconds
                 )

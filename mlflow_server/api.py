@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -49,7 +50,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.handlers import ALWAYS_ENABLED, SPECS
-from shared.ledger import Job, Ledger
+from shared.ledger import Handler, Job, Ledger
 from shared.models import DEPLOYMENT_STATUSES
 from shared.settings import get_settings
 
@@ -369,9 +370,16 @@ def delete_deployment(deployment_id: int) -> ResponseReturnValue:
 
 
 # --- handlers -------------------------------------------------------------------------
+def _handler_out(handlers: list[Handler]) -> list[HandlerOut]:
+    # Live: seen within three leases (a worker reports every third of one).
+    window = 3 * get_settings().job_lease_seconds
+    counts = Counter(name for _, names, _ in ledger().live_workers(window) for name in names)
+    return [HandlerOut.of(h, counts[h.name]) for h in handlers]
+
+
 @blueprint.get(f"{API_PREFIX}/handlers")
 def list_handlers() -> ResponseReturnValue:
-    return _out(HandlerList(handlers=[HandlerOut.of(h) for h in ledger().handlers()]))
+    return _out(HandlerList(handlers=_handler_out(ledger().handlers())))
 
 
 def _switch(name: str, enabled: bool) -> Response:
@@ -386,7 +394,7 @@ def _switch(name: str, enabled: bool) -> Response:
         fail_pending=get_settings().disabled_handler_pending == "fail",
     )
     handler = next(h for h in ledger().handlers() if h.name == name)
-    return _out(HandlerOut.of(handler))
+    return _out(_handler_out([handler])[0])
 
 
 @blueprint.post(f"{API_PREFIX}/handlers/<name>/enable")

@@ -138,17 +138,19 @@ class HandlerOut(BaseModel):
     enabled: bool
     description: str
     admin_only: bool
+    workers: int = Field(description="Live workers that run this handler (0: its jobs wait)")
     updated_at: str
     updated_by: str | None
 
     @classmethod
-    def of(cls, h: Handler) -> HandlerOut:
+    def of(cls, h: Handler, workers: int) -> HandlerOut:
         spec = SPECS.get(h.name)
         return cls(
             name=h.name,
             enabled=h.enabled,
             description=h.description,
             admin_only=bool(spec and spec.admin_only),
+            workers=workers,
             updated_at=iso(h.updated_at) or "",
             updated_by=h.updated_by,
         )

@@ -40,6 +40,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    delete,
     func,
     insert,
     literal,
@@ -61,6 +62,7 @@ from shared.models import (
     JobLogRow,
     JobRow,
     UTCDateTime,
+    WorkerRow,
     utcnow,
 )
 
@@ -69,6 +71,7 @@ MAX_ERROR_CHARS = 4000
 MAX_BACKOFF_SECONDS = 3600.0
 
 jobs: Table = JobRow.__table__  # type: ignore[assignment]
+workers: Table = WorkerRow.__table__  # type: ignore[assignment]
 job_logs: Table = JobLogRow.__table__  # type: ignore[assignment]
 handlers: Table = HandlerRow.__table__  # type: ignore[assignment]
 
@@ -341,6 +344,42 @@ class Ledger:
                 )
             )
             return int(failed.rowcount)
+
+    # --- workers ----------------------------------------------------------
+    def register_worker(self, worker_id: str, handler_names: Collection[str]) -> None:
+        """Announce a worker and the handlers it runs (replaces an older entry)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(delete(workers).where(workers.c.id == worker_id))
+            conn.execute(
+                insert(workers).values(
+                    id=worker_id,
+                    handlers=sorted(handler_names),
+                    started_at=now,
+                    last_seen_at=now,
+                )
+            )
+
+    def worker_seen(self, worker_id: str) -> None:
+        with self._statement() as conn:
+            conn.execute(
+                update(workers).where(workers.c.id == worker_id).values(last_seen_at=utcnow())
+            )
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._statement() as conn:
+            conn.execute(delete(workers).where(workers.c.id == worker_id))
+
+    def live_workers(self, within_seconds: float) -> list[tuple[str, list[str], dt.datetime]]:
+        """(id, handlers, last seen) of the workers seen in the last ``within_seconds``."""
+        since = utcnow() - dt.timedelta(seconds=within_seconds)
+        query = (
+            select(workers.c.id, workers.c.handlers, workers.c.last_seen_at)
+            .where(workers.c.last_seen_at >= since)
+            .order_by(workers.c.id)
+        )
+        with self._read() as conn:
+            return [(r.id, list(r.handlers), r.last_seen_at) for r in conn.execute(query)]
 
     # --- submitting -------------------------------------------------------
     def enqueue(

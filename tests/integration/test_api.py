@@ -134,9 +134,11 @@ def test_only_admins_switch_handlers(server: MLManagerProcess) -> None:
     assert call(server, "POST", "/handlers/NOOP/enable").json()["enabled"] is True
     assert call(server, "POST", "/handlers/ENABLE_SERVICE/disable").status_code == 400
     assert call(server, "POST", "/handlers/NO_SUCH/enable").status_code == 404
-    names = {h["name"] for h in call(server, "GET", "/handlers", ANN).json()["handlers"]}
-    assert {"DEPLOY_DATABASE", "DEPLOY_KUBERNETES", "RECORD"} <= names
-    assert "DEPLOY_AWS" not in names  # ENVIRONMENT=default offers no SageMaker
+    handlers = {h["name"]: h for h in call(server, "GET", "/handlers", ANN).json()["handlers"]}
+    assert {"DEPLOY_DATABASE", "DEPLOY_KUBERNETES", "RECORD"} <= set(handlers)
+    assert handlers["RECORD"]["workers"] == 1  # the worker of `mlmanager up`
+    assert handlers["DEPLOY_KUBERNETES"]["workers"] == 0  # no worker runs it yet
+    assert "DEPLOY_AWS" not in handlers  # ENVIRONMENT=default offers no SageMaker
 
 
 def test_users_see_and_cancel_only_their_own_jobs(server: MLManagerProcess) -> None:
