@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
 
 from tests.pg import free_port
+from tests.processes import ROOT, clean_environment, spawn_mlmanager
 
-ROOT = Path(__file__).resolve().parents[1]
 ADMIN_PASSWORD = "admin-test-password-42"
 
 
@@ -23,11 +21,7 @@ class MLManagerProcess:
         self.worker_port = free_port()
         self.home = home
         self.log = home.parent / f"{home.name}.log"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DB_", "MLMANAGER_", "MLFLOW_", "JOB_", "AUTH_"))
-        }
+        env = clean_environment()
         env.update(
             MLMANAGER_HOME=str(home),
             MLMANAGER_PORT=str(self.port),
@@ -43,14 +37,7 @@ class MLManagerProcess:
         self.db_url = db_url or f"sqlite:///{home / 'mlmanager.db'}"
         env.update({k.upper(): str(v) for k, v in settings.items()})
         home.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow_server.cli", "up"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+        self.proc = spawn_mlmanager("up", env, self.log)
         self.url = f"http://127.0.0.1:{self.port}"
         self.api = f"{self.url}/api/2.0/mlmanager"
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,17 +12,14 @@ from sqlalchemy import Engine, text
 
 from shared.ledger import Job, Ledger
 from tests.pg import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import ROOT, clean_environment, spawn_mlmanager
 
 
 class WorkerProcess:
     def __init__(self, db_url: str, logdir: Path, name: str, **settings: object) -> None:
         self.port = free_port()
         self.log = logdir / f"{name}.log"
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("DB_", "MLMANAGER_", "JOB_"))
-        }
+        env = clean_environment()
         env.update(
             DB_URL=db_url,
             MLMANAGER_HOME=str(logdir / "home"),
@@ -35,14 +29,7 @@ class WorkerProcess:
             LOG_LEVEL="DEBUG",
         )
         env.update({k.upper(): str(v) for k, v in settings.items()})
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow_server.cli", "worker"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+        self.proc = spawn_mlmanager("worker", env, self.log)
 
     @property
     def pid(self) -> int:
