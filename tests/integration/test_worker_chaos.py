@@ -106,7 +106,15 @@ def test_database_restart_loses_no_job_and_needs_no_worker_restart(
     pg_server.start()
     assert unhealthy_seen == {w.pid for w in workers}, "health must report the outage"
 
-    wait_until(lambda: ledger.count_by_status()["SUCCESS"] == total, 180, "every job to succeed")
+    try:
+        wait_until(lambda: ledger.count_by_status()["SUCCESS"] == total, 180, "all jobs")
+    except AssertionError:
+        stuck = [
+            j
+            for status in ("PENDING", "RUNNING", "FAILURE")
+            for j in ledger.list_jobs(status=status, limit=20)
+        ]
+        raise AssertionError(f"jobs not SUCCESS: {stuck}") from None
     assert scalar(engine, "SELECT count(DISTINCT job_id) FROM test_effects") == total
     for w in workers:
         assert w.proc.poll() is None, "a worker died"
