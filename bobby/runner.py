@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from bobby.handlers.base import Handler, JobCancelled, JobContext, JobControl, LeaseLost
 from bobby.metrics import Metrics
 from shared.errors import InvalidPayload, MLManagerError
-from shared.handlers import SPECS
+from shared.handlers import SPECS, describe_validation_error
 from shared.joblog import JobLogSink
 from shared.ledger import Job, Ledger, LogLine
 from shared.settings import Settings
@@ -99,7 +99,7 @@ class Runner:
             summary = f"{type(exc).__name__}: {exc.message}"
             logger.error("{}", summary)
         elif isinstance(exc, ValidationError):
-            summary = f"invalid payload: {exc.errors(include_url=False)}"
+            summary = f"invalid payload: {describe_validation_error(exc, 'payload')[1]}"
             logger.error("{}", summary)
         else:
             summary = f"{type(exc).__name__}: {exc}"

@@ -49,7 +49,7 @@ from shared.errors import (
     NotAuthorized,
     NotFound,
 )
-from shared.handlers import ALWAYS_ENABLED, SPECS
+from shared.handlers import ALWAYS_ENABLED, SPECS, describe_validation_error
 from shared.ledger import Handler, Job, Ledger
 from shared.models import DEPLOYMENT_STATUSES
 from shared.settings import get_settings
@@ -101,17 +101,9 @@ def _mlmanager_error(exc: MLManagerError) -> Response:
     return _error(exc.http_status, exc.error_code, exc.message, exc.field)
 
 
-def _describe(exc: ValidationError, what: str) -> tuple[str, str]:
-    """(first field in error, message naming every field in error)."""
-    errors = exc.errors(include_url=False)
-    field = ".".join(str(p) for p in errors[0]["loc"]) or what
-    message = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in errors)
-    return field, message
-
-
 @blueprint.errorhandler(ValidationError)
 def _validation_error(exc: ValidationError) -> Response:
-    field, message = _describe(exc, "body")
+    field, message = describe_validation_error(exc, "body")
     return _error(400, "INVALID_PARAMETER_VALUE", message, field)
 
 
@@ -195,7 +187,7 @@ def submit(handler_name: str, payload: dict[str, Any]) -> Job:
     try:
         valid = spec.payload_model.model_validate(payload)
     except ValidationError as exc:
-        field, details = _describe(exc, "payload")
+        field, details = describe_validation_error(exc, "payload")
         raise InvalidPayload(f"invalid {handler_name} payload: {details}", field=field) from None
     env = get_settings().environment
     if spec.environments is not None and env not in spec.environments:

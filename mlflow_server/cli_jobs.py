@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlflow_server.client import MLManagerClient
 from shared.errors import InvalidPayload
-from shared.handlers import SPECS
+from shared.handlers import SPECS, describe_validation_error
 from shared.settings import get_settings
 
 # `mlmanager deploy <target>` -> handler
@@ -151,9 +151,9 @@ def payload_from_flags(model: type[BaseModel], flags: dict[str, Any]) -> dict[st
     try:
         model.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InvalidPayload(f"--{field.replace('_', '-')}: {first['msg']}", field=field) from None
+        field, message = describe_validation_error(exc, "flags")
+        flag = field.replace("_", "-")
+        raise InvalidPayload(f"invalid value for --{flag}: {message}", field=field) from None
     return payload
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.db import check_identifier
 
@@ -38,6 +38,14 @@ def _has_nul(value: object) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(v) for v in value)
     return False
+
+
+def describe_validation_error(exc: ValidationError, what: str) -> tuple[str, str]:
+    """(first field in error, one message naming every field in error)."""
+    errors = exc.errors(include_url=False)
+    field = ".".join(str(p) for p in errors[0]["loc"]) or what
+    message = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg']}" for e in errors)
+    return field, message
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import requests
 
 from shared.migrations import head_revision
 from tests.pg import free_port
+from tests.processes import clean_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -52,9 +52,7 @@ class Up:
 def mlmanager_up(tmp_path: Path) -> Iterator[Up]:
     port, worker_port = free_port(), free_port()
     home = tmp_path / "home"
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DB_", "MLMANAGER_", "MLFLOW_"))
-    }
+    env = clean_environment()
     env.update(MLMANAGER_HOME=str(home), MLMANAGER_PORT=str(port), WORKER_PORT=str(worker_port))
     out, err = tmp_path / "up.out", tmp_path / "up.err"
     # Output goes to files: an unread pipe would fill up and block the children.

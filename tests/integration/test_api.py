@@ -4,7 +4,6 @@ and on PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import requests
 from shared.deployments import DeploymentStore
 from shared.handlers import SPECS
 from tests.pg import PostgresServer
+from tests.processes import clean_environment
 from tests.servers import ADMIN_PASSWORD, MLManagerProcess
 
 ADMIN = ("admin", ADMIN_PASSWORD)
@@ -418,7 +418,7 @@ def _schemathesis(st: Path, schema: Path, server: MLManagerProcess) -> Any:
 
 
 def _client_env(server: MLManagerProcess, user: tuple[str, str] = ANN) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLMANAGER_"))}
+    env = clean_environment()
     env.update(
         MLFLOW_TRACKING_URI=server.url,
         MLFLOW_TRACKING_USERNAME=user[0],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -11,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.pg import free_port
+from tests.processes import clean_environment
 
-BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "MLMANAGER_"))}
+BASE_ENV = clean_environment()
 
 
 def mlmanager(
