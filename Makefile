@@ -6,8 +6,13 @@ BIN := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
 DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15
 BENCH ?=
+# Where PostgreSQL's PL/Python (Debian's /usr/bin/python3, run as the postgres user)
+# finds numpy and onnxruntime; the database reads it from mlmanager.plpython_path.
+PLPYTHON_LIBS ?= /opt/mlmanager/plpython
+# numpy + onnxruntime score ONNX models; mlflow-skinny + pandas the pyfunc fallback.
+PLPYTHON_PACKAGES := numpy onnxruntime mlflow-skinny pandas
 
-.PHONY: install run test lint unit integration e2e bench system-deps lock clean
+.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +43,18 @@ system-deps:
 	  else echo "note: missing Debian packages:$$missing (PostgreSQL tests will skip; in CI they fail)"; fi; \
 	fi
 
+# numpy and onnxruntime for the database's own Python (same CPython 3.11 ABI as the venv),
+# versions from requirements.lock, readable by the postgres user.
+plpython-deps: $(BIN)/python
+	@if ! $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+	  echo "plpython-deps: the venv must be CPython 3.11 like Debian 12's /usr/bin/python3"; exit 1; fi
+	@mkdir -p $(PLPYTHON_LIBS)
+	@if [ ! -f $(PLPYTHON_LIBS)/.installed ] || ! cmp -s requirements.lock $(PLPYTHON_LIBS)/.installed; then \
+	  echo "installing $(PLPYTHON_PACKAGES) into $(PLPYTHON_LIBS)"; \
+	  $(BIN)/pip install --quiet --upgrade --only-binary=:all: --target $(PLPYTHON_LIBS) \
+	    -c requirements.lock $(PLPYTHON_PACKAGES) && \
+	  chmod -R a+rX $(PLPYTHON_LIBS) && cp requirements.lock $(PLPYTHON_LIBS)/.installed; fi
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -46,20 +63,20 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-integration: system-deps $(VENV)/.installed-test
+integration: system-deps plpython-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/integration
 
 e2e: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/e2e
 
-test: system-deps $(VENV)/.installed-test lint
+test: system-deps plpython-deps $(VENV)/.installed-test lint
 	$(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,bench]'
 	touch $@
 
-bench: system-deps $(VENV)/.installed-bench
+bench: system-deps plpython-deps $(VENV)/.installed-bench
 	$(BIN)/python -m tests.bench $(BENCH)
 
 # Re-pin the whole dependency tree after changing pyproject.toml.

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -184,3 +185,29 @@ class WorkerRow(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, index=True
     )
+
+
+class ModelRepresentationRow(Base):
+    """A model in the form that scores it inside the database (``shared.scoring``).
+
+    Rows are immutable: a replaced model gets a new row, so a database session
+    that cached a scorer by id never scores with a stale one.
+    """
+
+    __tablename__ = "model_representations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    format: Mapped[str] = mapped_column(String(16), nullable=False)
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    checksum: Mapped[str] = mapped_column(String(64), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    method: Mapped[str] = mapped_column(String(32), nullable=False)
+    flavor: Mapped[str] = mapped_column(String(64), nullable=False)
+    inputs: Mapped[list[Any]] = mapped_column(Payload, nullable=False)
+    outputs: Mapped[list[Any]] = mapped_column(Payload, nullable=False)
+    classes: Mapped[list[str]] = mapped_column(Payload, nullable=False)
+    model_uri: Mapped[str] = mapped_column(String(1024), nullable=False)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)

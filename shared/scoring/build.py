@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
+import mlflow.artifacts
 import pandas as pd
 from loguru import logger
 
@@ -19,7 +22,7 @@ from shared.scoring.flavors import (
 from shared.scoring.kinds import Column, output_columns
 from shared.scoring.onnx_convert import convert
 from shared.scoring.representation import Representation, RepresentationFormat
-from shared.scoring.runtime import Row, Scorer
+from shared.scoring.runtime import Row, Scorer, model_archive
 
 _SHOWN_MISMATCHES = 5
 
@@ -66,7 +69,7 @@ def build_representation(
             model_uri,
             "; ".join(conversion.failures),
         )
-        return representation(RepresentationFormat.PYFUNC, model_uri.encode())
+        return representation(RepresentationFormat.PYFUNC, _archive(model_uri))
     expected = predict_rows(loaded.model, info.kind, info.method, frame)
     columns = {name: frame[name].tolist() for name in frame.columns}
     mismatches: list[str] = []
@@ -83,6 +86,13 @@ def build_representation(
         f"the ONNX conversion of {model_uri} does not reproduce the model on the "
         f"{len(frame)} sample rows (tolerance {tolerance:g}): {shown}"
     )
+
+
+def _archive(model_uri: str) -> bytes:
+    """The model's files, so that scoring needs no tracking server."""
+    with tempfile.TemporaryDirectory(prefix="mlmanager-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return model_archive(Path(local))
 
 
 def _feature_frame(sample: pd.DataFrame, inputs: tuple[Column, ...]) -> pd.DataFrame:

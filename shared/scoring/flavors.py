@@ -5,6 +5,7 @@ Build-time code (and the pyfunc fallback at scoring time): imports MLflow and pa
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -13,18 +14,19 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import get_model_info
-from sklearn.base import BaseEstimator, is_classifier, is_clusterer, is_regressor
 
 from shared.errors import InvalidPayload
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_column_names
-from shared.scoring.runtime import Row, rows_from
+from shared.scoring.runtime import Row, columns_from
 
 PYFUNC = "python_function"
 # Flavors whose loaded object is a scikit-learn style estimator we can convert.
+# (Module names: scikit-learn is imported only when such a model is loaded, so the
+# pyfunc fallback also runs where only mlflow-skinny is installed, e.g. PL/Python.)
 _ESTIMATOR_FLAVORS = {
-    "sklearn": mlflow.sklearn.load_model,
-    "xgboost": mlflow.xgboost.load_model,
-    "lightgbm": mlflow.lightgbm.load_model,
+    "sklearn": "mlflow.sklearn",
+    "xgboost": "mlflow.xgboost",
+    "lightgbm": "mlflow.lightgbm",
 }
 _SIGNATURE_TYPES = {
     "double": SqlType.DOUBLE,
@@ -63,7 +65,9 @@ def load_model(model_uri: str) -> LoadedModel:
     model: Any = None
     flavor = next((f for f in _ESTIMATOR_FLAVORS if f in info.flavors), PYFUNC)
     if flavor != PYFUNC:
-        model = _ESTIMATOR_FLAVORS[flavor](model_uri)
+        from sklearn.base import BaseEstimator
+
+        model = importlib.import_module(_ESTIMATOR_FLAVORS[flavor]).load_model(model_uri)
         # A raw Booster (not the sklearn wrapper) has no predict_proba/classes_.
         if not isinstance(model, BaseEstimator):
             flavor = PYFUNC
@@ -120,6 +124,8 @@ def sample_inputs(sample: pd.DataFrame) -> tuple[Column, ...]:
 
 def detect_kind(loaded: LoadedModel, method: str | None, sample: pd.DataFrame) -> KindInfo:
     """Tell the model's kind, classes and output names; ``method`` as in ``library_specific``."""
+    from sklearn.base import is_classifier, is_clusterer, is_regressor
+
     model = loaded.model
     if loaded.flavor == PYFUNC:
         if method not in (None, "predict"):
@@ -167,14 +173,21 @@ def _pyfunc_kind(prediction: Any) -> KindInfo:
 
 def predict_rows(model: Any, kind: ModelKind, method: str, frame: pd.DataFrame) -> list[Row]:
     """The model's own predictions on ``frame``, as output tuples."""
+    return list(zip(*predict_columns(model, kind, method, frame), strict=True))
+
+
+def predict_columns(
+    model: Any, kind: ModelKind, method: str, frame: pd.DataFrame
+) -> list[list[Any]]:
+    """The model's own predictions on ``frame``, one list per prediction column."""
     if kind is ModelKind.CLASSIFICATION:
         labels = np.asarray(model.predict(frame))
         has_proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
         probabilities = (
             np.asarray(model.predict_proba(frame), dtype=np.float64) if has_proba else None
         )
-        return rows_from(kind, labels, probabilities)
+        return columns_from(kind, labels, probabilities)
     values = np.asarray(getattr(model, method)(frame))
     if kind is ModelKind.CLUSTERING:
-        return rows_from(kind, values, None)
-    return rows_from(kind, values.astype(np.float64), None)
+        return columns_from(kind, values, None)
+    return columns_from(kind, values.astype(np.float64), None)

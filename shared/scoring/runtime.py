@@ -14,9 +14,15 @@ probabilities hold a NaN gets a NULL label as well, since its argmax means nothi
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import sys
+import tempfile
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -39,33 +45,48 @@ def rows_from(kind: ModelKind, primary: np.ndarray, probabilities: np.ndarray | 
     (regression) or the 2-D outputs (multi-output); ``probabilities`` the class
     probabilities of a classifier, when it has them.
     """
+    return list(zip(*columns_from(kind, primary, probabilities), strict=True))
+
+
+def columns_from(
+    kind: ModelKind, primary: np.ndarray, probabilities: np.ndarray | None
+) -> list[list[Any]]:
+    """The prediction columns as lists (what a set-based UPDATE binds), NaN turned into ``None``.
+
+    A classification row whose probabilities hold a NaN gets a NULL label as
+    well, since its argmax means nothing.
+    """
     if kind is ModelKind.CLASSIFICATION:
-        labels = primary.reshape(-1).tolist()
+        labels = [_text(label) for label in primary.reshape(-1).tolist()]
         if probabilities is None:
-            return [(_text(label),) for label in labels]
-        rows: list[Row] = []
-        for label, probs in zip(labels, probabilities.tolist(), strict=True):
-            if any(math.isnan(p) for p in probs):
-                rows.append((None,) * (len(probs) + 1))
-            else:
-                rows.append((_text(label), *probs))
-        return rows
+            return [labels]
+        probs = np.asarray(probabilities, dtype=np.float64)
+        unknown = np.isnan(probs).any(axis=1)
+        if unknown.any():
+            labels = [None if bad else label for label, bad in zip(labels, unknown, strict=True)]
+            probs = np.where(unknown[:, None], np.nan, probs)
+        return [labels, *(_numbers(probs[:, j]) for j in range(probs.shape[1]))]
     if kind is ModelKind.REGRESSION:
-        return [(_number(v),) for v in primary.reshape(-1).tolist()]
+        return [_numbers(primary.reshape(-1))]
     if kind is ModelKind.CLUSTERING:
-        return [(int(v),) for v in primary.reshape(-1).tolist()]
-    matrix = primary.reshape(len(primary), -1).tolist()
-    return [tuple(_number(v) for v in row) for row in matrix]
+        return [[int(v) for v in primary.reshape(-1).tolist()]]
+    matrix = np.asarray(primary, dtype=np.float64).reshape(len(primary), -1)
+    return [_numbers(matrix[:, j]) for j in range(matrix.shape[1])]
+
+
+def _numbers(values: np.ndarray) -> list[float | None]:
+    """Floats, with NaN as ``None`` (scanned only when a NaN is there)."""
+    values = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(values)
+    if not missing.any():
+        return values.tolist()
+    return [None if gone else v for v, gone in zip(values.tolist(), missing.tolist(), strict=True)]
 
 
 def _text(label: object) -> str | None:
     if label is None or (isinstance(label, float) and math.isnan(label)):
         return None
     return label.decode() if isinstance(label, bytes) else str(label)
-
-
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
 
 
 def _is_null(value: object) -> bool:
@@ -91,13 +112,17 @@ class Scorer(ABC):
         ``batch`` is either a mapping from input name to its column of values
         (other keys are ignored) or a sequence of rows holding the inputs in order.
         """
+        return list(zip(*self.score_columns(batch), strict=True))
+
+    def score_columns(self, batch: Batch) -> list[list[Any]]:
+        """Like :meth:`score`, but one list per prediction column (for set-based writes)."""
         columns = self._columns(batch)
         if len(columns[0]) == 0:
-            return []
+            return [[] for _ in self.representation.outputs]
         return self._score(columns)
 
     @abstractmethod
-    def _score(self, columns: list[Sequence[Any]]) -> list[Row]: ...
+    def _score(self, columns: list[Sequence[Any]]) -> list[list[Any]]: ...
 
     def _columns(self, batch: Batch) -> list[Sequence[Any]]:
         inputs = self.representation.inputs
@@ -149,7 +174,7 @@ class OnnxScorer(Scorer):
         else:
             raise InvalidPayload("ONNX model inputs do not match the representation's inputs")
 
-    def _score(self, columns: list[Sequence[Any]]) -> list[Row]:
+    def _score(self, columns: list[Sequence[Any]]) -> list[list[Any]]:
         feeds = {
             name: np.column_stack(
                 [self._array(self.representation.inputs[i], columns[i], onnx_type) for i in indices]
@@ -163,8 +188,8 @@ class OnnxScorer(Scorer):
             # skl2onnx encodes boolean classes as 0/1.
             if self.representation.classes == ("False", "True") and labels.dtype.kind == "i":
                 labels = labels.astype(bool)
-            return rows_from(kind, labels, outputs[1] if len(outputs) > 1 else None)
-        return rows_from(kind, outputs[-1], None)
+            return columns_from(kind, labels, outputs[1] if len(outputs) > 1 else None)
+        return columns_from(kind, outputs[-1], None)
 
     @staticmethod
     def _array(column: Column, values: Sequence[Any], onnx_type: str) -> np.ndarray:
@@ -178,18 +203,28 @@ class OnnxScorer(Scorer):
 
 
 class PyfuncScorer(Scorer):
-    """The MLflow model itself, through the flavor's own predict methods."""
+    """The MLflow model itself, through the flavor's own predict methods.
+
+    The payload is the model's directory as a zip archive (``model_archive``), so
+    scoring needs no tracking server: it is unpacked once per checksum.
+    """
 
     def __init__(self, representation: Representation) -> None:
         super().__init__(representation)
-        from shared.scoring.flavors import load_model
+        try:
+            from shared.scoring.flavors import load_model
+        except ImportError as exc:
+            raise InvalidPayload(
+                f"scoring a {representation.flavor} model without ONNX needs MLflow here, "
+                f"and this Python ({sys.executable}) cannot import {exc.name}"
+            ) from exc
+        path = unpack_model(representation.payload, representation.checksum)
+        self._model = load_model(str(path)).model
 
-        self._model = load_model(representation.payload.decode()).model
-
-    def _score(self, columns: list[Sequence[Any]]) -> list[Row]:
+    def _score(self, columns: list[Sequence[Any]]) -> list[list[Any]]:
         import pandas as pd
 
-        from shared.scoring.flavors import predict_rows
+        from shared.scoring.flavors import predict_columns
 
         frame = pd.DataFrame(
             {
@@ -198,7 +233,7 @@ class PyfuncScorer(Scorer):
             }
         )
         rep = self.representation
-        return predict_rows(self._model, rep.kind, rep.method, frame)
+        return predict_columns(self._model, rep.kind, rep.method, frame)
 
 
 def _pandas_values(sql_type: SqlType, values: Sequence[Any]) -> np.ndarray:
@@ -209,3 +244,31 @@ def _pandas_values(sql_type: SqlType, values: Sequence[Any]) -> np.ndarray:
     if sql_type in (SqlType.INTEGER, SqlType.BIGINT):
         return np.array(values, dtype=np.float64)
     return np.array(list(values), dtype=object)
+
+
+def model_archive(directory: Path) -> bytes:
+    """A model directory as zip bytes, the same bytes for the same files (stable checksum)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(directory).as_posix(), (1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+def unpack_model(payload: bytes, checksum: str) -> Path:
+    """Unpack a ``model_archive`` once per checksum under the temp directory; its path."""
+    root = Path(tempfile.gettempdir()) / "mlmanager-models"
+    target = root / checksum
+    if not target.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{checksum[:12]}-", dir=root))
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            archive.extractall(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process unpacked it first
+            if not target.is_dir():
+                raise
+    return target

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
 import lightgbm
@@ -192,7 +194,9 @@ def test_custom_pyfunc_falls_back_to_pyfunc_with_a_log_line(
     rep = build_representation(uri, train)
 
     assert rep.format is RepresentationFormat.PYFUNC
-    assert rep.payload == uri.encode()
+    with zipfile.ZipFile(io.BytesIO(rep.payload)) as archive:
+        assert "MLmodel" in archive.namelist()
+    assert build_representation(uri, train).checksum == rep.checksum
     assert rep.kind is ModelKind.REGRESSION
     assert any("falling back to MLflow pyfunc" in line and uri in line for line in log_lines)
     expected = [(float(v),) for v in new.income * 2.0 + new.score]
