@@ -32,7 +32,7 @@ from bobby.metrics import Metrics
 from bobby.runner import Runner
 from shared.db import describe_url, make_engine
 from shared.handlers import SPECS
-from shared.home import require_free_port
+from shared.home import admin_password, require_free_port
 from shared.joblog import JobLogSink
 from shared.ledger import NOTIFY_CHANNEL, Job, Ledger
 from shared.migrations import require_current
@@ -320,10 +320,22 @@ def _first_line(exc: DBAPIError) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def use_tracking_server(settings: Settings) -> None:
+    """Point the MLflow client of this process at our server, as admin unless told otherwise."""
+    os.environ.setdefault(
+        "MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri or settings.server_url
+    )
+    if "MLFLOW_TRACKING_USERNAME" not in os.environ:
+        password, _ = admin_password(settings)
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlmanager_admin_user
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+
+
 def run_worker(settings: Settings) -> None:
     """Entry of `mlmanager worker`: checks, then the worker until SIGTERM/SIGINT."""
     settings.require_secure("worker")
     require_free_port(settings.worker_host, settings.worker_port, "WORKER_PORT")
+    use_tracking_server(settings)
     worker = Worker(settings)
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -90,6 +90,10 @@ def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+    # Tables with a deployed model call it from their trigger (shared.scoring.indb).
+    from shared.scoring.indb import register_sqlite_scoring
+
+    register_sqlite_scoring(dbapi_conn)
 
 
 def _sqlite_on_begin(conn: Any) -> None:

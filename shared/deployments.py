@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, select
+from sqlalchemy import Connection, Engine, Table, insert, select, update
 
 from shared.errors import NotFound
 from shared.models import DeploymentRow, utcnow
@@ -92,8 +92,12 @@ class DeploymentStore:
         run_id: str | None = None,
         details: dict[str, Any] | None = None,
         job_id: int | None = None,
+        conn: Connection | None = None,
     ) -> Deployment:
-        """Record a deployment (handlers call this once their target is in place)."""
+        """Record a deployment (handlers call this once their target is in place).
+
+        With ``conn``, in that transaction (so the record commits with the change).
+        """
         now = utcnow()
         values = {
             "target": target,
@@ -107,9 +111,42 @@ class DeploymentStore:
             "created_at": now,
             "updated_at": now,
         }
-        with self.engine.begin() as conn:
-            row = conn.execute(insert(deployments).values(values).returning(*deployments.c))
-            return self._from_row(row.mappings().one())
+        statement = insert(deployments).values(values).returning(*deployments.c)
+        if conn is not None:
+            return self._from_row(conn.execute(statement).mappings().one())
+        with self.engine.begin() as own:
+            return self._from_row(own.execute(statement).mappings().one())
+
+    @classmethod
+    def active(cls, conn: Connection, target: str, name: str) -> Deployment | None:
+        """The DEPLOYED deployment called ``name`` on ``target``, if any (latest first)."""
+        row = (
+            conn.execute(
+                select(deployments)
+                .where(
+                    deployments.c.target == target,
+                    deployments.c.name == name,
+                    deployments.c.status == "DEPLOYED",
+                )
+                .order_by(deployments.c.id.desc())
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else cls._from_row(row)
+
+    @staticmethod
+    def set_status(
+        conn: Connection, target: str, name: str, status: str, *, only: str | None = None
+    ) -> int:
+        """Set the status of the deployments called ``name`` (those in status ``only``)."""
+        statement = update(deployments).where(
+            deployments.c.target == target, deployments.c.name == name
+        )
+        if only is not None:
+            statement = statement.where(deployments.c.status == only)
+        result = conn.execute(statement.values(status=status, updated_at=utcnow()))
+        return int(result.rowcount)
 
     def get(self, deployment_id: int) -> Deployment:
         with self.engine.connect() as conn:

@@ -118,8 +118,9 @@ class ModelRef(Payload):
     run_id: str | None = Field(None, pattern=r"^[0-9a-zA-Z_-]{1,64}$", description="MLflow run id")
     model_uri: str | None = Field(
         None,
-        pattern=r"^(runs:/[0-9a-zA-Z_-]+/.+|models:/[^/]+/[^/]+)$",
-        description="runs:/<run>/<path> or models:/<name>/<version|alias>",
+        pattern=r"^(runs:/[0-9a-zA-Z_-]+/.+|models:/[^/@]+(/[^/]+|@[^/]+)?)$",
+        description="runs:/<run>/<path>, models:/<name>/<version>, models:/<name>@<alias> "
+        "or models:/<model id>",
     )
 
     @model_validator(mode="after")

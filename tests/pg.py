@@ -21,6 +21,7 @@ import psycopg
 from pytest_postgresql.janitor import DatabaseJanitor
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+PLPYTHON_LIBS = os.environ.get("PLPYTHON_LIBS", "/opt/mlmanager/plpython")
 PG_USER = "postgres"
 PG_PASSWORD = "pg-test-password"
 
@@ -81,7 +82,9 @@ class PostgresServer:
             # cache); synchronous_commit stays on, or an immediate stop would lose
             # commits the ledger was told had happened.
             "-c fsync=off -c full_page_writes=off "
-            "-c max_connections=200"
+            "-c max_connections=200 "
+            # Where PL/Python finds numpy/onnxruntime (`make plpython-deps`).
+            f"-c mlmanager.plpython_path={PLPYTHON_LIBS}"
         )
         self._run(
             str(PG_BIN / "pg_ctl"),

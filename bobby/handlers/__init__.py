@@ -7,7 +7,7 @@ import importlib
 from bobby.handlers.base import Handler
 from shared.errors import ConfigError
 
-BUILTIN_MODULES = ("bobby.handlers.service",)
+BUILTIN_MODULES = ("bobby.handlers.service", "bobby.handlers.database")
 
 REGISTRY: dict[str, type[Handler]] = {}
 

@@ -1,21 +1,32 @@
 """Model representations for scoring inside the database (issue 5).
 
 ``build_representation`` (MLflow, converters) runs in the deploy job;
-``Scorer`` runs where rows are scored and needs only numpy and onnxruntime, so
-the build side is imported only when first used.
+``Scorer`` runs where rows are scored and needs only numpy and onnxruntime.
+Everything is imported on first use, so that registering the SQLite scoring
+function (``shared.scoring.indb``) on every connection costs nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from shared.scoring.kinds import Column, ModelKind, SqlType, method_from
-from shared.scoring.representation import Representation, RepresentationFormat
-from shared.scoring.runtime import Scorer
 
 if TYPE_CHECKING:
     from shared.scoring.build import build_representation
+    from shared.scoring.kinds import Column, ModelKind, SqlType, method_from
+    from shared.scoring.representation import Representation, RepresentationFormat
+    from shared.scoring.runtime import Scorer
 
+_HOMES = {
+    "Column": "kinds",
+    "ModelKind": "kinds",
+    "SqlType": "kinds",
+    "method_from": "kinds",
+    "Representation": "representation",
+    "RepresentationFormat": "representation",
+    "Scorer": "runtime",
+    "build_representation": "build",
+}
 __all__ = [
     "Column",
     "ModelKind",
@@ -29,8 +40,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "build_representation":
-        from shared.scoring.build import build_representation
-
-        return build_representation
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"shared.scoring.{home}"), name)

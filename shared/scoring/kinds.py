@@ -41,6 +41,28 @@ class SqlType(StrEnum):
     def is_text(self) -> bool:
         return self is SqlType.TEXT
 
+    def in_dialect(self, dialect: str) -> str:
+        """The column type on ``postgresql`` or ``sqlite``."""
+        return _DIALECT_TYPES[dialect][self]
+
+
+_DIALECT_TYPES = {
+    "postgresql": {
+        SqlType.DOUBLE: "double precision",
+        SqlType.INTEGER: "integer",
+        SqlType.BIGINT: "bigint",
+        SqlType.TEXT: "text",
+        SqlType.BOOLEAN: "boolean",
+    },
+    "sqlite": {
+        SqlType.DOUBLE: "REAL",
+        SqlType.INTEGER: "INTEGER",
+        SqlType.BIGINT: "INTEGER",
+        SqlType.TEXT: "TEXT",
+        SqlType.BOOLEAN: "INTEGER",
+    },
+}
+
 
 @dataclass(frozen=True)
 class Column:

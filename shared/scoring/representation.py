@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from shared.scoring.kinds import Column, ModelKind
 
@@ -41,3 +44,27 @@ class Representation:
         object.__setattr__(self, "format", RepresentationFormat(self.format))
         object.__setattr__(self, "kind", ModelKind(self.kind))
         object.__setattr__(self, "checksum", hashlib.sha256(self.payload).hexdigest())
+
+
+def representation_from(row: Mapping[str, Any]) -> Representation:
+    """A ``Representation`` from a ``model_representations`` row.
+
+    JSON columns may arrive parsed (SQLAlchemy) or as text (PL/Python, sqlite3).
+    """
+
+    def parsed(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    return Representation(
+        format=row["format"],
+        payload=bytes(row["payload"]),
+        inputs=tuple(Column(c["name"], c["sql_type"]) for c in parsed(row["inputs"])),
+        outputs=tuple(Column(c["name"], c["sql_type"]) for c in parsed(row["outputs"])),
+        kind=row["kind"],
+        classes=tuple(parsed(row["classes"])),
+        method=row["method"],
+        flavor=row["flavor"],
+        model_uri=row["model_uri"],
+        run_id=row["run_id"],
+        model_version=row["model_version"],
+    )

@@ -61,9 +61,10 @@ def columns_from(
         if probabilities is None:
             return [labels]
         probs = np.asarray(probabilities, dtype=np.float64)
-        unknown = np.isnan(probs).any(axis=1)
+        unknown: np.ndarray = np.asarray(np.isnan(probs).any(axis=1))
         if unknown.any():
-            labels = [None if bad else label for label, bad in zip(labels, unknown, strict=True)]
+            gone = unknown.tolist()
+            labels = [None if bad else label for label, bad in zip(labels, gone, strict=True)]
             probs = np.where(unknown[:, None], np.nan, probs)
         return [labels, *(_numbers(probs[:, j]) for j in range(probs.shape[1]))]
     if kind is ModelKind.REGRESSION:

@@ -1,0 +1,331 @@
+"""DEPLOY_DATABASE and UNDEPLOY_DATABASE: a model scores every row inserted into a table.
+
+The deploy builds the model's representation (ONNX checked against the model
+on sample rows, else pyfunc), plans the DDL and trigger for the table
+(``shared.scoring.plan``) and runs the whole plan in one transaction: the
+representation, the table changes, the trigger and the deployment record
+commit together or not at all. ``dry_run`` only logs the plan's SQL.
+
+With ``AUTH_BACKEND=database`` the job's user is a database role, and the
+table's DDL runs under that role (``SET LOCAL ROLE``): the worker's database
+user must be a member of it, and a role without rights on the table gets a
+clear error and no change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from loguru import logger
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
+
+from bobby.handlers import register
+from bobby.handlers.base import Handler, Step
+from shared.db import quote_identifier, schema_of
+from shared.deployments import DeploymentStore
+from shared.errors import InvalidPayload, NotAuthorized, NotFound
+from shared.handlers import SPECS, DeployDatabasePayload, UndeployDatabasePayload
+from shared.scoring.kinds import RESERVED_COLUMNS, method_from
+from shared.scoring.plan import (
+    DeploymentPlan,
+    add_score_existing,
+    plan_deployment,
+    read_table,
+    table_sql,
+)
+from shared.scoring.representation import Representation
+
+TARGET = "database"
+SAMPLE_ROWS = 200
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
+    """The model URI of a payload: ``model_uri``, or the model logged by run ``run_id``."""
+    if model_uri is not None:
+        return model_uri
+    assert run_id is not None
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    if len(models) > 1:
+        raise InvalidPayload(
+            f"run {run_id} logged {len(models)} models: give model_uri "
+            f"({', '.join(m.model_uri for m in models)})",
+            field="run_id",
+        )
+    return models[0].model_uri if models else f"runs:/{run_id}/model"
+
+
+def _database_error(exc: DBAPIError, user: str, what: str) -> Exception:
+    code = getattr(exc.orig, "sqlstate", None)
+    if code == _INSUFFICIENT_PRIVILEGE:
+        return NotAuthorized(f"database user {user} may not {what}: {exc.orig}")
+    return exc
+
+
+class _DatabaseHandler(Handler):
+    @property
+    def engine(self) -> Any:
+        return self.ctx.ledger.engine
+
+    def _as_user(self, conn: Connection) -> None:
+        """Run the rest of the transaction's DDL with the requesting user's rights."""
+        if self.ctx.settings.auth_backend == "database" and conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL ROLE {quote_identifier(self.ctx.job.user, 'user')}")
+
+    @staticmethod
+    def _back_to_worker(conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("RESET ROLE")
+
+
+@register
+class DeployDatabase(_DatabaseHandler):
+    spec = SPECS["DEPLOY_DATABASE"]
+    payload: DeployDatabasePayload
+
+    def steps(self) -> list[Step]:
+        self.rep: Representation | None = None
+        self.model_uri = ""
+        return [
+            ("reading the model and sample rows", self.read_model),
+            ("building the model's representation", self.build),
+            ("deploying onto the table" if not self.payload.dry_run else "planning", self.deploy),
+        ]
+
+    def read_model(self) -> None:
+        self.model_uri = resolve_model_uri(self.payload.run_id, self.payload.model_uri)
+        logger.info("model {}", self.model_uri)
+        self.sample = self._sample_rows()
+        logger.info("{} sample rows to check the model's representation on", len(self.sample))
+
+    def build(self) -> None:
+        from shared.scoring.build import build_representation
+
+        method = method_from(self.payload.library_specific)
+        self.rep = build_representation(self.model_uri, self.sample, method)
+        rep = self.rep
+        logger.info(
+            "{} {} model ({}), scored as {}; inputs {}; prediction columns {}",
+            rep.flavor,
+            rep.kind,
+            rep.method,
+            rep.format,
+            ", ".join(f"{c.name} {c.sql_type}" for c in rep.inputs),
+            ", ".join(c.name for c in rep.outputs),
+        )
+
+    def deploy(self) -> None:
+        assert self.rep is not None
+        payload, rep = self.payload, self.rep
+        if self.payload.classes:
+            logger.warning("classes is ignored: the labels are read from the model")
+        with self.engine.begin() as conn:
+            dialect = conn.dialect.name
+            if dialect == "sqlite" and payload.trigger_mode == "statement":
+                logger.info("SQLite triggers run per row: trigger_mode row")
+            if payload.dry_run:
+                plan = plan_deployment(conn, payload, rep, None, scoring_schema=self._schema)
+                self._add_existing(plan)
+                logger.info("dry run: the deployment plan, not executed:\n{}", plan.render())
+                conn.rollback()
+                return
+            if dialect == "postgresql":
+                from shared.scoring.postgres import ensure_scoring_installed
+
+                if ensure_scoring_installed(conn, self._schema):
+                    logger.info("installed the PL/Python scoring functions in {}", self._schema)
+            from shared.scoring.store import save_representation
+
+            rep_id = save_representation(conn, rep, self.ctx.job.user)
+            try:
+                self._as_user(conn)
+                plan = plan_deployment(conn, payload, rep, rep_id, scoring_schema=self._schema)
+                self._add_existing(plan)
+                logger.info("deployment plan:\n{}", plan.render())
+                plan.execute(conn)
+                self._back_to_worker(conn)
+            except DBAPIError as exc:
+                raise _database_error(
+                    exc, self.ctx.job.user, f"deploy onto {payload.db_schema}.{payload.db_table}"
+                ) from exc
+            self._record(conn, plan, rep, rep_id)
+        logger.info(
+            "{} deployed on {}: every inserted row is scored ({} trigger {})",
+            self.model_uri,
+            plan.name,
+            plan.trigger_mode,
+            plan.trigger_name,
+        )
+
+    @property
+    def _schema(self) -> str:
+        return schema_of(self.engine) or self.ctx.settings.db_schema
+
+    def _add_existing(self, plan: DeploymentPlan) -> None:
+        if self.payload.score_existing:
+            assert self.rep is not None
+            add_score_existing(plan, self.rep)
+
+    def _record(
+        self, conn: Connection, plan: DeploymentPlan, rep: Representation, rep_id: int
+    ) -> None:
+        store = DeploymentStore(self.engine)
+        replaced = store.set_status(conn, TARGET, plan.name, "DELETED", only="DEPLOYED")
+        if replaced:
+            logger.info("replaced the model deployed on {} before", plan.name)
+        store.record(
+            conn=conn,
+            target=TARGET,
+            name=plan.name,
+            user=self.ctx.job.user,
+            model_uri=self.model_uri,
+            run_id=rep.run_id or self.payload.run_id,
+            job_id=self.ctx.job.id,
+            details={
+                "db_schema": plan.schema,
+                "db_table": plan.table,
+                "representation_id": rep_id,
+                "format": str(rep.format),
+                "kind": str(rep.kind),
+                "trigger": plan.trigger_name,
+                "trigger_mode": plan.trigger_mode,
+                "features": list(plan.binding.features),
+                "prediction_columns": list(plan.binding.outputs),
+                "created_table": plan.creates_table,
+            },
+        )
+
+    def _sample_rows(self) -> pd.DataFrame:
+        """Rows to check the conversion on: the table's, the reference table's, the example's."""
+        payload = self.payload
+        sources = [(payload.db_schema, payload.db_table)]
+        if payload.reference_table:
+            sources.append((payload.reference_schema or payload.db_schema, payload.reference_table))
+        with self.engine.connect() as conn:
+            for schema, table in sources:
+                frame = self._table_sample(conn, schema, table)
+                if frame is not None and not frame.empty:
+                    return frame
+        example = _input_example(self.model_uri)
+        if example is None:
+            raise InvalidPayload(
+                "no sample rows to check the model's conversion on: the table is empty or "
+                "missing, no reference_table was given and the model has no input example "
+                "(log it with input_example=...)"
+            )
+        return example
+
+    def _table_sample(self, conn: Connection, schema: str, table: str) -> pd.DataFrame | None:
+        dialect = conn.dialect.name
+        if dialect == "sqlite" and schema != "main":
+            return None
+        try:
+            info = read_table(conn, schema, table)
+        except DBAPIError:
+            return None
+        if info is None:
+            return None
+        skip = {c.lower() for c in RESERVED_COLUMNS} | {k.lower() for k in info.primary_key}
+        if self.payload.model_cols:
+            columns = list(self.payload.model_cols)
+        else:
+            columns = [c for c in info.columns if c.lower() not in skip]
+        found = [info.find(c) for c in columns]
+        if not columns or None in found:
+            return None
+        read = ", ".join(quote_identifier(c) for c in found if c)
+        rows = conn.execute(
+            text(f"SELECT {read} FROM {table_sql(dialect, schema, table)} LIMIT {SAMPLE_ROWS}")
+        ).all()
+        frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+        return _renamed_to_signature(frame, self.model_uri)
+
+
+def _renamed_to_signature(frame: pd.DataFrame, model_uri: str) -> pd.DataFrame:
+    """Table columns renamed to the model's input names where they match ignoring case."""
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model_uri).signature
+    if signature is None or not signature.inputs.has_input_names():
+        return frame
+    names = {str(n).lower(): str(n) for n in signature.inputs.input_names()}
+    return frame.rename(columns={c: names.get(str(c).lower(), c) for c in frame.columns})
+
+
+def _input_example(model_uri: str) -> pd.DataFrame | None:
+    import tempfile
+
+    import mlflow
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="mlmanager-example-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        example = Model.load(local).load_input_example(local)
+    if example is None:
+        return None
+    return example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
+
+
+@register
+class UndeployDatabase(_DatabaseHandler):
+    spec = SPECS["UNDEPLOY_DATABASE"]
+    payload: UndeployDatabasePayload
+
+    def steps(self) -> list[Step]:
+        return [("removing the model from the table", self.undeploy)]
+
+    def undeploy(self) -> None:
+        payload = self.payload
+        name = f"{payload.db_schema}.{payload.db_table}"
+        store = DeploymentStore(self.engine)
+        with self.engine.begin() as conn:
+            dialect = conn.dialect.name
+            deployment = store.active(conn, TARGET, name)
+            if deployment is not None and payload.run_id and deployment.run_id != payload.run_id:
+                raise InvalidPayload(
+                    f"{name} has run {deployment.run_id} deployed, not {payload.run_id}",
+                    field="run_id",
+                )
+            try:
+                info = read_table(conn, payload.db_schema, payload.db_table)
+            except DBAPIError:
+                info = None
+            if info is None or (not info.triggers and deployment is None):
+                raise NotFound(f"no model is deployed on {name}")
+            qualified = table_sql(dialect, payload.db_schema, payload.db_table)
+            try:
+                self._as_user(conn)
+                for trigger in info.triggers:
+                    on = f" ON {qualified}" if dialect == "postgresql" else ""
+                    conn.exec_driver_sql(f"DROP TRIGGER {quote_identifier(trigger)}{on}")
+                    logger.info("dropped trigger {}", trigger)
+                if payload.drop_columns:
+                    self._drop_columns(conn, qualified, info.columns, deployment)
+                self._back_to_worker(conn)
+            except DBAPIError as exc:
+                raise _database_error(exc, self.ctx.job.user, f"change {name}") from exc
+            store.set_status(conn, TARGET, name, "DELETED", only="DEPLOYED")
+        logger.info("{} no longer scores inserted rows; its data is kept", name)
+
+    def _drop_columns(
+        self, conn: Connection, qualified: str, columns: dict[str, str], deployment: Any
+    ) -> None:
+        names = list(deployment.details.get("prediction_columns", [])) if deployment else []
+        if not names:
+            logger.warning("no deployment record names the prediction columns: none dropped")
+        present = {c.lower(): c for c in columns}
+        for name in names:
+            column = present.get(name.lower())
+            if column is not None:
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {qualified} DROP COLUMN {quote_identifier(column, 'column')}"
+                )
+                logger.info("dropped column {}", column)

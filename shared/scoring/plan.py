@@ -1,0 +1,474 @@
+"""The deployment plan: what deploying a model onto a table does, as SQL, before it is done.
+
+``plan_deployment`` reads the table (if it exists) and the payload and renders
+the DDL and the scoring trigger for the target dialect; ``DeploymentPlan.render``
+prints it (``dry_run``) and ``DeploymentPlan.execute`` runs it in the caller's
+transaction, so that a failure at any step leaves the table as it was.
+
+Names: every schema, table and column name is checked by ``shared.db`` before
+it reaches SQL. On PostgreSQL the contract columns (``prediction``,
+``cur_user``, ``eval_time``, ``run_id``) and per-class columns are created in
+lower case, so that unquoted SQL finds them; SQLite ignores case and keeps the
+names of REFERENCE.md. An existing table's columns are matched to model inputs
+exactly or else ignoring case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, inspect, text
+
+from shared.db import check_identifier, quote_identifier, quote_qualified
+from shared.errors import DeploymentConflict, InvalidPayload, NotFound
+from shared.handlers import DeployDatabasePayload
+from shared.scoring.indb import NEW_ROWS, SQLITE_FUNCTION, TableBinding
+from shared.scoring.representation import Representation
+from shared.scoring.runtime import Scorer
+
+TRIGGER_PREFIX = "RUNMODEL_"
+CUR_USER, EVAL_TIME, RUN_ID = "CUR_USER", "EVAL_TIME", "RUN_ID"
+# Room on each page for the UPDATE that writes a statement's predictions back
+# (a heap-only update stays on its page): tables we create for statement triggers.
+STATEMENT_TABLE_FILLFACTOR = 50
+_EXISTING_BATCH = 10000
+
+
+def contract_name(name: str, dialect: str) -> str:
+    """A contract or prediction column's name as created on ``dialect``."""
+    return name.lower() if dialect == "postgresql" else name
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """An existing table as the plan needs it."""
+
+    columns: dict[str, str]  # name -> SQL type, in table order
+    primary_key: tuple[str, ...]
+    triggers: tuple[str, ...]  # our scoring triggers on it
+
+    def find(self, name: str) -> str | None:
+        """The table's column called ``name``, exactly or else ignoring case."""
+        if name in self.columns:
+            return name
+        matches = [c for c in self.columns if c.lower() == name.lower()]
+        return matches[0] if len(matches) == 1 else None
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    description: str
+    sql: str | None = None
+    action: Callable[[Connection], None] | None = None
+
+
+@dataclass
+class DeploymentPlan:
+    dialect: str
+    schema: str
+    table: str
+    binding: TableBinding
+    trigger_name: str
+    trigger_mode: str
+    creates_table: bool
+    replaces: tuple[str, ...]
+    steps: list[PlanStep] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    def render(self) -> str:
+        """The plan as SQL, one commented step after another."""
+        lines = []
+        for number, step in enumerate(self.steps, 1):
+            lines.append(f"-- Step {number}: {step.description}")
+            lines.append(f"{step.sql};" if step.sql else "-- (done in Python, no DDL)")
+        return "\n".join(lines)
+
+    def execute(
+        self, conn: Connection, before_step: Callable[[int, PlanStep], None] | None = None
+    ) -> None:
+        """Run the steps in ``conn``'s transaction (the caller commits or rolls back)."""
+        for number, step in enumerate(self.steps, 1):
+            if before_step is not None:
+                before_step(number, step)
+            if step.sql is not None:
+                conn.exec_driver_sql(step.sql, execution_options={"no_parameters": True})
+            if step.action is not None:
+                step.action(conn)
+
+
+def read_table(conn: Connection, schema: str, table: str) -> TableInfo | None:
+    """The table's columns, key and scoring triggers; ``None`` if it does not exist."""
+    dialect = conn.dialect.name
+    inspector = inspect(conn)
+    db_schema = None if dialect == "sqlite" else schema
+    if not inspector.has_table(table, schema=db_schema):
+        return None
+    columns = {
+        c["name"]: c["type"].compile(dialect=conn.dialect)
+        for c in inspector.get_columns(table, schema=db_schema)
+    }
+    key = tuple(inspector.get_pk_constraint(table, schema=db_schema)["constrained_columns"])
+    if dialect == "postgresql":
+        rows = conn.execute(
+            text(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:table AS regclass) "
+                "AND NOT tgisinternal AND starts_with(tgname, :prefix) ORDER BY tgname"
+            ),
+            {"table": quote_qualified(schema, table), "prefix": TRIGGER_PREFIX},
+        )
+    else:
+        rows = conn.execute(
+            text(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table "
+                "AND substr(name, 1, length(:prefix)) = :prefix ORDER BY name"
+            ),
+            {"table": table, "prefix": TRIGGER_PREFIX},
+        )
+    return TableInfo(columns, key, tuple(r[0] for r in rows))
+
+
+def table_sql(dialect: str, schema: str, table: str) -> str:
+    """The quoted table name (SQLite's one schema, main, is left implicit)."""
+    return quote_qualified(schema, table) if dialect == "postgresql" else quote_identifier(table)
+
+
+def schema_exists(conn: Connection, schema: str) -> bool:
+    if conn.dialect.name == "sqlite":
+        return schema == "main"
+    found = conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema})
+    return found.first() is not None
+
+
+def trigger_name(table: str, run_id: str | None, representation_id: int | None) -> str:
+    """``RUNMODEL_<table>_<run>`` as the original named them, within 63 characters."""
+    suffix = (run_id or f"r{representation_id or 0}")[:8]
+    return check_identifier(f"{TRIGGER_PREFIX}{table}"[: 63 - len(suffix) - 1] + f"_{suffix}")
+
+
+def plan_deployment(
+    conn: Connection,
+    payload: DeployDatabasePayload,
+    rep: Representation,
+    representation_id: int | None,
+    *,
+    scoring_schema: str | None,
+) -> DeploymentPlan:
+    """The plan that deploys ``rep`` onto the payload's table.
+
+    ``representation_id`` is ``None`` for a dry run (the id is assigned when
+    the plan runs). ``scoring_schema`` is where the PL/Python functions live
+    (PostgreSQL only).
+    """
+    dialect = conn.dialect.name
+    schema, table = payload.db_schema, payload.db_table
+    if dialect == "sqlite" and schema != "main":
+        raise InvalidPayload(
+            f"a SQLite database has one schema, main, not {schema!r}", field="db_schema"
+        )
+    existing = read_table(conn, schema, table) if schema_exists(conn, schema) else None
+    steps: list[PlanStep] = []
+    qualified = (
+        quote_qualified(schema, table) if dialect == "postgresql" else quote_identifier(table)
+    )
+    run_id = rep.run_id or payload.run_id
+    mode = payload.trigger_mode if dialect == "postgresql" else "row"
+
+    outputs = tuple(contract_name(o.name, dialect) for o in rep.outputs)
+    if existing is None:
+        if not payload.create_model_table:
+            raise NotFound(
+                f"table {schema}.{table} does not exist: create it, or set create_model_table "
+                "(with primary_key and df_schema or a reference table)"
+            )
+        if not schema_exists(conn, schema):
+            steps.append(
+                PlanStep(
+                    f"create schema {schema}",
+                    f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema, 'schema')}",
+                )
+            )
+        columns, keys = _new_table_columns(conn, payload, rep, dialect)
+        features = _features(payload, rep, TableInfo(columns, keys, ()))
+        steps.append(
+            PlanStep(
+                f"create table {schema}.{table}",
+                _create_table(qualified, columns, keys, rep, run_id, dialect, mode),
+            )
+        )
+        key_types = tuple((k, columns[k]) for k in keys)
+        replaced: tuple[str, ...] = ()
+    else:
+        if existing.triggers and not payload.replace:
+            raise DeploymentConflict(
+                f"table {schema}.{table} already has a model deployed (trigger "
+                f"{', '.join(existing.triggers)}): set replace to swap it"
+            )
+        if not existing.primary_key:
+            raise InvalidPayload(
+                f"table {schema}.{table} has no primary key: add one (predictions are "
+                "written back by key)",
+                field="db_table",
+            )
+        if payload.primary_key and set(payload.primary_key) != set(existing.primary_key):
+            raise InvalidPayload(
+                f"table {schema}.{table} has primary key {', '.join(existing.primary_key)}, "
+                f"not {', '.join(payload.primary_key)}",
+                field="primary_key",
+            )
+        features = _features(payload, rep, existing)
+        replaced = existing.triggers
+        for old in existing.triggers:
+            steps.append(
+                PlanStep(
+                    f"drop the trigger of the model being replaced ({old})",
+                    f"DROP TRIGGER {quote_identifier(old)}"
+                    + (f" ON {qualified}" if dialect == "postgresql" else ""),
+                )
+            )
+        outputs = tuple(existing.find(o) or o for o in outputs)
+        for column, sql in _missing_columns(existing, rep, outputs, run_id, dialect):
+            steps.append(
+                PlanStep(f"add column {column}", f"ALTER TABLE {qualified} ADD COLUMN {sql}")
+            )
+        run_column = existing.find(contract_name(RUN_ID, dialect))
+        if run_column is not None and dialect == "postgresql":
+            steps.append(
+                PlanStep(
+                    f"set the default of {run_column} to the deployed run",
+                    f"ALTER TABLE {qualified} ALTER COLUMN {quote_identifier(run_column)} "
+                    f"SET DEFAULT {_literal(run_id)}",
+                )
+            )
+        key_types = tuple((k, existing.columns[k]) for k in existing.primary_key)
+
+    binding = TableBinding(
+        representation_id=representation_id or 0,
+        keys=key_types,
+        features=features,
+        outputs=outputs,
+        max_batch_size=payload.max_batch_size,
+    )
+    name = trigger_name(table, run_id, representation_id)
+    plan = DeploymentPlan(
+        dialect=dialect,
+        schema=schema,
+        table=table,
+        binding=binding,
+        trigger_name=name,
+        trigger_mode=mode,
+        creates_table=existing is None,
+        replaces=replaced,
+        steps=steps,
+    )
+    plan.steps.append(
+        PlanStep(
+            f"create the {mode} scoring trigger {name}",
+            _trigger(plan, qualified, scoring_schema, run_id),
+        )
+    )
+    return plan
+
+
+def add_score_existing(plan: DeploymentPlan, rep: Representation) -> None:
+    """Append the step that fills predictions for rows already in the table."""
+
+    def score_existing(conn: Connection) -> None:
+        score_existing_rows(conn, plan, Scorer.from_representation(rep))
+
+    plan.steps.append(
+        PlanStep(
+            "score the rows already in the table (prediction still NULL)", None, score_existing
+        )
+    )
+
+
+def score_existing_rows(conn: Connection, plan: DeploymentPlan, scorer: Scorer) -> int:
+    """Score the table's rows whose first prediction column is NULL; how many were scored."""
+    dialect = plan.dialect
+    qualified = table_sql(dialect, plan.schema, plan.table)
+    binding = plan.binding
+    keys = [k for k, _ in binding.keys]
+    read = ", ".join(quote_identifier(c) for c in [*keys, *binding.features])
+    rows = conn.execute(
+        text(f"SELECT {read} FROM {qualified} WHERE {quote_identifier(binding.outputs[0])} IS NULL")
+    ).all()
+    sets = ", ".join(f"{quote_identifier(c)} = :o{i}" for i, c in enumerate(binding.outputs))
+    where = " AND ".join(f"{quote_identifier(k)} = :k{i}" for i, k in enumerate(keys))
+    update = text(f"UPDATE {qualified} SET {sets} WHERE {where}")
+    names = [c.name for c in scorer.representation.inputs]
+    for start in range(0, len(rows), _EXISTING_BATCH):
+        chunk = rows[start : start + _EXISTING_BATCH]
+        columns = list(zip(*chunk, strict=True))
+        features = dict(zip(names, columns[len(keys) :], strict=True))
+        predictions = scorer.score_columns(features)
+        params = [
+            {f"k{i}": row[i] for i in range(len(keys))}
+            | {f"o{j}": values[n] for j, values in enumerate(predictions)}
+            for n, row in enumerate(chunk)
+        ]
+        conn.execute(update, params)
+    return len(rows)
+
+
+def _literal(value: str | None) -> str:
+    """A SQL string literal (for values we produced: run ids, trigger arguments)."""
+    if value is None:
+        return "NULL"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _features(
+    payload: DeployDatabasePayload, rep: Representation, table: TableInfo
+) -> tuple[str, ...]:
+    """The table column that feeds each model input, in input order."""
+    names = [c.name for c in rep.inputs]
+    if payload.model_cols:
+        if len(payload.model_cols) != len(names):
+            raise InvalidPayload(
+                f"model_cols names {len(payload.model_cols)} columns but the model takes "
+                f"{len(names)} inputs ({', '.join(names)})",
+                field="model_cols",
+            )
+        wanted = list(payload.model_cols)
+    else:
+        wanted = names
+    found = [table.find(name) for name in wanted]
+    missing = [name for name, column in zip(wanted, found, strict=True) if column is None]
+    if missing:
+        raise InvalidPayload(
+            f"table lacks the model's input columns: {', '.join(missing)} (name the table's "
+            "columns for each input, in order, with model_cols)",
+            field="model_cols",
+        )
+    return tuple(column for column in found if column is not None)
+
+
+def _new_table_columns(
+    conn: Connection, payload: DeployDatabasePayload, rep: Representation, dialect: str
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Key and feature columns of a new table: from df_schema, a reference table or the model."""
+    if not payload.primary_key:
+        raise InvalidPayload(
+            "a new table needs primary_key (column -> SQL type)", field="primary_key"
+        )
+    columns: dict[str, str] = dict(payload.primary_key)
+    if payload.df_schema:
+        features = dict(payload.df_schema)
+    elif payload.reference_table:
+        reference = read_table(
+            conn, payload.reference_schema or payload.db_schema, payload.reference_table
+        )
+        if reference is None:
+            raise NotFound(
+                f"reference table {payload.reference_schema or payload.db_schema}."
+                f"{payload.reference_table} does not exist"
+            )
+        features = dict(reference.columns)
+    else:
+        features = {c.name: c.sql_type.in_dialect(dialect) for c in rep.inputs}
+    reserved = {contract_name(n, dialect).lower() for n in (CUR_USER, EVAL_TIME, RUN_ID)}
+    reserved |= {contract_name(o.name, dialect).lower() for o in rep.outputs}
+    for name, sql_type in features.items():
+        check_identifier(name, "column")
+        if name.lower() in reserved:
+            raise InvalidPayload(
+                f"column {name} is one the deployment adds (prediction and contract columns)",
+                field="df_schema",
+            )
+        if name.lower() not in {c.lower() for c in columns}:
+            columns[name] = sql_type
+    return columns, tuple(payload.primary_key)
+
+
+def _contract_columns(
+    rep: Representation, outputs: Sequence[str], run_id: str | None, dialect: str, new: bool
+) -> list[tuple[str, str]]:
+    """(name, column definition) of the contract and prediction columns."""
+    q = quote_identifier
+    if dialect == "postgresql":
+        contract = [
+            (CUR_USER, "text DEFAULT current_user"),
+            (EVAL_TIME, "timestamp with time zone DEFAULT CURRENT_TIMESTAMP"),
+            (RUN_ID, f"text DEFAULT {_literal(run_id)}"),
+        ]
+    else:
+        # SQLite cannot ADD COLUMN with a non-constant default; the trigger sets EVAL_TIME.
+        contract = [
+            (CUR_USER, "TEXT"),
+            (EVAL_TIME, "TEXT DEFAULT CURRENT_TIMESTAMP" if new else "TEXT"),
+            (RUN_ID, f"TEXT DEFAULT {_literal(run_id)}"),
+        ]
+    named = [(contract_name(n, dialect), definition) for n, definition in contract]
+    named += [
+        (name, o.sql_type.in_dialect(dialect)) for name, o in zip(outputs, rep.outputs, strict=True)
+    ]
+    return [(name, f"{q(name)} {definition}") for name, definition in named]
+
+
+def _create_table(
+    qualified: str,
+    columns: dict[str, str],
+    keys: Sequence[str],
+    rep: Representation,
+    run_id: str | None,
+    dialect: str,
+    mode: str,
+) -> str:
+    outputs = [contract_name(o.name, dialect) for o in rep.outputs]
+    definitions = [f"{quote_identifier(c, 'column')} {t}" for c, t in columns.items()]
+    definitions += [d for _, d in _contract_columns(rep, outputs, run_id, dialect, new=True)]
+    definitions.append(f"PRIMARY KEY ({', '.join(quote_identifier(k) for k in keys)})")
+    options = ""
+    if dialect == "postgresql" and mode == "statement":
+        options = f" WITH (fillfactor = {STATEMENT_TABLE_FILLFACTOR})"
+    return f"CREATE TABLE {qualified} (\n  " + ",\n  ".join(definitions) + f"\n){options}"
+
+
+def _missing_columns(
+    table: TableInfo,
+    rep: Representation,
+    outputs: Sequence[str],
+    run_id: str | None,
+    dialect: str,
+) -> list[tuple[str, str]]:
+    return [
+        (name, definition)
+        for name, definition in _contract_columns(rep, outputs, run_id, dialect, new=False)
+        if table.find(name) is None
+    ]
+
+
+def _trigger(
+    plan: DeploymentPlan, qualified: str, scoring_schema: str | None, run_id: str | None
+) -> str:
+    binding, name = plan.binding, quote_identifier(plan.trigger_name)
+    if plan.dialect == "postgresql":
+        function = f"{quote_identifier(scoring_schema or 'mlmanager', 'schema')}."
+        argument = _literal(binding.to_json())
+        if plan.trigger_mode == "row":
+            return (
+                f"CREATE TRIGGER {name} BEFORE INSERT ON {qualified} FOR EACH ROW "
+                f"EXECUTE FUNCTION {function}score_row({argument})"
+            )
+        return (
+            f"CREATE TRIGGER {name} AFTER INSERT ON {qualified} REFERENCING NEW TABLE AS "
+            f"{NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}score_statement({argument})"
+        )
+    q = quote_identifier
+    outputs = ", ".join(q(c) for c in binding.outputs)
+    picks = ", ".join(f"json_extract(s, '$[{i}]')" for i in range(len(binding.outputs)))
+    features = ", ".join(f"NEW.{q(c)}" for c in binding.features)
+    where = " AND ".join(f"{q(k)} = NEW.{q(k)}" for k, _ in binding.keys)
+    eval_time = q(contract_name(EVAL_TIME, plan.dialect))
+    # SQLite cannot change a column default, so the trigger also stamps the run.
+    return (
+        f"CREATE TRIGGER {name} AFTER INSERT ON {qualified} FOR EACH ROW BEGIN "
+        f"UPDATE {qualified} SET ({outputs}) = (SELECT {picks} FROM (SELECT "
+        f"{SQLITE_FUNCTION}({binding.representation_id}, {features}) AS s)), "
+        f"{eval_time} = coalesce(NEW.{eval_time}, CURRENT_TIMESTAMP), "
+        f"{q(RUN_ID)} = {_literal(run_id)} WHERE {where}; END"
+    )
