@@ -6,6 +6,7 @@ Build-time code (and the pyfunc fallback at scoring time): imports MLflow and pa
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import get_model_info
+from mlflow.models import Model, get_model_info
 
 from shared.errors import InvalidPayload
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_column_names
@@ -61,7 +62,9 @@ class KindInfo:
 
 def load_model(model_uri: str) -> LoadedModel:
     """Load ``model_uri`` in the first flavor we can convert, else as MLflow pyfunc."""
-    info = get_model_info(model_uri)
+    # A local directory (an unpacked representation) is read as it is: get_model_info
+    # would ask a tracking server about the model, and scoring has none.
+    info: Any = Model.load(model_uri) if os.path.isdir(model_uri) else get_model_info(model_uri)
     model: Any = None
     flavor = next((f for f in _ESTIMATOR_FLAVORS if f in info.flavors), PYFUNC)
     if flavor != PYFUNC:

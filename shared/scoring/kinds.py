@@ -16,6 +16,89 @@ PREDICTION = "PREDICTION"
 # Columns every deployed table holds besides the features (REFERENCE.md).
 RESERVED_COLUMNS = frozenset({PREDICTION, "CUR_USER", "EVAL_TIME", "RUN_ID"})
 METHODS = ("predict", "predict_proba", "transform")
+# SQL's reserved words (PostgreSQL's list): a column named TRUE or SELECT would need
+# quotes in every query, so labels like these get C0, C1... names instead.
+SQL_RESERVED = frozenset(
+    [
+        "ALL",
+        "ANALYSE",
+        "ANALYZE",
+        "AND",
+        "ANY",
+        "ARRAY",
+        "AS",
+        "ASC",
+        "ASYMMETRIC",
+        "BOTH",
+        "CASE",
+        "CAST",
+        "CHECK",
+        "COLLATE",
+        "COLUMN",
+        "CONSTRAINT",
+        "CREATE",
+        "CURRENT_CATALOG",
+        "CURRENT_DATE",
+        "CURRENT_ROLE",
+        "CURRENT_TIME",
+        "CURRENT_TIMESTAMP",
+        "CURRENT_USER",
+        "DEFAULT",
+        "DEFERRABLE",
+        "DESC",
+        "DISTINCT",
+        "DO",
+        "ELSE",
+        "END",
+        "EXCEPT",
+        "FALSE",
+        "FETCH",
+        "FOR",
+        "FOREIGN",
+        "FROM",
+        "GRANT",
+        "GROUP",
+        "HAVING",
+        "IN",
+        "INITIALLY",
+        "INTERSECT",
+        "INTO",
+        "LATERAL",
+        "LEADING",
+        "LIMIT",
+        "LOCALTIME",
+        "LOCALTIMESTAMP",
+        "NOT",
+        "NULL",
+        "OFFSET",
+        "ON",
+        "ONLY",
+        "OR",
+        "ORDER",
+        "PLACING",
+        "PRIMARY",
+        "REFERENCES",
+        "RETURNING",
+        "SELECT",
+        "SESSION_USER",
+        "SOME",
+        "SYMMETRIC",
+        "TABLE",
+        "THEN",
+        "TO",
+        "TRAILING",
+        "TRUE",
+        "UNION",
+        "UNIQUE",
+        "USER",
+        "USING",
+        "VARIADIC",
+        "WHEN",
+        "WHERE",
+        "WINDOW",
+        "WITH",
+    ]
+)
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -92,15 +175,16 @@ def output_column_names(labels: Iterable[object]) -> tuple[str, ...]:
     """Column names for per-class or per-output values.
 
     The labels themselves when they are all plain SQL identifiers, distinct
-    regardless of case and clear of the reserved columns; else ``C0``, ``C1``...
-    so that labels such as ``0`` or ``"high risk"`` still give usable names.
+    regardless of case, clear of the reserved columns and of SQL's reserved
+    words; else ``C0``, ``C1``... so that labels such as ``0``, ``"high risk"``
+    or ``True`` still give usable names.
     """
     names = [str(label) for label in labels]
     upper = {name.upper() for name in names}
     usable = (
         all(_PLAIN_NAME.fullmatch(name) for name in names)
         and len(upper) == len(names)
-        and not upper & RESERVED_COLUMNS
+        and not upper & (RESERVED_COLUMNS | SQL_RESERVED)
     )
     return tuple(names) if usable else tuple(f"C{i}" for i in range(len(names)))
 

@@ -259,11 +259,16 @@ def model_archive(directory: Path) -> bytes:
 
 
 def unpack_model(payload: bytes, checksum: str) -> Path:
-    """Unpack a ``model_archive`` once per checksum under the temp directory; its path."""
-    root = Path(tempfile.gettempdir()) / "mlmanager-models"
+    """Unpack a ``model_archive`` once per checksum under the temp directory; its path.
+
+    The directory is the user's own (``mlmanager-models-<uid>``, mode 0700): the
+    database server and the worker may share a machine, and nobody else may
+    swap the files of a model that will be unpickled.
+    """
+    root = Path(tempfile.gettempdir()) / f"mlmanager-models-{os.getuid()}"
     target = root / checksum
     if not target.is_dir():
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{checksum[:12]}-", dir=root))
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             archive.extractall(staging)

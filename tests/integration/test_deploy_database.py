@@ -26,7 +26,7 @@ from tests.indb import features, insert_rows, read_rows, run_job
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
-    import mlflow.pyfunc  # noqa: F401
+    import mlflow.pyfunc
 
 pytestmark = [
     pytest.mark.postgres,

@@ -144,7 +144,7 @@ def test_pipeline_with_one_hot_text_column_converts_and_scores(log_model: LogMod
     assert rep.format is RepresentationFormat.ONNX
     assert Column("color", SqlType.TEXT) in rep.inputs
     assert rep.classes == ("False", "True")
-    assert [c.name for c in rep.outputs] == ["PREDICTION", "False", "True"]
+    assert [c.name for c in rep.outputs] == ["PREDICTION", "C0", "C1"]  # TRUE is SQL
     assert_same(score(rep, new), classifier_rows(model, new))
 
 

@@ -1,0 +1,331 @@
+"""The whole flow, per model kind: log a model, deploy it through the running server and
+worker, INSERT rows with a plain client, and read the model's own predictions back.
+
+PostgreSQL (PL/Python triggers, rows inserted with psycopg) and SQLite (the
+embedded default, rows inserted through ``mlmanager.connect``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import lightgbm
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import xgboost
+from mlflow.models import infer_signature
+from sklearn.cluster import KMeans
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from tests import custom_models  # (first: imports mlflow.pyfunc quietly)
+from tests.indb import insert_rows, read_rows
+from tests.pg import PostgresServer
+from tests.servers import ADMIN_PASSWORD, MLManagerProcess
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.filterwarnings("ignore:Operation with range is deprecated"),
+    pytest.mark.filterwarnings("ignore:.*Passing a Python object as `python_model`"),
+]
+ADMIN = ("admin", ADMIN_PASSWORD)
+TRUSTED_TREES = ["sklearn.tree._tree.Tree"]
+SEGMENTS = np.array(["retail", "corporate", "public"])
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MLManagerProcess]:
+    home = tmp_path_factory.mktemp(f"flow-{request.param}") / "home"
+    cleanup = None
+    if request.param == "sqlite":
+        proc = MLManagerProcess(home)
+    else:
+        pg: PostgresServer = request.getfixturevalue("pg_server")
+        cleanup = pg.database(f"flow_{time.time_ns()}")
+        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    previous_uri = mlflow.get_tracking_uri()
+    try:
+        proc.wait_ready()
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
+        mlflow.set_tracking_uri(proc.url)
+        mlflow.set_experiment(f"flow-{request.param}")
+        yield proc
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        proc.stop()
+        if cleanup is not None:
+            cleanup.__exit__(None, None, None)
+
+
+def data(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, rows).astype(np.float64),
+            "income": rng.normal(50.0, 15.0, rows),
+            "score": rng.uniform(-1.0, 1.0, rows),
+            "segment": rng.choice(SEGMENTS, rows),
+        }
+    )
+
+
+NUMERIC = ["age", "income", "score"]
+
+
+@dataclass
+class Case:
+    """One model kind: how to train and log it, and its expected prediction columns."""
+
+    name: str
+    columns: list[str]
+    train: Callable[[pd.DataFrame], Any]
+    log: Callable[[Any, pd.DataFrame], Any]
+    expected: Callable[[Any, pd.DataFrame], list[tuple[Any, ...]]]
+    outputs: list[str]
+    trigger_mode: str = "statement"
+
+
+def _sk(model: Any, x: pd.DataFrame, **kw: Any) -> Any:
+    return mlflow.sklearn.log_model(
+        model, name="model", signature=infer_signature(x), input_example=x.head(5), **kw
+    )
+
+
+def _labels(x: pd.DataFrame) -> np.ndarray:
+    return np.where(x.score > 0.3, "high", np.where(x.score < -0.3, "low", "mid"))
+
+
+def _classes(model: Any, x: pd.DataFrame) -> list[tuple[Any, ...]]:
+    labels = [str(v) for v in model.predict(x)]
+    return [(label, *probs) for label, probs in zip(labels, model.predict_proba(x).tolist())]
+
+
+def _values(model: Any, x: pd.DataFrame) -> list[tuple[Any, ...]]:
+    return [(float(v),) for v in np.asarray(model.predict(x)).reshape(-1)]
+
+
+def _clusters(model: Any, x: pd.DataFrame) -> list[tuple[Any, ...]]:
+    return [(int(v),) for v in model.predict(x)]
+
+
+def _pipeline(x: pd.DataFrame) -> Pipeline:
+    encode = ColumnTransformer(
+        [("segment", OneHotEncoder(handle_unknown="ignore"), ["segment"])],
+        remainder="passthrough",
+    )
+    pipeline = Pipeline([("encode", encode), ("model", LogisticRegression(max_iter=500))])
+    return pipeline.fit(x, (x.segment == "retail") & (x.score > 0))
+
+
+def _pyfunc_log(model: Any, x: pd.DataFrame) -> Any:
+    # The class is pickled by value: the database's Python cannot import tests.
+    cloudpickle.register_pickle_by_value(custom_models)
+    try:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            signature=infer_signature(x, model.predict(None, x)),
+            input_example=x.head(5),
+            pip_requirements=[],
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(custom_models)
+
+
+CASES = [
+    Case(
+        "logistic_multiclass",
+        NUMERIC,
+        lambda x: LogisticRegression(max_iter=500).fit(x, _labels(x)),
+        lambda m, x: _sk(m, x),
+        _classes,
+        ["prediction", "high", "low", "mid"],
+    ),
+    Case(
+        "random_forest_regressor",
+        NUMERIC,
+        lambda x: RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0).fit(
+            x, x.income * x.score
+        ),
+        lambda m, x: _sk(m, x, skops_trusted_types=TRUSTED_TREES),
+        _values,
+        ["prediction"],
+        trigger_mode="row",
+    ),
+    Case(
+        "kmeans",
+        NUMERIC,
+        lambda x: KMeans(n_clusters=3, n_init=3, random_state=0).fit(x),
+        lambda m, x: _sk(m, x),
+        _clusters,
+        ["prediction"],
+    ),
+    Case(
+        "onehot_pipeline",
+        [*NUMERIC, "segment"],
+        _pipeline,
+        lambda m, x: _sk(m, x),
+        _classes,
+        ["prediction", "c0", "c1"],
+    ),
+    Case(
+        "xgboost",
+        NUMERIC,
+        lambda x: xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(x, (x.score > 0) * 1),
+        lambda m, x: mlflow.xgboost.log_model(
+            m, name="model", signature=infer_signature(x), input_example=x.head(5)
+        ),
+        _classes,
+        ["prediction", "c0", "c1"],
+    ),
+    Case(
+        "lightgbm",
+        NUMERIC,
+        lambda x: lightgbm.LGBMRegressor(n_estimators=20, verbose=-1).fit(x, x.income + x.age),
+        lambda m, x: mlflow.lightgbm.log_model(
+            m, name="model", signature=infer_signature(x), input_example=x.head(5)
+        ),
+        _values,
+        ["prediction"],
+    ),
+    Case(
+        "custom_pyfunc",
+        NUMERIC,
+        lambda x: custom_models.Doubler(),
+        _pyfunc_log,
+        lambda m, x: [(float(v),) for v in m.predict(None, x)],
+        ["prediction"],
+    ),
+]
+
+
+def submit(server: MLManagerProcess, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
+    r = requests.post(
+        f"{server.api}/jobs",
+        json={"handler_name": handler, "payload": payload},
+        auth=ADMIN,
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        job = requests.get(f"{server.api}/jobs/{job_id}", auth=ADMIN, timeout=30).json()
+        if job["status"] in ("SUCCESS", "FAILURE", "CANCELLED"):
+            logs = requests.get(f"{server.api}/jobs/{job_id}/logs", auth=ADMIN, timeout=30)
+            job["log"] = "\n".join(line["message"] for line in logs.json()["lines"])
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+def _assert_rows(got: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> None:
+    assert len(got) == len(expected)
+    for row, (have, want) in enumerate(zip(got, expected, strict=True)):
+        for column, (h, w) in enumerate(zip(have, want, strict=True)):
+            if isinstance(w, float):
+                assert h == pytest.approx(w, rel=1e-4, abs=1e-5), (row, column, have, want)
+            else:
+                assert h == w, (row, column, have, want)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_each_model_kind_scores_rows_inserted_by_a_plain_client(
+    server: MLManagerProcess, case: Case
+) -> None:
+    train, new = data(300, 1), data(25, 2)
+    x_train, x_new = train[case.columns], new[case.columns]
+    model = case.train(x_train)
+    with mlflow.start_run():
+        info = case.log(model, x_train)
+    sqlite = server.db_url.startswith("sqlite")
+    schema = "main" if sqlite else "scored"
+    table = case.name
+    payload = {
+        "model_uri": info.model_uri,
+        "db_schema": schema,
+        "db_table": table,
+        "create_model_table": True,
+        "primary_key": {"id": "BIGINT"},
+        "trigger_mode": case.trigger_mode,
+    }
+    job = submit(server, "DEPLOY_DATABASE", payload)
+    assert job["status"] == "SUCCESS", job["log"]
+
+    rows = [(i, *r) for i, r in enumerate(x_new.itertuples(index=False))]
+    columns = ["id", *case.columns]
+    insert_rows(server.db_url, table, columns, rows[:1], schema)  # a single-row INSERT
+    insert_rows(server.db_url, table, columns, rows[1:], schema)  # a multi-row INSERT
+
+    outputs = ", ".join(c.upper() if sqlite else c for c in case.outputs)
+    qualified = table if sqlite else f"{schema}.{table}"
+    got = read_rows(server.db_url, f"SELECT {outputs} FROM {qualified} ORDER BY id")
+    _assert_rows(got, case.expected(model, x_new))
+    run = read_rows(server.db_url, f"SELECT DISTINCT run_id FROM {qualified}")
+    assert run == [(info.run_id,)]
+
+
+def test_a_plain_sqlite3_connection_gets_a_clear_error(server: MLManagerProcess) -> None:
+    if not server.db_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    database = server.db_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(database)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="no such function: mlmanager_score"):
+            conn.execute(
+                'INSERT INTO "kmeans" (id, age, income, score) VALUES (1000, 1.0, 2.0, 3.0)'
+            )
+    finally:
+        conn.close()
+    assert sys.modules  # the deployed table is unchanged:
+    assert read_rows(server.db_url, "SELECT count(*) FROM kmeans WHERE id = 1000") == [(0,)]
+
+
+def test_the_deployment_is_listed_and_undeploy_keeps_the_data(
+    server: MLManagerProcess, tmp_path: Path
+) -> None:
+    sqlite = server.db_url.startswith("sqlite")
+    schema = "main" if sqlite else "scored"
+    listed = requests.get(f"{server.api}/deployments", auth=ADMIN, timeout=30).json()
+    kmeans = [d for d in listed["deployments"] if d["name"] == f"{schema}.kmeans"]
+    assert [d["status"] for d in kmeans] == ["DEPLOYED"]
+
+    r = requests.delete(f"{server.api}/deployments/{kmeans[0]['id']}", auth=ADMIN, timeout=30)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = requests.get(f"{server.api}/jobs/{job_id}", auth=ADMIN, timeout=30).json()
+        if job["status"] in ("SUCCESS", "FAILURE"):
+            break
+        time.sleep(0.2)
+    assert job["status"] == "SUCCESS", job
+
+    qualified = "kmeans" if sqlite else f"{schema}.kmeans"
+    insert_rows(server.db_url, "kmeans", ["id", *NUMERIC], [(500, 30.0, 40.0, 0.5)], schema)
+    got = read_rows(server.db_url, f"SELECT count(*), count(prediction) FROM {qualified}")
+    assert got == [(26, 25)]  # the 25 scored rows are kept; the new one is not scored
+    after = requests.get(f"{server.api}/deployments/{kmeans[0]['id']}", auth=ADMIN, timeout=30)
+    assert after.json()["status"] == "DELETED"
