@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -119,7 +118,8 @@ def _labels(x: pd.DataFrame) -> np.ndarray:
 
 def _classes(model: Any, x: pd.DataFrame) -> list[tuple[Any, ...]]:
     labels = [str(v) for v in model.predict(x)]
-    return [(label, *probs) for label, probs in zip(labels, model.predict_proba(x).tolist())]
+    probabilities = model.predict_proba(x).tolist()
+    return [(label, *probs) for label, probs in zip(labels, probabilities, strict=True)]
 
 
 def _values(model: Any, x: pd.DataFrame) -> list[tuple[Any, ...]]:
@@ -299,7 +299,7 @@ def test_a_plain_sqlite3_connection_gets_a_clear_error(server: MLManagerProcess)
             )
     finally:
         conn.close()
-    assert sys.modules  # the deployed table is unchanged:
+    # The deployed table is unchanged:
     assert read_rows(server.db_url, "SELECT count(*) FROM kmeans WHERE id = 1000") == [(0,)]
 
 
