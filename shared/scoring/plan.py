@@ -24,6 +24,7 @@ from shared.db import check_identifier, quote_identifier, quote_qualified
 from shared.errors import DeploymentConflict, InvalidPayload, NotFound
 from shared.handlers import DeployDatabasePayload
 from shared.scoring.indb import NEW_ROWS, SQLITE_FUNCTION, TableBinding
+from shared.scoring.kinds import SqlType
 from shared.scoring.representation import Representation
 from shared.scoring.runtime import Scorer
 
@@ -230,6 +231,7 @@ def plan_deployment(
                 )
             )
         outputs = tuple(existing.find(o) or o for o in outputs)
+        _check_output_types(existing, rep, outputs, dialect, f"{schema}.{table}")
         for column, sql in _missing_columns(existing, rep, outputs, run_id, dialect):
             steps.append(
                 PlanStep(f"add column {column}", f"ALTER TABLE {qualified} ADD COLUMN {sql}")
@@ -319,6 +321,30 @@ def _literal(value: str | None) -> str:
     if value is None:
         return "NULL"
     return "'" + value.replace("'", "''") + "'"
+
+
+_TYPE_FAMILIES = {
+    SqlType.TEXT: ("TEXT", "VARCHAR", "CHAR", "CHARACTER"),
+    SqlType.DOUBLE: ("DOUBLE", "REAL", "FLOAT", "NUMERIC", "DECIMAL"),
+    SqlType.INTEGER: ("INTEGER", "BIGINT", "SMALLINT", "INT"),
+}
+
+
+def _check_output_types(
+    table: TableInfo, rep: Representation, outputs: Sequence[str], dialect: str, name: str
+) -> None:
+    """Refuse a model whose predictions do not fit prediction columns already there."""
+    if dialect == "sqlite":  # SQLite columns take any value
+        return
+    for column, output in zip(outputs, rep.outputs, strict=True):
+        declared = table.columns.get(column)
+        family = _TYPE_FAMILIES.get(output.sql_type, ())
+        if declared is not None and not declared.upper().startswith(family):
+            raise DeploymentConflict(
+                f"column {column} of {name} is {declared}, but this {rep.kind} model's "
+                f"{output.name} is {output.sql_type.in_dialect(dialect)}: undeploy with "
+                "drop_columns first, or deploy onto another table"
+            )
 
 
 def _features(

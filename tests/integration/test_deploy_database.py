@@ -7,6 +7,8 @@ flow through the running server and worker is in ``test_deploy_database_flow``.
 
 from __future__ import annotations
 
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +16,17 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+import xgboost
 from mlflow.models import infer_signature
-from sklearn.linear_model import LogisticRegression
+from pydantic import ValidationError
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sqlalchemy import Engine, text
 
+from shared.errors import DeploymentConflict, NotFound
 from shared.migrations import upgrade
+from shared.scoring.plan import DeploymentPlan, PlanStep
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
 from tests.indb import features, insert_rows, read_rows, run_job
@@ -110,3 +117,324 @@ def test_classifier_scores_every_inserted_row_on_a_new_table(
     with engine.connect() as conn:
         status = conn.execute(text("SELECT status, name FROM deployments")).all()
     assert status == [("DEPLOYED", f"{schema}.customers")]
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+class Injected(Exception):
+    """A failure the test injects between two plan steps."""
+
+
+def catalog(engine: Engine) -> list[tuple[Any, ...]]:
+    """Everything a deploy may change: tables, columns, defaults, triggers, functions, rows."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            rows = conn.execute(text("SELECT type, name, sql FROM sqlite_master ORDER BY name"))
+            shape = [tuple(r) for r in rows]
+            user_tables = [r[1] for r in shape if r[0] == "table"]
+        else:
+            shape = [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT table_schema, table_name, column_name, data_type, "
+                        "column_default FROM information_schema.columns WHERE table_schema "
+                        "NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, 3"
+                    )
+                )
+            ]
+            shape += [
+                tuple(r)
+                for r in conn.execute(
+                    text(
+                        "SELECT tgname, tgrelid::regclass::text FROM pg_trigger "
+                        "WHERE NOT tgisinternal UNION ALL SELECT n.nspname, p.proname "
+                        "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                        "UNION ALL SELECT nspname, 'schema' FROM pg_namespace "
+                        "UNION ALL SELECT extname, 'extension' FROM pg_extension ORDER BY 1, 2"
+                    )
+                )
+            ]
+            user_tables = [
+                f"{s}.{t}"
+                for s, t in conn.execute(
+                    text(
+                        "SELECT table_schema, table_name FROM information_schema.tables "
+                        "WHERE table_schema = 'apps'"
+                    )
+                )
+            ]
+        for table in [*user_tables, "model_representations", "deployments"]:
+            if table in ("model_representations", "deployments") or "." in table:
+                data = conn.execute(text(f"SELECT * FROM {table} ORDER BY 1")).all()
+                shape.append((table, tuple(map(tuple, data))))
+    return shape
+
+
+def qualified(url: str, table: str) -> str:
+    return table if url.startswith("sqlite") else f"apps.{table}"
+
+
+def make_table(url: str, engine: Engine, table: str, rows: Any) -> None:
+    """An application's existing table (id, age, income, score) with some rows."""
+    with engine.begin() as conn:
+        if not url.startswith("sqlite"):
+            conn.execute(text("CREATE SCHEMA IF NOT EXISTS apps"))
+        conn.execute(
+            text(
+                f"CREATE TABLE {qualified(url, table)} (id BIGINT PRIMARY KEY, "
+                "age DOUBLE PRECISION, income DOUBLE PRECISION, score DOUBLE PRECISION)"
+            )
+        )
+    if len(rows):
+        insert_rows(url, table, ["id", "age", "income", "score"], rows, schema_for(url))
+
+
+def as_rows(frame: Any, start: int = 0) -> list[tuple[Any, ...]]:
+    values = frame.astype(object).where(frame.notna(), None)
+    return [(start + i, *r) for i, r in enumerate(values.itertuples(index=False))]
+
+
+def deploy_payload(url: str, uri: str, table: str, **extra: Any) -> dict[str, Any]:
+    return {"model_uri": uri, "db_schema": schema_for(url), "db_table": table, **extra}
+
+
+def two_models() -> tuple[Any, str, Any, str]:
+    """Two classifiers (A and B) on the same three features, telling different things."""
+    train = features(300, 7)
+    a = LogisticRegression(max_iter=500).fit(train, train.score > 0)
+    b = LogisticRegression(max_iter=500).fit(train, train.income > 50)
+    return a, log_sklearn(a, train), b, log_sklearn(b, train)
+
+
+# --- tests ---------------------------------------------------------------------------
+
+
+def test_existing_rows_are_scored_and_null_features_give_what_the_model_gives(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    url, engine, settings = deployed_db
+    train = features(300, 3)
+    model = xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(train, train.score > 0)
+    with mlflow.start_run():
+        uri = mlflow.xgboost.log_model(
+            model, name="model", signature=infer_signature(train), input_example=train.head(5)
+        ).model_uri
+    old = features(30, 4)
+    old.loc[[3, 7], "income"] = np.nan
+    make_table(url, engine, "loans", as_rows(old))
+
+    run_job(
+        engine, settings, "DEPLOY_DATABASE", deploy_payload(url, uri, "loans", score_existing=True)
+    )
+    new = features(10, 5)
+    new.loc[[0, 4], "age"] = np.nan
+    insert_rows(url, "loans", ["id", *new.columns], as_rows(new, 100), schema_for(url))
+
+    got = read_rows(url, f"SELECT c0, c1 FROM {qualified(url, 'loans')} ORDER BY id")
+    every = pd.concat([old, new])
+    np.testing.assert_allclose(got, model.predict_proba(every), atol=1e-5)
+    labels = read_rows(url, f"SELECT prediction FROM {qualified(url, 'loans')} ORDER BY id")
+    assert [r[0] for r in labels] == [str(v) for v in model.predict(every)]
+
+
+def test_replace_swaps_the_model_while_another_session_keeps_inserting(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    url, engine, settings = deployed_db
+    a, a_uri, b, b_uri = two_models()
+    make_table(url, engine, "stream", [])
+    run_job(engine, settings, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "stream"))
+    rows = features(2000, 8)
+    stop = threading.Event()
+    inserted: list[int] = []
+    failures: list[BaseException] = []
+
+    def keep_inserting() -> None:
+        try:
+            for i, row in enumerate(as_rows(rows)):
+                if stop.is_set():
+                    return
+                insert_rows(url, "stream", ["id", *rows.columns], [row], schema_for(url))
+                inserted.append(i)
+        except BaseException as exc:
+            failures.append(exc)
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(inserted) < count and not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not failures, failures
+        assert len(inserted) >= count, f"only {len(inserted)} rows inserted"
+
+    inserter = threading.Thread(target=keep_inserting)
+    inserter.start()
+    try:
+        wait_for(20)
+        payload = deploy_payload(url, b_uri, "stream", replace=True)
+        run_job(engine, settings, "DEPLOY_DATABASE", payload)
+        wait_for(len(inserted) + 20)
+    finally:
+        stop.set()
+        inserter.join()
+
+    got = read_rows(
+        url, f"SELECT id, run_id, prediction FROM {qualified(url, 'stream')} ORDER BY id"
+    )
+    assert len(got) == len(inserted)
+    a_run, b_run = (
+        mlflow.get_run(mlflow.models.get_model_info(u).run_id).info.run_id for u in (a_uri, b_uri)
+    )
+    x = rows.iloc[[r[0] for r in got]]
+    by_a, by_b = a.predict(x), b.predict(x)
+    runs = [r[1] for r in got]
+    assert set(runs) == {a_run, b_run}
+    first_b = runs.index(b_run)
+    assert runs[first_b:] == [b_run] * (len(runs) - first_b)  # no row of A after the swap
+    for (row_id, run, prediction), want_a, want_b in zip(got, by_a, by_b, strict=True):
+        assert prediction == str(want_a if run == a_run else want_b), row_id
+
+
+def test_undeploy_drops_the_trigger_keeps_the_data_and_can_drop_the_columns(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    url, engine, settings = deployed_db
+    _, a_uri, _, _ = two_models()
+    make_table(url, engine, "kept", as_rows(features(5, 9)))
+    run_job(
+        engine, settings, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "kept", score_existing=True)
+    )
+
+    run_job(engine, settings, "UNDEPLOY_DATABASE", deploy_payload(url, a_uri, "kept"))
+    insert_rows(
+        url, "kept", ["id", "age", "income", "score"], [(50, 1.0, 2.0, 3.0)], schema_for(url)
+    )
+    got = read_rows(url, f"SELECT count(*), count(prediction) FROM {qualified(url, 'kept')}")
+    assert got == [(6, 5)]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM deployments")).scalars().all() == ["DELETED"]
+    with pytest.raises(NotFound, match="no model is deployed"):
+        run_job(engine, settings, "UNDEPLOY_DATABASE", deploy_payload(url, a_uri, "kept"))
+
+    run_job(engine, settings, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "kept"))
+    run_job(
+        engine, settings, "UNDEPLOY_DATABASE", deploy_payload(url, a_uri, "kept", drop_columns=True)
+    )
+    columns = read_rows(url, f"SELECT * FROM {qualified(url, 'kept')} WHERE id = 0")
+    assert len(columns[0]) == 4 + 3  # features, key and the contract columns; no prediction
+
+
+def test_a_second_model_needs_replace(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    url, engine, settings = deployed_db
+    _, a_uri, _, b_uri = two_models()
+    make_table(url, engine, "one", as_rows(features(5, 10)))
+    run_job(engine, settings, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "one"))
+    before = catalog(engine)
+    with pytest.raises(DeploymentConflict, match=r"already has a model deployed.*set replace"):
+        run_job(engine, settings, "DEPLOY_DATABASE", deploy_payload(url, b_uri, "one"))
+    assert catalog(engine) == before
+    if not url.startswith("sqlite"):  # a regression cannot write into a label column
+        train = features(100, 12)
+        regression = log_sklearn(LinearRegression().fit(train, train.income), train)
+        with pytest.raises(DeploymentConflict, match=r"column prediction of apps\.one is TEXT"):
+            payload = deploy_payload(url, regression, "one", replace=True)
+            run_job(engine, settings, "DEPLOY_DATABASE", payload)
+        assert catalog(engine) == before
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    url, engine, settings = deployed_db
+    _, a_uri, _, _ = two_models()
+    before = catalog(engine)
+    lines = run_job(
+        engine,
+        settings,
+        "DEPLOY_DATABASE",
+        deploy_payload(
+            url,
+            a_uri,
+            "planned",
+            create_model_table=True,
+            primary_key={"id": "BIGINT"},
+            dry_run=True,
+        ),
+    )
+    plan = next(line for line in lines if line.startswith("dry run"))
+    assert "CREATE TABLE" in plan and "CREATE TRIGGER" in plan
+    assert catalog(engine) == before
+
+
+@pytest.mark.parametrize("scenario", ["new_table", "replace_on_existing_table"])
+def test_a_failure_at_any_plan_step_leaves_the_database_as_it_was(
+    tracking: None,
+    deployed_db: tuple[str, Engine, Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    scenario: str,
+) -> None:
+    url, engine, settings = deployed_db
+    _, a_uri, _, b_uri = two_models()
+    if scenario == "new_table":
+        payload = deploy_payload(
+            url, b_uri, "fresh", create_model_table=True, primary_key={"id": "BIGINT"}
+        )
+    else:
+        make_table(url, engine, "fresh", as_rows(features(20, 11)))
+        run_job(engine, settings, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "fresh"))
+        payload = deploy_payload(url, b_uri, "fresh", replace=True, score_existing=True)
+    original = DeploymentPlan.execute
+    planned: list[list[str]] = []
+
+    def failing_at(step: int) -> Any:
+        def execute(self: DeploymentPlan, conn: Any, before_step: Any = None) -> None:
+            planned.append([s.description for s in self.steps])
+
+            def fail(number: int, described: PlanStep) -> None:
+                if number == step:
+                    raise Injected(f"step {number}: {described.description}")
+
+            original(self, conn, fail)
+
+        return execute
+
+    step = 1
+    while True:
+        before = catalog(engine)
+        monkeypatch.setattr(DeploymentPlan, "execute", failing_at(step))
+        with pytest.raises(Injected):
+            run_job(engine, settings, "DEPLOY_DATABASE", payload)
+        assert catalog(engine) == before, f"changed by a failure at {planned[-1][step - 1]}"
+        if step == len(planned[-1]):
+            break
+        step += 1
+    assert step >= (2 if scenario == "new_table" else 3)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"db_table": 'x"; DROP TABLE jobs; --'},
+        {"db_schema": "apps.public"},
+        {"create_model_table": True, "primary_key": {"id; DROP TABLE jobs": "BIGINT"}},
+        {"create_model_table": True, "primary_key": {"id": "BIGINT); DROP TABLE jobs; --"}},
+        {"create_model_table": True, "df_schema": {"a b": "TEXT"}, "primary_key": {"id": "INT"}},
+        {"model_cols": ["age", "income", "sc'ore"]},
+        {"reference_table": "jobs where 1=1"},
+    ],
+)
+def test_hostile_names_are_refused_before_anything_runs(
+    tracking: None, deployed_db: tuple[str, Engine, Settings], change: dict[str, Any]
+) -> None:
+    url, engine, settings = deployed_db
+    _, a_uri, _, _ = two_models()
+    before = catalog(engine)
+    payload = deploy_payload(url, a_uri, "target") | change
+    with pytest.raises(ValidationError) as refused:
+        run_job(engine, settings, "DEPLOY_DATABASE", payload)
+    assert set(change) & {str(e["loc"][0]) for e in refused.value.errors()}
+    assert catalog(engine) == before
