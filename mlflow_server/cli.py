@@ -105,6 +105,29 @@ def db_sql() -> None:
         click.echo(str(path))
 
 
+@db.command("install-scoring")
+@click.option("--print-sql", is_flag=True, help="Print the SQL instead of running it.")
+@clean_errors
+def db_install_scoring(print_sql: bool) -> None:
+    """Install the PL/Python scoring functions (PostgreSQL; run once as a superuser)."""
+    from shared.db import get_engine, schema_of
+    from shared.errors import ConfigError
+    from shared.scoring.postgres import ensure_scoring_installed, install_statements
+
+    settings = _settings("cli")
+    engine = get_engine(settings)
+    schema = schema_of(engine) or settings.db_schema
+    if print_sql:
+        click.echo(";\n\n".join(install_statements(schema)) + ";")
+        return
+    if engine.dialect.name != "postgresql":
+        raise ConfigError("install-scoring is for PostgreSQL; SQLite needs no installation")
+    with engine.begin() as conn:
+        done = ensure_scoring_installed(conn, schema)
+    state = "installed" if done else "already up to date"
+    click.echo(f"scoring functions in schema {schema}: {state}")
+
+
 @db.command("current")
 @clean_errors
 def db_current() -> None:

@@ -7,6 +7,8 @@ flow through the running server and worker is in ``test_deploy_database_flow``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -17,19 +19,23 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 import xgboost
 from mlflow.models import infer_signature
 from pydantic import ValidationError
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
-from shared.errors import DeploymentConflict, NotFound
+from shared.errors import DeploymentConflict, NotAuthorized, NotFound
 from shared.migrations import upgrade
 from shared.scoring.plan import DeploymentPlan, PlanStep
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
-from tests.indb import features, insert_rows, read_rows, run_job
+from tests.indb import features, insert_rows, plain_pg, read_rows, run_job
+from tests.pg import PostgresServer
+from tests.processes import clean_environment
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
@@ -438,3 +444,93 @@ def test_hostile_names_are_refused_before_anything_runs(
         run_job(engine, settings, "DEPLOY_DATABASE", payload)
     assert set(change) & {str(e["loc"][0]) for e in refused.value.errors()}
     assert catalog(engine) == before
+
+
+@pytest.fixture
+def pg_deployed(pg_url: str, engine_for: EngineFor, tmp_path: Path) -> tuple[str, Engine, Settings]:
+    engine = engine_for(pg_url)
+    upgrade(engine)
+    return pg_url, engine, settings_for(pg_url, tmp_path, auth_backend="database")
+
+
+def test_ddl_runs_with_the_requesting_database_users_rights(
+    tracking: None, pg_deployed: tuple[str, Engine, Settings], pg_server: PostgresServer
+) -> None:
+    url, engine, settings = pg_deployed
+    a, a_uri, _, _ = two_models()
+    database = make_url(url).database
+    with pg_server.connect(database) as admin:
+        admin.execute("DROP ROLE IF EXISTS analyst")
+        admin.execute("CREATE ROLE analyst LOGIN PASSWORD 'analyst-pw'")
+        admin.execute("CREATE SCHEMA apps")
+    payload = deploy_payload(
+        url, a_uri, "scores", create_model_table=True, primary_key={"id": "BIGINT"}
+    )
+    before = catalog(engine)
+    with pytest.raises(NotAuthorized, match="database user analyst may not deploy onto apps"):
+        run_job(engine, settings, "DEPLOY_DATABASE", payload, user="analyst")
+    assert catalog(engine) == before
+
+    with pg_server.connect(database) as admin:
+        admin.execute("GRANT USAGE, CREATE ON SCHEMA apps TO analyst")
+    run_job(engine, settings, "DEPLOY_DATABASE", payload, user="analyst")
+    analyst = f"host={pg_server.host} port={pg_server.port} dbname={database} user=analyst"
+    with psycopg.connect(f"{analyst} password=analyst-pw", autocommit=True) as conn:
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'scores'")
+        assert owner.fetchone() == ("analyst",)
+        conn.execute("INSERT INTO apps.scores (id, age, income, score) VALUES (1, 40, 55, 0.5)")
+        row = conn.execute("SELECT prediction, cur_user FROM apps.scores").fetchone()
+    x = pd.DataFrame({"age": [40.0], "income": [55.0], "score": [0.5]})
+    assert row == (str(a.predict(x)[0]), "analyst")
+
+
+def test_sql_functions_score_one_row_and_a_query(
+    tracking: None, pg_url: str, engine_for: EngineFor, tmp_path: Path
+) -> None:
+    engine = engine_for(pg_url)
+    upgrade(engine)
+    settings = settings_for(pg_url, tmp_path)
+    a, a_uri, _, _ = two_models()
+    make_table(pg_url, engine, "people", as_rows(features(12, 13)))
+    run_job(
+        engine,
+        settings,
+        "DEPLOY_DATABASE",
+        deploy_payload(pg_url, a_uri, "people", score_existing=True),
+    )
+    with plain_pg(pg_url) as conn:
+        one = conn.execute(
+            "SELECT t.prediction, mlmanager.predict(r.id::text, to_jsonb(t)) "
+            "FROM apps.people t, mlmanager.model_representations r ORDER BY t.id"
+        ).fetchall()
+        batch = conn.execute(
+            "SELECT mlmanager.predict_batch(%s, jsonb_agg(jsonb_build_array(age, income, score) "
+            "ORDER BY id)) FROM apps.people",
+            [mlflow.models.get_model_info(a_uri).run_id],
+        ).fetchall()
+        with pytest.raises(psycopg.errors.ExternalRoutineException, match="no deployed model"):
+            conn.execute("SELECT mlmanager.predict('nothing', '{}'::jsonb)")
+    assert [p["PREDICTION"] for _, p in one] == [stored for stored, _ in one]
+    assert [p[0]["PREDICTION"] for p in batch] == [stored for stored, _ in one]
+    assert set(one[0][1]) == {"PREDICTION", "C0", "C1"}
+    x = features(12, 13)
+    assert [stored for stored, _ in one] == [str(v) for v in a.predict(x)]
+
+
+def test_the_scoring_functions_install_once_with_the_cli(
+    pg_url: str, engine_for: EngineFor, tmp_path: Path
+) -> None:
+    engine = engine_for(pg_url)
+    upgrade(engine)
+    env = clean_environment() | {"DB_URL": pg_url, "MLMANAGER_HOME": str(tmp_path / "home")}
+    command = [sys.executable, "-m", "mlflow_server.cli", "db", "install-scoring"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert "installed" in first.stdout and "already up to date" in second.stdout
+    with plain_pg(pg_url) as conn:  # the embedded code imports numpy and onnxruntime
+        assert conn.execute("SELECT mlmanager.scoring_load()::text").fetchone() == ("",)
+    with plain_pg(pg_url) as conn:  # a database Python without them says what to do
+        conn.execute("SET mlmanager.plpython_path = '/nowhere'")
+        with pytest.raises(psycopg.Error, match=r"cannot import numpy.*make plpython-deps"):
+            conn.execute("SELECT mlmanager.scoring_load()")
