@@ -143,7 +143,9 @@ class DeployDatabasePayload(ModelRef):
     reference_schema: str | None = Field(None, description="Schema of a reference table")
     reference_table: str | None = Field(None, description="Take feature columns from this table")
     model_cols: list[str] | None = Field(None, description="Columns that feed the model")
-    classes: list[str] | None = Field(None, description="Class labels (classification)")
+    classes: list[str] | None = Field(
+        None, description="Ignored (kept for old clients): labels are read from the model"
+    )
     library_specific: dict[str, str | float | int | bool] = Field(
         default_factory=dict, description="e.g. {'method': 'predict_proba'}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -44,8 +45,21 @@ def test_env_example_sets_every_required_secret_to_a_placeholder() -> None:
 
 def test_dockerfile_copies_every_python_package() -> None:
     dockerfile = (ROOT / "infrastructure" / "Dockerfile").read_text()
-    for package in ("shared", "mlflow_server", "bobby", "releases"):
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in {p.split(".")[0] for p in packages["packages"]}:
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+def test_the_database_image_can_score_inside_postgresql() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    build = compose["services"]["postgres"]["build"]
+    dockerfile = (ROOT / build["dockerfile"]).read_text()
+    assert "postgresql-plpython3-15" in dockerfile
+    for package in ("numpy", "onnxruntime", "mlflow-skinny", "pandas"):
+        assert package in dockerfile
+    assert "mlmanager.plpython_path=/opt/mlmanager/plpython" in str(
+        compose["services"]["postgres"]["command"]
+    )
 
 
 def test_allowed_hosts_reach_the_mlflow_server_command(tmp_path: Path) -> None:
