@@ -32,7 +32,7 @@ from bobby.metrics import Metrics
 from bobby.runner import Runner
 from shared.db import describe_url, make_engine
 from shared.handlers import SPECS
-from shared.home import admin_password, require_free_port
+from shared.home import ADMIN_PASSWORD_FILE, admin_password, require_free_port
 from shared.joblog import JobLogSink
 from shared.ledger import NOTIFY_CHANNEL, Job, Ledger
 from shared.migrations import require_current
@@ -321,14 +321,25 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 def use_tracking_server(settings: Settings) -> None:
-    """Point the MLflow client of this process at our server, as admin unless told otherwise."""
-    os.environ.setdefault(
-        "MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri or settings.server_url
-    )
-    if "MLFLOW_TRACKING_USERNAME" not in os.environ:
+    """Point this process's MLflow client (deploy jobs read models) at our server.
+
+    Credentials: MLFLOW_TRACKING_USERNAME/_PASSWORD if set, else the admin's
+    (MLMANAGER_ADMIN_PASSWORD, or the password file of a shared MLMANAGER_HOME).
+    """
+    server = settings.mlflow_tracking_uri or settings.server_url
+    os.environ.setdefault("MLFLOW_TRACKING_URI", server)
+    if "MLFLOW_TRACKING_USERNAME" in os.environ:
+        return
+    stored = settings.home / ADMIN_PASSWORD_FILE
+    if settings.mlmanager_admin_password is not None or stored.is_file():
         password, _ = admin_password(settings)
         os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlmanager_admin_user
         os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    else:
+        logger.warning(
+            "no MLflow credentials for reading models: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (deploy jobs will fail until then)"
+        )
 
 
 def run_worker(settings: Settings) -> None:
