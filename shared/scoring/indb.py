@@ -167,46 +167,48 @@ class PostgresScoring:
         return str(self.plpy.quote_ident(name))
 
     def statement_trigger(self, td: Mapping[str, Any]) -> None:
-        """AFTER INSERT FOR EACH STATEMENT: score the statement's rows, one UPDATE back."""
+        """AFTER INSERT FOR EACH STATEMENT: score the statement's rows, one UPDATE back.
+
+        Only the features travel to Python and only the predictions back: the
+        UPDATE finds each row's key in the transition table by position (the
+        read and the UPDATE scan the same transition table in the same order).
+        """
         binding = self._binding(td)
         select, update = self._statement(td, binding)
         arrays = self.plpy.execute(select)[0]
-        key_count = len(binding.keys)
-        columns = [arrays[f"c{i}"] for i in range(key_count + len(binding.features))]
+        columns = [arrays[f"c{i}"] for i in range(len(binding.features))]
         if columns[0] is None:  # an INSERT of no rows
             return
         scorer = self.scorers.get(binding.representation_id)
-        predictions = score_in_batches(scorer, columns[key_count:], binding.max_batch_size)
-        self.plpy.execute(update, [*columns[:key_count], *predictions])
+        predictions = score_in_batches(scorer, columns, binding.max_batch_size)
+        self.plpy.execute(update, predictions)
 
-    def _statement(self, td: Mapping[str, Any], binding: TableBinding) -> tuple[str, Any]:
+    def _statement(self, td: Mapping[str, Any], binding: TableBinding) -> tuple[Any, Any]:
+        """The read and UPDATE plans for one table and binding, prepared once per session."""
         cache_key = (int(td["relid"]), td["args"][0])
         cached = self._statements.get(cache_key)
         if cached is not None:
             return cached
         q = self._quote
-        read = [*(k for k, _ in binding.keys), *binding.features]
-        select = (
+        select = self.plpy.prepare(
             "SELECT "
-            + ", ".join(f"array_agg({q(c)}) AS c{i}" for i, c in enumerate(read))
+            + ", ".join(f"array_agg({q(c)}) AS c{i}" for i, c in enumerate(binding.features))
             + f" FROM {NEW_ROWS}"
         )
         rep = self.scorers.get(binding.representation_id).representation
-        types = [t for _, t in binding.keys] + [
-            o.sql_type.in_dialect("postgresql") for o in rep.outputs
-        ]
-        keys = [f"k{i}" for i in range(len(binding.keys))]
+        types = [o.sql_type.in_dialect("postgresql") for o in rep.outputs]
+        keys = [q(k) for k, _ in binding.keys]
         outs = [f"o{i}" for i in range(len(binding.outputs))]
         table = f"{q(td['table_schema'])}.{q(td['table_name'])}"
         update = (
             f"UPDATE {table} AS t SET "
             + ", ".join(f"{q(c)} = u.{o}" for c, o in zip(binding.outputs, outs, strict=True))
-            + " FROM unnest("
+            + f" FROM (SELECT {', '.join(f'n.{k}' for k in keys)}, {', '.join(outs)} FROM "
+            + f"(SELECT {', '.join(keys)}, row_number() OVER () AS i FROM {NEW_ROWS}) AS n "
+            + "JOIN unnest("
             + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-            + f") AS u({', '.join(keys + outs)}) WHERE "
-            + " AND ".join(
-                f"t.{q(c)} = u.{k}" for (c, _), k in zip(binding.keys, keys, strict=True)
-            )
+            + f") WITH ORDINALITY AS p({', '.join(outs)}, i) USING (i)) AS u WHERE "
+            + " AND ".join(f"t.{k} = u.{k}" for k in keys)
         )
         plan = self.plpy.prepare(update, [f"{t}[]" for t in types])
         self._statements[cache_key] = (select, plan)

@@ -57,7 +57,7 @@ def columns_from(
     well, since its argmax means nothing.
     """
     if kind is ModelKind.CLASSIFICATION:
-        labels = [_text(label) for label in primary.reshape(-1).tolist()]
+        labels = _labels(primary.reshape(-1))
         if probabilities is None:
             return [labels]
         probs = np.asarray(probabilities, dtype=np.float64)
@@ -73,6 +73,13 @@ def columns_from(
         return [[int(v) for v in primary.reshape(-1).tolist()]]
     matrix = np.asarray(primary, dtype=np.float64).reshape(len(primary), -1)
     return [_numbers(matrix[:, j]) for j in range(matrix.shape[1])]
+
+
+def _labels(values: np.ndarray) -> list[str | None]:
+    """Labels as text: integer and boolean labels in one conversion, others one by one."""
+    if values.dtype.kind in "iub":
+        return values.astype(str).tolist()
+    return [_text(label) for label in values.tolist()]
 
 
 def _numbers(values: np.ndarray) -> list[float | None]:
@@ -176,12 +183,7 @@ class OnnxScorer(Scorer):
             raise InvalidPayload("ONNX model inputs do not match the representation's inputs")
 
     def _score(self, columns: list[Sequence[Any]]) -> list[list[Any]]:
-        feeds = {
-            name: np.column_stack(
-                [self._array(self.representation.inputs[i], columns[i], onnx_type) for i in indices]
-            )
-            for name, indices, onnx_type in self._feeds
-        }
+        feeds = {name: self._feed(columns, indices, kind) for name, indices, kind in self._feeds}
         outputs = self._session.run(None, feeds)
         kind = self.representation.kind
         if kind is ModelKind.CLASSIFICATION:
@@ -191,6 +193,19 @@ class OnnxScorer(Scorer):
                 labels = labels.astype(bool)
             return columns_from(kind, labels, outputs[1] if len(outputs) > 1 else None)
         return columns_from(kind, outputs[-1], None)
+
+    def _feed(self, columns: list[Sequence[Any]], indices: list[int], onnx_type: str) -> np.ndarray:
+        """One ONNX input: the columns side by side, in the input's element type."""
+        dtype = _ONNX_DTYPES[onnx_type]
+        if dtype is not object and len(indices) > 1:
+            # All numeric: one conversion of every value (None becomes NaN).
+            try:
+                matrix = np.array([columns[i] for i in indices], dtype=np.float64).T
+                return np.ascontiguousarray(matrix, dtype=dtype)
+            except (TypeError, ValueError):
+                pass  # name the column that is not numeric, below
+        inputs = self.representation.inputs
+        return np.column_stack([self._array(inputs[i], columns[i], onnx_type) for i in indices])
 
     @staticmethod
     def _array(column: Column, values: Sequence[Any], onnx_type: str) -> np.ndarray:
