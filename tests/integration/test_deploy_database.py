@@ -534,3 +534,29 @@ def test_the_scoring_functions_install_once_with_the_cli(
         conn.execute("SET mlmanager.plpython_path = '/nowhere'")
         with pytest.raises(psycopg.Error, match=r"cannot import numpy.*make plpython-deps"):
             conn.execute("SELECT mlmanager.scoring_load()")
+
+
+@pytest.mark.parametrize("trigger_mode", ["statement", "row"])
+def test_one_session_inserting_many_times_gets_every_row_scored(
+    tracking: None, pg_url: str, engine_for: EngineFor, tmp_path: Path, trigger_mode: str
+) -> None:
+    """The trigger's prepared statements are reused across the session's INSERTs."""
+    engine = engine_for(pg_url)
+    upgrade(engine)
+    a, a_uri, _, _ = two_models()
+    make_table(pg_url, engine, "many", [])
+    payload = deploy_payload(pg_url, a_uri, "many", trigger_mode=trigger_mode)
+    run_job(engine, settings_for(pg_url, tmp_path), "DEPLOY_DATABASE", payload)
+    x = features(40, 14)
+    rows = as_rows(x)
+    with plain_pg(pg_url) as conn:
+        for start, stop in ((0, 1), (1, 15), (15, 16), (16, 40)):
+            chunk = rows[start:stop]
+            marks = ", ".join("(%s, %s, %s, %s)" for _ in chunk)
+            conn.execute(
+                f"INSERT INTO apps.many (id, age, income, score) VALUES {marks}",
+                [v for row in chunk for v in row],
+            )
+        got = conn.execute("SELECT prediction, c0, c1 FROM apps.many ORDER BY id").fetchall()
+    assert [r[0] for r in got] == [str(v) for v in a.predict(x)]
+    np.testing.assert_allclose([r[1:] for r in got], a.predict_proba(x), atol=1e-6)
