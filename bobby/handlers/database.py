@@ -81,6 +81,15 @@ class _DatabaseHandler(Handler):
             conn.exec_driver_sql(f"SET LOCAL ROLE {quote_identifier(self.ctx.job.user, 'user')}")
 
     @staticmethod
+    def _lock_table(conn: Connection, schema: str, table: str) -> None:
+        """One deploy or undeploy per table at a time (SQLite serialises writers anyway)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                {"name": f"mlmanager.deploy:{schema}.{table}"},
+            )
+
+    @staticmethod
     def _back_to_worker(conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("RESET ROLE")
@@ -139,6 +148,8 @@ class DeployDatabase(_DatabaseHandler):
                 return
             if dialect == "postgresql":
                 from shared.scoring.postgres import ensure_scoring_installed
+
+                self._lock_table(conn, payload.db_schema, payload.db_table)
 
                 if ensure_scoring_installed(conn, self._schema):
                     logger.info("installed the PL/Python scoring functions in {}", self._schema)
@@ -288,6 +299,7 @@ class UndeployDatabase(_DatabaseHandler):
         store = DeploymentStore(self.engine)
         with self.engine.begin() as conn:
             dialect = conn.dialect.name
+            self._lock_table(conn, payload.db_schema, payload.db_table)
             deployment = store.active(conn, TARGET, name)
             if deployment is not None and payload.run_id and deployment.run_id != payload.run_id:
                 raise InvalidPayload(

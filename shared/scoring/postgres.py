@@ -183,6 +183,11 @@ def ensure_scoring_installed(conn: Connection, schema: str) -> list[str]:
     """
     if installed_version(conn, schema) == scoring_version():
         return []
+    # Two first deploys at once would both CREATE OR REPLACE the functions
+    # ("tuple concurrently updated"): the second waits here, then finds them.
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('mlmanager.scoring_install'))"))
+    if installed_version(conn, schema) == scoring_version():
+        return []
     if not plpython_available(conn):
         raise TargetUnavailable(
             "this PostgreSQL server has no PL/Python (plpython3u): install its package "

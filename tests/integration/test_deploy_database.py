@@ -560,3 +560,32 @@ def test_one_session_inserting_many_times_gets_every_row_scored(
         got = conn.execute("SELECT prediction, c0, c1 FROM apps.many ORDER BY id").fetchall()
     assert [r[0] for r in got] == [str(v) for v in a.predict(x)]
     np.testing.assert_allclose([r[1:] for r in got], a.predict_proba(x), atol=1e-6)
+
+
+def test_two_deploys_onto_one_new_table_at_once_give_one_model_and_one_clear_refusal(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    url, engine, settings = deployed_db
+    _, a_uri, _, b_uri = two_models()
+    outcomes: list[str] = []
+
+    def deploy(uri: str) -> None:
+        payload = deploy_payload(
+            url, uri, "contested", create_model_table=True, primary_key={"id": "BIGINT"}
+        )
+        try:
+            run_job(engine, settings, "DEPLOY_DATABASE", payload)
+            outcomes.append("deployed")
+        except DeploymentConflict as exc:
+            outcomes.append(f"refused: {exc}")
+
+    threads = [threading.Thread(target=deploy, args=(uri,)) for uri in (a_uri, b_uri)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(o.split(":")[0] for o in outcomes) == ["deployed", "refused"], outcomes
+    assert "already has a model deployed" in next(o for o in outcomes if o != "deployed")
+    with engine.connect() as conn:
+        deployed = conn.execute(text("SELECT count(*) FROM deployments WHERE status = 'DEPLOYED'"))
+        assert deployed.scalar() == 1
