@@ -18,6 +18,10 @@ COUNTERS = {
 }
 
 
+# Seconds from a row's insert (its eval_time) to its prediction, in async scoring.
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
 class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -28,6 +32,11 @@ class Metrics:
         self._bucket_counts = [0] * len(DISPATCH_BUCKETS)
         self._latency_sum = 0.0
         self._latency_count = 0
+        self.rows_scored = 0
+        self.rows_failed = 0
+        self._lag_counts = [0] * len(LAG_BUCKETS)
+        self._lag_sum = 0.0
+        self._lag_count = 0
 
     def inc(self, name: str, by: int = 1) -> None:
         with self._lock:
@@ -41,6 +50,18 @@ class Metrics:
                 self._bucket_counts[i] += 1
             self._latency_sum += seconds
             self._latency_count += 1
+
+    def observe_scoring(self, lags: list[float], failed: int) -> None:
+        """One async batch: the insert-to-scored lag of each scored row, rows that failed."""
+        with self._lock:
+            self.rows_scored += len(lags)
+            self.rows_failed += failed
+            for seconds in lags:
+                i = bisect.bisect_left(LAG_BUCKETS, seconds)
+                if i < len(self._lag_counts):
+                    self._lag_counts[i] += 1
+                self._lag_sum += seconds
+                self._lag_count += 1
 
     def render(self) -> str:
         with self._lock:
@@ -67,4 +88,19 @@ class Metrics:
             out.append(f'{metric}_bucket{{le="+Inf"}} {self._latency_count}')
             out.append(f"{metric}_sum {self._latency_sum:.6f}")
             out.append(f"{metric}_count {self._latency_count}")
+            for name, value, help_text in (
+                ("mlmanager_async_rows_scored_total", self.rows_scored, "Rows scored (async)"),
+                ("mlmanager_async_rows_failed_total", self.rows_failed, "Rows the model refused"),
+            ):
+                out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+            metric = "mlmanager_async_scoring_lag_seconds"
+            out += [f"# HELP {metric} From a row's insert to its prediction (async)"]
+            out += [f"# TYPE {metric} histogram"]
+            cumulative = 0
+            for bound, count in zip(LAG_BUCKETS, self._lag_counts, strict=True):
+                cumulative += count
+                out.append(f'{metric}_bucket{{le="{bound}"}} {cumulative}')
+            out.append(f'{metric}_bucket{{le="+Inf"}} {self._lag_count}')
+            out.append(f"{metric}_sum {self._lag_sum:.6f}")
+            out.append(f"{metric}_count {self._lag_count}")
             return "\n".join(out) + "\n"

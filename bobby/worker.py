@@ -113,6 +113,11 @@ class Worker:
         ]
         watch = self._listen_loop if self.is_postgres else self._sqlite_watch_loop
         threads.append(threading.Thread(target=watch, name="watch", daemon=True))
+        if self.is_postgres and "DEPLOY_DATABASE" in self.registry:
+            from bobby.async_scoring import AsyncScoring
+
+            scoring = AsyncScoring(self.engine, self.settings, self.metrics, self._stopping)
+            threads.append(threading.Thread(target=scoring.run, name="scoring", daemon=True))
         for t in threads:
             t.start()
         logger.info(

@@ -344,7 +344,24 @@ def list_deployments() -> ResponseReturnValue:
 
 @blueprint.get(f"{API_PREFIX}/deployments/<int:deployment_id>")
 def get_deployment(deployment_id: int) -> ResponseReturnValue:
-    return _out(DeploymentOut.of(_visible_deployment(deployment_id)))
+    deployment = _visible_deployment(deployment_id)
+    out = DeploymentOut.of(deployment)
+    if deployment.status == "DEPLOYED" and deployment.details.get("mode") == "async":
+        out.details = {**out.details, "backlog": _async_backlog(deployment)}
+    return _out(out)
+
+
+def _async_backlog(deployment: Deployment) -> dict[str, Any]:
+    """Rows of an async deployment still waiting for a prediction (read live)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.scoring.asyncmode import AsyncTable, backlog
+
+    try:
+        with ledger().engine.connect() as conn:
+            return backlog(conn, AsyncTable.from_details(deployment.id, deployment.details))
+    except DBAPIError as exc:
+        return {"error": str(exc.orig).strip()}
 
 
 @blueprint.delete(f"{API_PREFIX}/deployments/<int:deployment_id>")

@@ -154,6 +154,11 @@ class DeployDatabasePayload(ModelRef):
     score_existing: bool = Field(False, description="Fill predictions for rows already there")
     dry_run: bool = Field(False, description="Only print the SQL of the deployment plan")
     trigger_mode: Literal["statement", "row"] = Field("statement", description="Trigger kind")
+    mode: Literal["auto", "sync", "async"] = Field(
+        "auto",
+        description="sync: scored in the INSERT (PL/Python); async: scored by the worker "
+        "soon after (no PL/Python needed); auto: sync where PL/Python is available",
+    )
 
     @field_validator("db_schema", "db_table", "reference_schema", "reference_table")
     @classmethod

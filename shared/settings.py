@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     worker_sweep_seconds: float = Field(
         5.0, gt=0, description="How often the worker returns jobs with expired leases"
     )
+    async_scoring_batch_size: int = Field(
+        5000, ge=1, le=1_000_000, description="Rows an async scorer claims and scores at once"
+    )
+    async_scoring_sweep_seconds: float = Field(
+        10.0, gt=0, description="How often async scorers look for rows no NOTIFY announced"
+    )
     worker_shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long running jobs may finish before release"
     )

@@ -19,3 +19,12 @@ class Doubler(PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
         return model_input["income"] * 2.0 + model_input["score"]
+
+
+class Picky(PythonModel):
+    """Refuses any batch holding a score above 0.9 (a row the model cannot take)."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        if (model_input["score"] > 0.9).any():
+            raise ValueError("score above 0.9")
+        return model_input["income"] * 2.0 + model_input["score"]

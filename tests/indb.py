@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,7 +42,9 @@ def run_job(
     load_handlers()
     ledger = Ledger(engine)
     ledger.seed_handlers({name: spec.description for name, spec in SPECS.items()})
-    job = ledger.enqueue(handler, payload, user)
+    # Not runnable for a day, and cancelled afterwards: no worker process runs it too.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    job = ledger.enqueue(handler, payload, user, run_after=later)
     spec = SPECS[handler]
     ctx = JobContext(job, ledger, settings, JobControl(), "test-worker")
     lines: list[str] = []
@@ -52,6 +55,7 @@ def run_job(
             step()
     finally:
         logger.remove(sink)
+        ledger.cancel(job.id)
     return lines
 
 

@@ -25,7 +25,7 @@ from bobby.handlers import register
 from bobby.handlers.base import Handler, Step
 from shared.db import quote_identifier, schema_of
 from shared.deployments import DeploymentStore
-from shared.errors import InvalidPayload, NotAuthorized, NotFound
+from shared.errors import InvalidPayload, NotAuthorized, NotFound, TargetUnavailable
 from shared.handlers import SPECS, DeployDatabasePayload, UndeployDatabasePayload
 from shared.scoring.kinds import RESERVED_COLUMNS, method_from
 from shared.scoring.plan import (
@@ -36,6 +36,7 @@ from shared.scoring.plan import (
     table_sql,
 )
 from shared.scoring.representation import Representation
+from shared.scoring.runtime import import_mlflow
 
 TARGET = "database"
 SAMPLE_ROWS = 200
@@ -110,6 +111,7 @@ class DeployDatabase(_DatabaseHandler):
         ]
 
     def read_model(self) -> None:
+        import_mlflow()
         self.model_uri = resolve_model_uri(self.payload.run_id, self.payload.model_uri)
         logger.info("model {}", self.model_uri)
         self.sample = self._sample_rows()
@@ -141,24 +143,32 @@ class DeployDatabase(_DatabaseHandler):
             if dialect == "sqlite" and payload.trigger_mode == "statement":
                 logger.info("SQLite triggers run per row: trigger_mode row")
             if payload.dry_run:
-                plan = plan_deployment(conn, payload, rep, None, scoring_schema=self._schema)
+                plan = plan_deployment(
+                    conn,
+                    payload,
+                    rep,
+                    None,
+                    scoring_schema=self._schema,
+                    asynchronous=payload.mode == "async",
+                )
                 self._add_existing(plan)
                 logger.info("dry run: the deployment plan, not executed:\n{}", plan.render())
                 conn.rollback()
                 return
-            if dialect == "postgresql":
-                from shared.scoring.postgres import ensure_scoring_installed
-
-                self._lock_table(conn, payload.db_schema, payload.db_table)
-
-                if ensure_scoring_installed(conn, self._schema):
-                    logger.info("installed the PL/Python scoring functions in {}", self._schema)
+            asynchronous = self._choose_mode(conn)
             from shared.scoring.store import save_representation
 
             rep_id = save_representation(conn, rep, self.ctx.job.user)
             try:
                 self._as_user(conn)
-                plan = plan_deployment(conn, payload, rep, rep_id, scoring_schema=self._schema)
+                plan = plan_deployment(
+                    conn,
+                    payload,
+                    rep,
+                    rep_id,
+                    scoring_schema=self._schema,
+                    asynchronous=asynchronous,
+                )
                 self._add_existing(plan)
                 logger.info("deployment plan:\n{}", plan.render())
                 plan.execute(conn)
@@ -175,6 +185,32 @@ class DeployDatabase(_DatabaseHandler):
             plan.trigger_mode,
             plan.trigger_name,
         )
+
+    def _choose_mode(self, conn: Connection) -> bool:
+        """Install what the mode needs; True for async (PostgreSQL without PL/Python)."""
+        payload = self.payload
+        if conn.dialect.name != "postgresql":
+            if payload.mode == "async":
+                raise InvalidPayload("mode async needs PostgreSQL", field="mode")
+            return False
+        from shared.scoring.asyncmode import notify_function_sql
+        from shared.scoring.postgres import ensure_scoring_installed
+
+        self._lock_table(conn, payload.db_schema, payload.db_table)
+        if payload.mode != "async":
+            savepoint = conn.begin_nested()
+            try:
+                if ensure_scoring_installed(conn, self._schema):
+                    logger.info("installed the PL/Python scoring functions in {}", self._schema)
+                savepoint.commit()
+                return False
+            except (TargetUnavailable, NotAuthorized) as exc:
+                savepoint.rollback()
+                if payload.mode == "sync":
+                    raise
+                logger.info("scoring asynchronously (mode async): {}", exc.message)
+        conn.exec_driver_sql(notify_function_sql(self._schema))
+        return True
 
     @property
     def _schema(self) -> str:
@@ -208,6 +244,8 @@ class DeployDatabase(_DatabaseHandler):
                 "kind": str(rep.kind),
                 "trigger": plan.trigger_name,
                 "trigger_mode": plan.trigger_mode,
+                "mode": "async" if plan.trigger_mode == "async" else "sync",
+                "keys": [list(k) for k in plan.binding.keys],
                 "features": list(plan.binding.features),
                 "prediction_columns": list(plan.binding.outputs),
                 "created_table": plan.creates_table,
@@ -319,6 +357,12 @@ class UndeployDatabase(_DatabaseHandler):
                     on = f" ON {qualified}" if dialect == "postgresql" else ""
                     conn.exec_driver_sql(f"DROP TRIGGER {quote_identifier(trigger)}{on}")
                     logger.info("dropped trigger {}", trigger)
+                if dialect == "postgresql":
+                    from shared.scoring.asyncmode import unscored_index_name
+
+                    index = unscored_index_name(payload.db_table)
+                    schema = quote_identifier(payload.db_schema, "schema")
+                    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {schema}.{index}")
                 if payload.drop_columns:
                     self._drop_columns(conn, qualified, info.columns, deployment)
                 self._back_to_worker(conn)

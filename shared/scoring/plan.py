@@ -23,6 +23,7 @@ from sqlalchemy import Connection, inspect, text
 from shared.db import check_identifier, quote_identifier, quote_qualified
 from shared.errors import DeploymentConflict, InvalidPayload, NotFound
 from shared.handlers import DeployDatabasePayload
+from shared.scoring.asyncmode import unscored_index_name
 from shared.scoring.indb import NEW_ROWS, SQLITE_FUNCTION, TableBinding
 from shared.scoring.kinds import SqlType
 from shared.scoring.representation import Representation
@@ -157,12 +158,14 @@ def plan_deployment(
     representation_id: int | None,
     *,
     scoring_schema: str | None,
+    asynchronous: bool = False,
 ) -> DeploymentPlan:
     """The plan that deploys ``rep`` onto the payload's table.
 
     ``representation_id`` is ``None`` for a dry run (the id is assigned when
     the plan runs). ``scoring_schema`` is where the PL/Python functions live
-    (PostgreSQL only).
+    (PostgreSQL only). ``asynchronous``: a notifying trigger and a partial index
+    of the unscored rows instead of the scoring trigger (``shared.scoring.asyncmode``).
     """
     dialect = conn.dialect.name
     schema, table = payload.db_schema, payload.db_table
@@ -176,7 +179,11 @@ def plan_deployment(
         quote_qualified(schema, table) if dialect == "postgresql" else quote_identifier(table)
     )
     run_id = rep.run_id or payload.run_id
-    mode = payload.trigger_mode if dialect == "postgresql" else "row"
+    mode: str = payload.trigger_mode if dialect == "postgresql" else "row"
+    if asynchronous:
+        if dialect != "postgresql":
+            raise InvalidPayload("mode async needs PostgreSQL", field="mode")
+        mode = "async"
 
     outputs = tuple(contract_name(o.name, dialect) for o in rep.outputs)
     if existing is None:
@@ -266,6 +273,15 @@ def plan_deployment(
         replaces=replaced,
         steps=steps,
     )
+    if asynchronous:
+        indexed = ", ".join(quote_identifier(k) for k, _ in binding.keys)
+        plan.steps.append(
+            PlanStep(
+                "index the rows still waiting for a prediction",
+                f"CREATE INDEX IF NOT EXISTS {unscored_index_name(table)} ON {qualified} "
+                f"({indexed}) WHERE {quote_identifier(binding.outputs[0])} IS NULL",
+            )
+        )
     plan.steps.append(
         PlanStep(
             f"create the {mode} scoring trigger {name}",
@@ -475,6 +491,11 @@ def _trigger(
     if plan.dialect == "postgresql":
         function = f"{quote_identifier(scoring_schema or 'mlmanager', 'schema')}."
         argument = _literal(binding.to_json())
+        if plan.trigger_mode == "async":
+            return (
+                f"CREATE TRIGGER {name} AFTER INSERT ON {qualified} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION {function}notify_inserted()"
+            )
         if plan.trigger_mode == "row":
             return (
                 f"CREATE TRIGGER {name} BEFORE INSERT ON {qualified} FOR EACH ROW "

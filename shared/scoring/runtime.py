@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -228,6 +229,7 @@ class PyfuncScorer(Scorer):
     def __init__(self, representation: Representation) -> None:
         super().__init__(representation)
         try:
+            import_mlflow()
             from shared.scoring.flavors import load_model
         except ImportError as exc:
             raise InvalidPayload(
@@ -260,6 +262,17 @@ def _pandas_values(sql_type: SqlType, values: Sequence[Any]) -> np.ndarray:
     if sql_type in (SqlType.INTEGER, SqlType.BIGINT):
         return np.array(values, dtype=np.float64)
     return np.array(list(values), dtype=object)
+
+
+_MLFLOW_IMPORT = threading.Lock()
+
+
+def import_mlflow() -> None:
+    """Import MLflow once, under a lock: two threads importing it at the same time
+    (a deploy job and the async scorer) see half-initialised modules and fail."""
+    with _MLFLOW_IMPORT:
+        import mlflow.models
+        import mlflow.pyfunc  # noqa: F401
 
 
 def model_archive(directory: Path) -> bytes:
