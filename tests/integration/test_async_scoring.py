@@ -17,13 +17,16 @@ import pytest
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
+from shared.errors import NotAuthorized
 from shared.migrations import upgrade
 from shared.scoring.asyncmode import AsyncTable, backlog
 from shared.settings import Settings
 from tests import custom_models
 from tests.conftest import EngineFor, settings_for
 from tests.indb import features, plain_pg, run_job
+from tests.pg import PostgresServer
 from tests.workers import WorkerProcess, wait_until
 
 pytestmark = [
@@ -233,3 +236,41 @@ def test_undeploy_stops_scoring(
     insert(url, features(10, 42), start_id=100)
     time.sleep(2.0)  # four sweeps of the worker
     assert unscored(engine) == 10
+
+
+def test_auto_mode_scores_asynchronously_where_pl_python_cannot_be_installed(
+    tracking: None,
+    pg_url: str,
+    pg_server: PostgresServer,
+    engine_for: EngineFor,
+    tmp_path: Path,
+) -> None:
+    """A worker whose database user is no superuser (like on a managed PostgreSQL)."""
+    database = make_url(pg_url).database
+    with pg_server.connect(database) as admin:
+        admin.execute("DROP ROLE IF EXISTS deployer")
+        admin.execute("CREATE ROLE deployer LOGIN PASSWORD 'deployer-pw'")
+        admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO deployer')
+    url = make_url(pg_url).set(username="deployer", password="deployer-pw")
+    deployer_url = url.render_as_string(hide_password=False)
+    engine = engine_for(deployer_url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA apps"))
+    _, uri = log_classifier()
+    payload = {
+        "model_uri": uri,
+        "db_schema": "apps",
+        "db_table": "auto",
+        "create_model_table": True,
+        "primary_key": {"id": "BIGINT"},
+    }
+    lines = run_job(engine, settings_for(deployer_url, tmp_path), "DEPLOY_DATABASE", payload)
+    assert any("scoring asynchronously (mode async)" in line for line in lines), lines
+    assert any("superuser" in line for line in lines)
+    with engine.connect() as conn:
+        details = conn.execute(text("SELECT details FROM deployments")).scalar_one()
+    assert details["mode"] == "async"
+    with pytest.raises(NotAuthorized, match="superuser"):
+        payload |= {"db_table": "forced", "mode": "sync"}
+        run_job(engine, settings_for(deployer_url, tmp_path), "DEPLOY_DATABASE", payload)

@@ -329,3 +329,37 @@ def test_the_deployment_is_listed_and_undeploy_keeps_the_data(
     assert got == [(26, 25)]  # the 25 scored rows are kept; the new one is not scored
     after = requests.get(f"{server.api}/deployments/{kmeans[0]['id']}", auth=ADMIN, timeout=30)
     assert after.json()["status"] == "DELETED"
+
+
+def test_async_mode_through_the_server_shows_its_backlog(server: MLManagerProcess) -> None:
+    if server.db_url.startswith("sqlite"):
+        pytest.skip("mode async is for PostgreSQL")
+    train, new = data(200, 5)[NUMERIC], data(30, 6)[NUMERIC]
+    model = LogisticRegression(max_iter=500).fit(train, _labels(train))
+    with mlflow.start_run():
+        info = _sk(model, train)
+    payload = {
+        "model_uri": info.model_uri,
+        "db_schema": "scored",
+        "db_table": "async_events",
+        "create_model_table": True,
+        "primary_key": {"id": "BIGINT"},
+        "mode": "async",
+    }
+    job = submit(server, "DEPLOY_DATABASE", payload)
+    assert job["status"] == "SUCCESS", job["log"]
+    rows = [(i, *r) for i, r in enumerate(new.itertuples(index=False))]
+    insert_rows(server.db_url, "async_events", ["id", *NUMERIC], rows, "scored")
+
+    listed = requests.get(f"{server.api}/deployments", auth=ADMIN, timeout=30).json()
+    (deployment,) = [d for d in listed["deployments"] if d["name"] == "scored.async_events"]
+    url = f"{server.api}/deployments/{deployment['id']}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        details = requests.get(url, auth=ADMIN, timeout=30).json()["details"]
+        if details["backlog"]["unscored_rows"] == 0:
+            break
+        time.sleep(0.2)
+    assert details["mode"] == "async" and details["backlog"]["unscored_rows"] == 0
+    got = read_rows(server.db_url, "SELECT prediction FROM scored.async_events ORDER BY id")
+    assert [r[0] for r in got] == [str(v) for v in model.predict(new)]
