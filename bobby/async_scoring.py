@@ -46,6 +46,7 @@ class AsyncScoring:
         self._skip: dict[int, set[tuple[Any, ...]]] = {}
         self._lags: dict[int, deque[float]] = {}
         self._stats_written: dict[int, float] = {}
+        self._version: tuple[Any, ...] = ()
 
     def run(self) -> None:
         conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
@@ -70,20 +71,38 @@ class AsyncScoring:
             except (psycopg.Error, SQLAlchemyError) as exc:
                 logger.warning("async scoring paused: {}", exc)
                 self.stopping.wait(1.0)
+            except Exception:
+                logger.exception("async scoring failed; starting over in 5 s")
+                self.stopping.wait(5.0)
 
     def sweep(self) -> None:
-        """Reload the async deployments and score every unscored row they have."""
-        with self.engine.connect() as conn:
-            self.tables = async_tables(conn)
+        """Score every unscored row of every async deployment."""
+        self._refresh()
         self.score_tables(self.tables)
 
+    def _refresh(self) -> None:
+        """Reload the async deployments if any database deployment changed (one cheap query).
+
+        A replace keeps the table (and its oid) but changes the model; an
+        undeploy must stop the scoring at once.
+        """
+        with self.engine.connect() as conn:
+            version = tuple(
+                conn.execute(
+                    text(
+                        "SELECT count(*), max(id), max(updated_at) FROM deployments "
+                        "WHERE target = 'database'"
+                    )
+                ).one()
+            )
+            if version != self._version:
+                self.tables = async_tables(conn)
+                self._version = version
+
     def score_tables(self, oids: Iterable[int]) -> None:
-        for oid in oids:
+        self._refresh()
+        for oid in list(oids):
             table = self.tables.get(oid)
-            if table is None:  # deployed after our last sweep
-                with self.engine.connect() as conn:
-                    self.tables = async_tables(conn)
-                table = self.tables.get(oid)
             if table is not None:
                 self._drain(table)
 

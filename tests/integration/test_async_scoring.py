@@ -274,3 +274,27 @@ def test_auto_mode_scores_asynchronously_where_pl_python_cannot_be_installed(
     with pytest.raises(NotAuthorized, match="superuser"):
         payload |= {"db_table": "forced", "mode": "sync"}
         run_job(engine, settings_for(deployer_url, tmp_path), "DEPLOY_DATABASE", payload)
+
+
+def test_replace_scores_new_rows_with_the_new_model(
+    tracking: None, pg: tuple[str, Engine, Settings], workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    url, engine, _ = pg
+    _, a_uri = log_classifier()
+    train = features(300, 51)
+    b = LogisticRegression(max_iter=500).fit(train, train.income > 50)
+    with mlflow.start_run():
+        b_uri = mlflow.sklearn.log_model(
+            b, name="model", signature=infer_signature(train), input_example=train.head(5)
+        ).model_uri
+    deploy(pg, a_uri)
+    start(pg, tmp_path, workers)
+    insert(url, features(10, 52))
+    wait_until(lambda: unscored(engine) == 0, 30, "scored by A")
+    deploy(pg, b_uri, replace=True)
+    new = features(20, 53)
+    insert(url, new, start_id=100)
+    wait_until(lambda: unscored(engine) == 0, 30, "scored by B")
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT prediction FROM apps.events WHERE id >= 100 ORDER BY id"))
+        assert [r[0] for r in got] == [str(v) for v in b.predict(new)]
