@@ -24,6 +24,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bobby.metrics import Metrics
+from shared.models import utcnow
 from shared.scoring.asyncmode import CHANNEL, AsyncTable, async_tables, score_batch
 from shared.scoring.runtime import Scorer
 from shared.scoring.store import load_representation
@@ -122,10 +123,10 @@ class AsyncScoring:
         while not self.stopping.is_set():
             with self.engine.begin() as conn:
                 result = score_batch(conn, table, scorer, batch, sorted(skip))
-            self.metrics.observe_scoring(result.lags, len(result.failed))
-            self._lags.setdefault(table.deployment_id, deque(maxlen=_RECENT_LAGS)).extend(
-                result.lags
-            )
+            now = utcnow()  # committed: the predictions are visible from here
+            lags = [max(0.0, (now - at).total_seconds()) for at in result.inserted_at]
+            self.metrics.observe_scoring(result.scored, lags, len(result.failed))
+            self._lags.setdefault(table.deployment_id, deque(maxlen=_RECENT_LAGS)).extend(lags)
             for key, error in result.failed:
                 skip.add(key)
                 logger.error(

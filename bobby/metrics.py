@@ -51,10 +51,10 @@ class Metrics:
             self._latency_sum += seconds
             self._latency_count += 1
 
-    def observe_scoring(self, lags: list[float], failed: int) -> None:
-        """One async batch: the insert-to-scored lag of each scored row, rows that failed."""
+    def observe_scoring(self, scored: int, lags: list[float], failed: int) -> None:
+        """One async batch: rows scored, their insert-to-commit lags, rows that failed."""
         with self._lock:
-            self.rows_scored += len(lags)
+            self.rows_scored += scored
             self.rows_failed += failed
             for seconds in lags:
                 i = bisect.bisect_left(LAG_BUCKETS, seconds)

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, text
 
 from shared.db import quote_identifier, quote_qualified
-from shared.models import utcnow
 from shared.scoring.runtime import Scorer
 
 CHANNEL = "mlmanager_scoring"
@@ -57,6 +56,7 @@ class AsyncTable:
     keys: tuple[tuple[str, str], ...]
     features: tuple[str, ...]
     outputs: tuple[str, ...]
+    output_types: tuple[str, ...] = ()  # as the table declares them (async_tables reads them)
 
     @property
     def qualified(self) -> str:
@@ -92,7 +92,7 @@ def async_tables(conn: Connection) -> dict[int, AsyncTable]:
             text("SELECT to_regclass(:name)::oid"), {"name": table.qualified}
         ).scalar()
         if oid is not None:
-            found[int(oid)] = table
+            found[int(oid)] = replace(table, output_types=tuple(_column_types(conn, table)))
     return found
 
 
@@ -100,7 +100,7 @@ def async_tables(conn: Connection) -> dict[int, AsyncTable]:
 class BatchResult:
     scored: int
     failed: list[tuple[tuple[Any, ...], str]]  # (key, error) of rows that cannot be scored
-    lags: list[float]  # seconds from insert (eval_time) to scored, per scored row
+    inserted_at: list[dt.datetime]  # eval_time of the scored rows that have one
 
 
 def score_batch(
@@ -144,13 +144,8 @@ def score_batch(
     good, failed, predictions = _score_rows(scorer, rows, len(keys))
     if good:
         _write_back(conn, table, [rows[i] for i in good], predictions, len(keys))
-    now = utcnow()
-    lags = [
-        max(0.0, (now - rows[i][-1]).total_seconds())
-        for i in good
-        if isinstance(rows[i][-1], dt.datetime)
-    ]
-    return BatchResult(len(good), failed, lags)
+    inserted = [rows[i][-1] for i in good if isinstance(rows[i][-1], dt.datetime)]
+    return BatchResult(len(good), failed, inserted)
 
 
 def _score_rows(
@@ -190,7 +185,7 @@ def _write_back(
     key_count: int,
 ) -> None:
     q = quote_identifier
-    rep_types = _column_types(conn, table)
+    rep_types = list(table.output_types) or _column_types(conn, table)
     keys = [f"k{i}" for i in range(key_count)]
     outs = [f"o{i}" for i in range(len(table.outputs))]
     arrays = [
