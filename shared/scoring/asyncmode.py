@@ -131,14 +131,18 @@ def score_batch(
         )
         skip_clause = f" AND NOT ({pairs})"
         params |= {f"s{n}_{i}": v for n, key in enumerate(skip) for i, v in enumerate(key)}
-    rows = conn.execute(
-        text(
-            f"SELECT {read}, eval_time FROM {table.qualified} "
-            f"WHERE {q(table.outputs[0])} IS NULL{skip_clause} "
-            f"ORDER BY {', '.join(q(k) for k in keys)} LIMIT :limit FOR UPDATE SKIP LOCKED"
-        ),
-        params,
-    ).all()
+    rows = (
+        conn.execute(
+            text(
+                f"SELECT {read}, eval_time FROM {table.qualified} "
+                f"WHERE {q(table.outputs[0])} IS NULL{skip_clause} "
+                f"ORDER BY {', '.join(q(k) for k in keys)} LIMIT :limit FOR UPDATE SKIP LOCKED"
+            ),
+            params,
+        )
+        .tuples()
+        .all()
+    )
     if not rows:
         return BatchResult(0, [], [])
     good, failed, predictions = _score_rows(scorer, rows, len(keys))
@@ -155,7 +159,7 @@ def _score_rows(
     names = [c.name for c in scorer.representation.inputs]
 
     def features(subset: Sequence[Any]) -> dict[str, list[Any]]:
-        columns = list(zip(*(r[key_count:-1] for r in subset), strict=True))
+        columns = list(zip(*subset, strict=True))[key_count:-1]  # transposed in C
         return {n: list(c) for n, c in zip(names, columns, strict=True)}
 
     try:
@@ -188,8 +192,10 @@ def _write_back(
     rep_types = list(table.output_types) or _column_types(conn, table)
     keys = [f"k{i}" for i in range(key_count)]
     outs = [f"o{i}" for i in range(len(table.outputs))]
+    # Each array travels as one text literal that PostgreSQL parses in C: psycopg
+    # dumping the lists value by value took 0.7 s per 100k rows of 4 columns.
     arrays = [
-        f"CAST(:{name} AS {sql_type}[])"
+        f"CAST(CAST(:{name} AS text) AS {sql_type}[])"
         for name, sql_type in zip(keys + outs, [t for _, t in table.keys] + rep_types, strict=True)
     ]
     statement = text(
@@ -198,9 +204,26 @@ def _write_back(
         + f" FROM unnest({', '.join(arrays)}) AS u({', '.join(keys + outs)}) WHERE "
         + " AND ".join(f"t.{q(k)} = u.{n}" for (k, _), n in zip(table.keys, keys, strict=True))
     )
-    values = {f"k{i}": [r[i] for r in rows] for i in range(key_count)}
-    values |= {o: list(p) for o, p in zip(outs, predictions, strict=True)}
+    values = {f"k{i}": array_literal([r[i] for r in rows]) for i in range(key_count)}
+    values |= {o: array_literal(p) for o, p in zip(outs, predictions, strict=True)}
     conn.execute(statement, values)
+
+
+def array_literal(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal (``{1.5,NULL,"a b"}``) of numbers or text.
+
+    A column holds one type: numbers are recognised by their first value.
+    """
+    if values and None not in values and type(values[0]) in (int, float):
+        return "{" + ",".join(map(repr, values)) + "}"
+    items = []
+    for value in values:
+        if value is None:
+            items.append("NULL")
+        else:
+            escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+            items.append(f'"{escaped}"')
+    return "{" + ",".join(items) + "}"
 
 
 def _column_types(conn: Connection, table: AsyncTable) -> list[str]:

@@ -465,7 +465,7 @@ def _create_table(
     definitions += [d for _, d in _contract_columns(rep, outputs, run_id, dialect, new=True)]
     definitions.append(f"PRIMARY KEY ({', '.join(quote_identifier(k) for k in keys)})")
     options = ""
-    if dialect == "postgresql" and mode == "statement":
+    if dialect == "postgresql" and mode in ("statement", "async"):
         options = f" WITH (fillfactor = {STATEMENT_TABLE_FILLFACTOR})"
     return f"CREATE TABLE {qualified} (\n  " + ",\n  ".join(definitions) + f"\n){options}"
 
