@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -101,10 +102,7 @@ def insert_rows(
 
 def read_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     if url.startswith("sqlite"):
-        conn = sqlite3.connect(sqlite_path(url))
-        try:
-            return [tuple(r) for r in conn.execute(sql).fetchall()]
-        finally:
-            conn.close()
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as lite:
+            return [tuple(r) for r in lite.execute(sql).fetchall()]
     with plain_pg(url) as conn:
         return [tuple(r) for r in conn.execute(sql).fetchall()]

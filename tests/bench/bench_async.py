@@ -53,6 +53,7 @@ from tests.bench import bench_indb as indb
 from tests.indb import run_job
 from tests.pg import PostgresServer
 from tests.workers import WorkerProcess, wait_until
+from tests.mlflow_store import temporary_tracking_store
 
 ROWS = int(os.environ.get("BENCH_ASYNC_ROWS", "100000"))
 SINGLE_ROWS = int(os.environ.get("BENCH_ASYNC_SINGLE_ROWS", "5000"))
@@ -99,7 +100,7 @@ def xgboost_database(prefix: str) -> Iterator[Bench]:
         upgrade(engine)
         train = indb.features(indb.TRAIN_ROWS, 1)
         flavor, model, extra = indb.train_models(train)[MODEL]
-        with indb.tracking_store(workdir):
+        with temporary_tracking_store(workdir, "async"):
             uri = indb.log_model(flavor, model, train, extra)
             yield Bench(pg, url, engine, settings, workdir, uri, model)
     finally:

@@ -61,6 +61,7 @@ from shared.scoring.store import load_representation
 from shared.settings import Settings, load_settings
 from tests.indb import psql_dsn, run_job
 from tests.pg import PostgresServer
+from tests.mlflow_store import temporary_tracking_store
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
@@ -131,19 +132,6 @@ def train_models(train: pd.DataFrame) -> dict[str, tuple[Any, Any, dict[str, Any
             {"skops_trusted_types": TRUSTED_TREES},
         ),
     }
-
-
-@contextmanager
-def tracking_store(root: Path) -> Iterator[None]:
-    """MLflow tracking and artifacts in a temporary SQLite store."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    try:
-        experiment = mlflow.create_experiment("indb", artifact_location=(root / "art").as_uri())
-        mlflow.set_experiment(experiment_id=experiment)
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def log_model(flavor: Any, model: Any, frame: pd.DataFrame, extra: dict[str, Any]) -> str:
@@ -694,7 +682,7 @@ def deploy_models(engine: Engine, settings: Settings, workdir: Path) -> dict[str
     the representation ids."""
     train = features(TRAIN_ROWS, 1)
     rep_ids = {}
-    with tracking_store(workdir):
+    with temporary_tracking_store(workdir, "indb"):
         for name, (flavor, model, extra) in train_models(train).items():
             uri = log_model(flavor, model, train, extra)
             rep_ids[name] = deploy(engine, settings, uri, f"{name}_statement", "statement")

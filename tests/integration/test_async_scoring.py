@@ -26,28 +26,26 @@ from shared.settings import Settings
 from tests import custom_models
 from tests.conftest import EngineFor, settings_for
 from tests.indb import features, plain_pg, run_job
+from tests.mlflow_store import (
+    INPUT_EXAMPLE_WARNING,
+    MLFLOW_SQLITE_STORE_WARNING,
+    temporary_tracking_store,
+)
 from tests.pg import PostgresServer
 from tests.workers import WorkerProcess, wait_until
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.filterwarnings(
-        "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
-    ),
-    pytest.mark.filterwarnings("ignore:Operation with range is deprecated"),
+    MLFLOW_SQLITE_STORE_WARNING,
+    INPUT_EXAMPLE_WARNING,
     pytest.mark.filterwarnings("ignore:.*Passing a Python object as `python_model`"),
 ]
 
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    root = tmp_path_factory.mktemp("mlflow")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = mlflow.create_experiment("async", artifact_location=(root / "art").as_uri())
-    mlflow.set_experiment(experiment_id=experiment)
-    yield
-    mlflow.set_tracking_uri(previous)
+    with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), "async"):
+        yield
 
 
 @pytest.fixture

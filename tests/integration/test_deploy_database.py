@@ -34,6 +34,11 @@ from shared.scoring.plan import DeploymentPlan, PlanStep
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
 from tests.indb import features, insert_rows, plain_pg, read_rows, run_job
+from tests.mlflow_store import (
+    INPUT_EXAMPLE_WARNING,
+    MLFLOW_SQLITE_STORE_WARNING,
+    temporary_tracking_store,
+)
 from tests.pg import PostgresServer
 from tests.processes import clean_environment
 
@@ -43,24 +48,15 @@ with warnings.catch_warnings():
 
 pytestmark = [
     pytest.mark.postgres,
-    # MLflow's SQLite tracking store (the models' home in these tests) uses it.
-    pytest.mark.filterwarnings(
-        "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
-    ),
-    # MLflow saving an input example under pandas 3 (it compares an index with a range).
-    pytest.mark.filterwarnings("ignore:Operation with range is deprecated"),
+    MLFLOW_SQLITE_STORE_WARNING,
+    INPUT_EXAMPLE_WARNING,
 ]
 
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    root = tmp_path_factory.mktemp("mlflow")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = mlflow.create_experiment("indb", artifact_location=(root / "art").as_uri())
-    mlflow.set_experiment(experiment_id=experiment)
-    yield
-    mlflow.set_tracking_uri(previous)
+    with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), "indb"):
+        yield
 
 
 def log_sklearn(model: Any, frame: Any) -> str:

@@ -33,12 +33,13 @@ from sklearn.preprocessing import OneHotEncoder
 
 from tests import custom_models  # (first: imports mlflow.pyfunc quietly)
 from tests.indb import insert_rows, read_rows
+from tests.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.pg import PostgresServer
 from tests.servers import ADMIN_PASSWORD, MLManagerProcess
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.filterwarnings("ignore:Operation with range is deprecated"),
+    INPUT_EXAMPLE_WARNING,
     pytest.mark.filterwarnings("ignore:.*Passing a Python object as `python_model`"),
 ]
 ADMIN = ("admin", ADMIN_PASSWORD)

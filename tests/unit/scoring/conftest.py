@@ -13,6 +13,8 @@ import pytest
 from loguru import logger
 from mlflow.models import infer_signature
 
+from tests.mlflow_store import temporary_tracking_store
+
 # MLflow's own pyfunc module warns about its own type hints when first imported
 # (mlflow/types/responses.py); import it once here with just that warning ignored.
 with warnings.catch_warnings():
@@ -25,13 +27,8 @@ LogModel = Callable[..., str]
 @pytest.fixture(scope="session")
 def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """MLflow tracking and artifacts in a temporary SQLite store for the whole session."""
-    root = tmp_path_factory.mktemp("mlflow")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = mlflow.create_experiment("scoring", artifact_location=(root / "art").as_uri())
-    mlflow.set_experiment(experiment_id=experiment)
-    yield
-    mlflow.set_tracking_uri(previous)
+    with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), "scoring"):
+        yield
 
 
 @pytest.fixture

@@ -33,17 +33,14 @@ from shared.scoring import (
 )
 from shared.scoring import build as build_module
 from shared.scoring.onnx_convert import Conversion, convert
+from tests.mlflow_store import MLFLOW_SQLITE_STORE_WARNING
 from tests.unit.scoring.conftest import LogModel, frame
 
 Row = tuple[Any, ...]
 # MLflow saves scikit-learn models with skops, which loads tree structures only when trusted.
 TRUSTED_TREES = ["sklearn.tree._tree.Tree"]
 
-# MLflow's SQLite tracking store still uses a SQLAlchemy loader option that
-# SQLAlchemy 2.1 deprecates; nothing of ours triggers it.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
-)
+pytestmark = MLFLOW_SQLITE_STORE_WARNING
 
 
 def columns_of(features: pd.DataFrame) -> dict[str, list[Any]]:

@@ -1,0 +1,33 @@
+"""A throwaway MLflow tracking store for the tests and benchmarks that log models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pytest
+
+# Warnings of MLflow's own code under this project's pins, not of ours:
+# its SQLite store under SQLAlchemy 2.1, and saving an input example under pandas 3
+# (it compares an index with a range).
+MLFLOW_SQLITE_STORE_WARNING = pytest.mark.filterwarnings(
+    "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
+)
+INPUT_EXAMPLE_WARNING = pytest.mark.filterwarnings("ignore:Operation with range is deprecated")
+
+
+@contextmanager
+def temporary_tracking_store(root: Path, experiment: str) -> Iterator[None]:
+    """MLflow tracking and artifacts in a SQLite store under ``root``, for the block."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        experiment_id = mlflow.create_experiment(
+            experiment, artifact_location=(root / "art").as_uri()
+        )
+        mlflow.set_experiment(experiment_id=experiment_id)
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
