@@ -78,8 +78,7 @@ class AsyncScoring:
 
     def sweep(self) -> None:
         """Score every unscored row of every async deployment."""
-        self._refresh()
-        self.score_tables(self.tables)
+        self.score_tables(None)
 
     def _refresh(self) -> None:
         """Reload the async deployments if any database deployment changed (one cheap query).
@@ -100,9 +99,10 @@ class AsyncScoring:
                 self.tables = async_tables(conn)
                 self._version = version
 
-    def score_tables(self, oids: Iterable[int]) -> None:
+    def score_tables(self, oids: Iterable[int] | None) -> None:
+        """Score the unscored rows of these tables (``None``: of every async table)."""
         self._refresh()
-        for oid in list(oids):
+        for oid in list(self.tables if oids is None else oids):
             table = self.tables.get(oid)
             if table is not None:
                 self._drain(table)

@@ -16,6 +16,7 @@ in ``postgresql.conf``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from importlib import resources
 
@@ -99,6 +100,7 @@ _FUNCTIONS = (
 )
 
 
+@functools.cache
 def _sources() -> dict[str, str]:
     root = resources.files("shared")
     sources = {}
@@ -108,6 +110,7 @@ def _sources() -> dict[str, str]:
     return sources
 
 
+@functools.cache
 def scoring_version() -> str:
     """A digest of the embedded code: a different one means the functions need reinstalling."""
     digest = hashlib.sha256()

@@ -39,23 +39,15 @@ Row: TypeAlias = tuple[Any, ...]
 _ONNX_DTYPES = {"tensor(double)": np.float64, "tensor(float)": np.float32, "tensor(string)": object}
 
 
-def rows_from(kind: ModelKind, primary: np.ndarray, probabilities: np.ndarray | None) -> list[Row]:
-    """Output tuples in the order of the prediction columns, NaN turned into ``None``.
-
-    ``primary`` holds the labels (classification, clustering), the values
-    (regression) or the 2-D outputs (multi-output); ``probabilities`` the class
-    probabilities of a classifier, when it has them.
-    """
-    return list(zip(*columns_from(kind, primary, probabilities), strict=True))
-
-
 def columns_from(
     kind: ModelKind, primary: np.ndarray, probabilities: np.ndarray | None
 ) -> list[list[Any]]:
     """The prediction columns as lists (what a set-based UPDATE binds), NaN turned into ``None``.
 
-    A classification row whose probabilities hold a NaN gets a NULL label as
-    well, since its argmax means nothing.
+    ``primary`` holds the labels (classification, clustering), the values
+    (regression) or the 2-D outputs (multi-output); ``probabilities`` the class
+    probabilities of a classifier, when it has them. A classification row whose
+    probabilities hold a NaN gets a NULL label as well, since its argmax means nothing.
     """
     if kind is ModelKind.CLASSIFICATION:
         labels = _labels(primary.reshape(-1))
