@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import mlflow.sklearn
 import pytest
+from mlflow.models import infer_signature
 
 # Warnings of MLflow's own code under this project's pins, not of ours:
 # its SQLite store under SQLAlchemy 2.1, and saving an input example under pandas 3
@@ -31,3 +34,19 @@ def temporary_tracking_store(root: Path, experiment: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def log_sklearn(model: Any, frame: Any, **kwargs: Any) -> str:
+    """Log a scikit-learn model in a new run, with the frame's signature and first rows
+    as input example (deploys take sample rows from it); its model URI."""
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(frame),
+            input_example=frame.head(5),
+            # Explicit requirements: inferring them starts a subprocess per model.
+            pip_requirements=[],
+            **kwargs,
+        )
+    return str(info.model_uri)

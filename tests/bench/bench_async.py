@@ -45,15 +45,13 @@ import psycopg
 from loguru import logger
 from sqlalchemy import Engine
 
-from shared.db import make_engine
 from shared.deployments import DeploymentStore
-from shared.migrations import upgrade
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
 from tests.bench import bench_indb as indb
 from tests.indb import run_job
+from tests.mlflow_store import temporary_tracking_store
 from tests.pg import PostgresServer
 from tests.workers import WorkerProcess, wait_until
-from tests.mlflow_store import temporary_tracking_store
 
 ROWS = int(os.environ.get("BENCH_ASYNC_ROWS", "100000"))
 SINGLE_ROWS = int(os.environ.get("BENCH_ASYNC_SINGLE_ROWS", "5000"))
@@ -92,12 +90,7 @@ def xgboost_database(prefix: str) -> Iterator[Bench]:
     logger.disable("shared")
     engine = None
     try:
-        with pg.connect() as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = pg.url("bench")
-        settings = load_settings(db_url=url, mlmanager_home=workdir)
-        engine = make_engine(settings)
-        upgrade(engine)
+        url, settings, engine = indb.bench_database(pg, workdir)
         train = indb.features(indb.TRAIN_ROWS, 1)
         flavor, model, extra = indb.train_models(train)[MODEL]
         with temporary_tracking_store(workdir, "async"):

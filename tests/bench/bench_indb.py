@@ -60,8 +60,8 @@ from shared.scoring.runtime import Scorer
 from shared.scoring.store import load_representation
 from shared.settings import Settings, load_settings
 from tests.indb import psql_dsn, run_job
-from tests.pg import PostgresServer
 from tests.mlflow_store import temporary_tracking_store
+from tests.pg import PostgresServer
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
@@ -779,6 +779,17 @@ def diagnose(pg: PostgresServer, url: str, rows: list[tuple[Any, ...]]) -> dict[
     return result
 
 
+def bench_database(pg: PostgresServer, workdir: Path) -> tuple[str, Settings, Engine]:
+    """A new database ``bench`` with ML Manager's tables; its URL, settings and engine."""
+    with pg.connect() as conn:
+        conn.execute("CREATE DATABASE bench")
+    url = pg.url("bench")
+    settings = load_settings(db_url=url, mlmanager_home=workdir)
+    engine = make_engine(settings)
+    upgrade(engine)
+    return url, settings, engine
+
+
 def run() -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="mlm-bench-indb-"))
     pg = PostgresServer()
@@ -788,12 +799,7 @@ def run() -> dict[str, Any]:
     logger.disable("bobby")
     logger.disable("shared")
     try:
-        with pg.connect() as conn:
-            conn.execute("CREATE DATABASE bench")
-        url = pg.url("bench")
-        settings = load_settings(db_url=url, mlmanager_home=workdir)
-        engine = make_engine(settings)
-        upgrade(engine)
+        url, settings, engine = bench_database(pg, workdir)
         rep_ids = deploy_models(engine, settings, workdir)
         source = features(ROWS, 3)
         with connect(url) as conn:

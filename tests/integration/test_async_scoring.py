@@ -29,6 +29,7 @@ from tests.indb import features, plain_pg, run_job
 from tests.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
+    log_sklearn,
     temporary_tracking_store,
 )
 from tests.pg import PostgresServer
@@ -83,15 +84,7 @@ def start(pg: tuple[str, Engine, Settings], tmp_path: Path, started: list[Worker
 def log_classifier() -> tuple[Any, str]:
     train = features(300, 21)
     model = LogisticRegression(max_iter=500).fit(train, train.score > 0)
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(train),
-            input_example=train.head(5),
-            pip_requirements=[],
-        )
-    return model, str(info.model_uri)
+    return model, log_sklearn(model, train)
 
 
 def deploy(pg: tuple[str, Engine, Settings], uri: str, **extra: Any) -> list[str]:
@@ -281,10 +274,7 @@ def test_replace_scores_new_rows_with_the_new_model(
     _, a_uri = log_classifier()
     train = features(300, 51)
     b = LogisticRegression(max_iter=500).fit(train, train.income > 50)
-    with mlflow.start_run():
-        b_uri = mlflow.sklearn.log_model(
-            b, name="model", signature=infer_signature(train), input_example=train.head(5)
-        ).model_uri
+    b_uri = log_sklearn(b, train)
     deploy(pg, a_uri)
     start(pg, tmp_path, workers)
     insert(url, features(10, 52))

@@ -37,6 +37,7 @@ from tests.indb import features, insert_rows, plain_pg, read_rows, run_job
 from tests.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
+    log_sklearn,
     temporary_tracking_store,
 )
 from tests.pg import PostgresServer
@@ -57,18 +58,6 @@ pytestmark = [
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), "indb"):
         yield
-
-
-def log_sklearn(model: Any, frame: Any) -> str:
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(frame),
-            input_example=frame.head(5),
-            pip_requirements=[],
-        )
-    return str(info.model_uri)
 
 
 @pytest.fixture
