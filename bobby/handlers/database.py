@@ -155,6 +155,7 @@ class DeployDatabase(_DatabaseHandler):
                 logger.info("dry run: the deployment plan, not executed:\n{}", plan.render())
                 conn.rollback()
                 return
+            self._lock_table(conn, payload.db_schema, payload.db_table)
             asynchronous = self._choose_mode(conn)
             from shared.scoring.store import save_representation
 
@@ -187,16 +188,16 @@ class DeployDatabase(_DatabaseHandler):
         )
 
     def _choose_mode(self, conn: Connection) -> bool:
-        """Install what the mode needs; True for async (PostgreSQL without PL/Python)."""
+        """Install what the mode needs; True for async (PostgreSQL without PL/Python).
+
+        (On SQLite, an explicit async is passed on for the plan to refuse.)
+        """
         payload = self.payload
         if conn.dialect.name != "postgresql":
-            if payload.mode == "async":
-                raise InvalidPayload("mode async needs PostgreSQL", field="mode")
-            return False
+            return payload.mode == "async"
         from shared.scoring.asyncmode import notify_function_sql
         from shared.scoring.postgres import ensure_scoring_installed
 
-        self._lock_table(conn, payload.db_schema, payload.db_table)
         if payload.mode != "async":
             savepoint = conn.begin_nested()
             try:

@@ -28,7 +28,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from shared.errors import DeploymentConflict, NotAuthorized, NotFound
+from shared.errors import DeploymentConflict, InvalidPayload, NotAuthorized, NotFound
 from shared.migrations import upgrade
 from shared.scoring.plan import DeploymentPlan, PlanStep
 from shared.settings import Settings
@@ -574,3 +574,18 @@ def test_two_deploys_onto_one_new_table_at_once_give_one_model_and_one_clear_ref
     with engine.connect() as conn:
         deployed = conn.execute(text("SELECT count(*) FROM deployments WHERE status = 'DEPLOYED'"))
         assert deployed.scalar() == 1
+
+
+def test_async_mode_on_sqlite_is_refused_and_changes_nothing(
+    tracking: None, sqlite_url: str, engine_for: EngineFor, tmp_path: Path
+) -> None:
+    engine = engine_for(sqlite_url)
+    upgrade(engine)
+    _, a_uri, _, _ = two_models()
+    make_table(sqlite_url, engine, "events", as_rows(features(5, 15)))
+    before = catalog(engine)
+    for dry_run in (True, False):
+        payload = deploy_payload(sqlite_url, a_uri, "events", mode="async", dry_run=dry_run)
+        with pytest.raises(InvalidPayload, match="mode async needs PostgreSQL"):
+            run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
+    assert catalog(engine) == before
