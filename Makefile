@@ -4,15 +4,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
-DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15
+# Java 17 and Maven build mlrunner, the JVM scorer of H2O models.
+DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven
 BENCH ?=
 # Where PostgreSQL's PL/Python (Debian's /usr/bin/python3, run as the postgres user)
 # finds numpy and onnxruntime; the database reads it from mlmanager.plpython_path.
 PLPYTHON_LIBS ?= /opt/mlmanager/plpython
-# numpy + onnxruntime score ONNX models; mlflow-skinny + pandas the pyfunc fallback.
-PLPYTHON_PACKAGES := numpy onnxruntime mlflow-skinny pandas
+# numpy + onnxruntime score ONNX models; mlflow-skinny + pandas the pyfunc fallback;
+# py4j talks to mlrunner (H2O models).
+PLPYTHON_PACKAGES := numpy onnxruntime mlflow-skinny pandas py4j
+# Where `make mlrunner` installs the JVM scorer's jar (readable by the database's user).
+MLRUNNER_HOME ?= /opt/mlmanager/mlrunner
 
-.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps lock clean
+.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps mlrunner lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +59,11 @@ plpython-deps: $(BIN)/python
 	    -c requirements.lock $(PLPYTHON_PACKAGES) && \
 	  chmod -R a+rX $(PLPYTHON_LIBS) && cp requirements.lock $(PLPYTHON_LIBS)/.installed; fi
 
+# The JVM scorer: builds the jar (running its JUnit tests) and installs it.
+mlrunner:
+	mvn -B -q -f mlrunner/pom.xml package
+	install -D -m 0644 mlrunner/target/mlrunner.jar $(MLRUNNER_HOME)/mlrunner.jar
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -63,20 +72,20 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-integration: system-deps plpython-deps $(VENV)/.installed-test
+integration: system-deps plpython-deps mlrunner $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/integration
 
 e2e: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/e2e
 
-test: system-deps plpython-deps $(VENV)/.installed-test lint
+test: system-deps plpython-deps mlrunner $(VENV)/.installed-test lint
 	$(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,bench]'
 	touch $@
 
-bench: system-deps plpython-deps $(VENV)/.installed-bench
+bench: system-deps plpython-deps mlrunner $(VENV)/.installed-bench
 	$(BIN)/python -m tests.bench $(BENCH)
 
 # Re-pin the whole dependency tree after changing pyproject.toml.

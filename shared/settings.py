@@ -122,6 +122,14 @@ class Settings(BaseSettings):
     async_scoring_sweep_seconds: float = Field(
         10.0, gt=0, description="How often async scorers look for rows no NOTIFY announced"
     )
+    h2o_url: str = Field(
+        "",
+        description="H2O cluster that exports h2o-flavor models to MOJO at deploy time "
+        "(empty: the worker starts a local one on first use)",
+    )
+    h2o_max_mem_size: str = Field(
+        "1G", description="Heap of the local H2O cluster the worker starts (e.g. 1G, 2048M)"
+    )
     worker_shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long running jobs may finish before release"
     )

@@ -14,6 +14,7 @@ from loguru import logger
 from shared.errors import InvalidPayload
 from shared.scoring.flavors import (
     detect_kind,
+    is_h2o_model,
     load_model,
     model_version,
     predict_rows,
@@ -41,9 +42,13 @@ def build_representation(
     ``tolerance`` times ``max(1, |expected|)``; otherwise the deploy is refused
     with the mismatches shown. Models that do not convert become pyfunc.
     """
+    if is_h2o_model(model_uri):
+        from shared.scoring.mojo import build_mojo_representation
+
+        return build_mojo_representation(model_uri, sample, method, tolerance)
     loaded = load_model(model_uri)
     inputs = loaded.signature_inputs or sample_inputs(sample)
-    frame = _feature_frame(sample, inputs)
+    frame = feature_frame(sample, inputs)
     info = detect_kind(loaded, method, frame)
     outputs = output_columns(info.kind, info.classes, info.output_names)
 
@@ -72,19 +77,35 @@ def build_representation(
         return representation(RepresentationFormat.PYFUNC, _archive(model_uri))
     expected = predict_rows(loaded.model, info.kind, info.method, frame)
     columns = {name: frame[name].tolist() for name in frame.columns}
-    mismatches: list[str] = []
-    for payload in conversion.candidates:
+    for payload in conversion.candidates[:-1]:
         candidate = representation(RepresentationFormat.ONNX, payload)
         actual = Scorer.from_representation(candidate).score(columns)
-        mismatches = _mismatches(outputs, expected, actual, tolerance)
-        if not mismatches:
+        if not _mismatches(outputs, expected, actual, tolerance, "ONNX"):
             return candidate
+    candidate = representation(RepresentationFormat.ONNX, conversion.candidates[-1])
+    actual = Scorer.from_representation(candidate).score(columns)
+    refuse_mismatches(model_uri, outputs, expected, actual, tolerance, "ONNX")
+    return candidate
+
+
+def refuse_mismatches(
+    model_uri: str,
+    outputs: Sequence[Column],
+    expected: list[Row],
+    actual: list[Row],
+    tolerance: float,
+    scorer: str,
+) -> None:
+    """Refuse the deploy unless ``scorer``'s predictions reproduce the model's own."""
+    mismatches = _mismatches(outputs, expected, actual, tolerance, scorer)
+    if not mismatches:
+        return
     shown = "; ".join(mismatches[:_SHOWN_MISMATCHES])
     if len(mismatches) > _SHOWN_MISMATCHES:
         shown += f"; and {len(mismatches) - _SHOWN_MISMATCHES} more"
     raise InvalidPayload(
-        f"the ONNX conversion of {model_uri} does not reproduce the model on the "
-        f"{len(frame)} sample rows (tolerance {tolerance:g}): {shown}"
+        f"{scorer} does not reproduce {model_uri} on the {len(expected)} sample rows "
+        f"(tolerance {tolerance:g}): {shown}"
     )
 
 
@@ -95,7 +116,7 @@ def _archive(model_uri: str) -> bytes:
         return model_archive(Path(local))
 
 
-def _feature_frame(sample: pd.DataFrame, inputs: tuple[Column, ...]) -> pd.DataFrame:
+def feature_frame(sample: pd.DataFrame, inputs: tuple[Column, ...]) -> pd.DataFrame:
     missing = [c.name for c in inputs if c.name not in sample.columns]
     if missing:
         raise InvalidPayload(f"the sample rows lack model inputs: {', '.join(missing)}")
@@ -105,14 +126,14 @@ def _feature_frame(sample: pd.DataFrame, inputs: tuple[Column, ...]) -> pd.DataF
 
 
 def _mismatches(
-    outputs: Sequence[Column], expected: list[Row], actual: list[Row], tolerance: float
+    outputs: Sequence[Column], expected: list[Row], actual: list[Row], tolerance: float, scorer: str
 ) -> list[str]:
-    """One line per differing value: row, column, model value, ONNX value."""
+    """One line per differing value: row, column, model value, the scorer's value."""
     found = []
     for row, (want, got) in enumerate(zip(expected, actual, strict=True)):
         for column, wanted, value in zip(outputs, want, got, strict=True):
             if not _agrees(wanted, value, tolerance):
-                found.append(f"row {row} {column.name}: model {wanted!r}, ONNX {value!r}")
+                found.append(f"row {row} {column.name}: model {wanted!r}, {scorer} {value!r}")
     return found
 
 

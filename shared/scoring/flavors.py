@@ -21,6 +21,7 @@ from shared.scoring.kinds import Column, ModelKind, SqlType, output_column_names
 from shared.scoring.runtime import Row, columns_from
 
 PYFUNC = "python_function"
+H2O_FLAVOR = "h2o"  # scored by mlrunner from a MOJO (shared.scoring.mojo)
 # Flavors whose loaded object is a scikit-learn style estimator we can convert.
 # (Module names: scikit-learn is imported only when such a model is loaded, so the
 # pyfunc fallback also runs where only mlflow-skinny is installed, e.g. PL/Python.)
@@ -76,7 +77,15 @@ def load_model(model_uri: str) -> LoadedModel:
             flavor = PYFUNC
     if flavor == PYFUNC:
         model = mlflow.pyfunc.load_model(model_uri)
-    return LoadedModel(model_uri, flavor, model, _signature_inputs(info.signature), info.run_id)
+    return LoadedModel(model_uri, flavor, model, signature_inputs(info.signature), info.run_id)
+
+
+def is_h2o_model(model_uri: str) -> bool:
+    """Whether ``model_uri`` is an H2O model: a logged MOJO zip or the ``h2o`` flavor."""
+    if model_uri.lower().endswith(".zip"):
+        return True
+    info: Any = Model.load(model_uri) if os.path.isdir(model_uri) else get_model_info(model_uri)
+    return H2O_FLAVOR in info.flavors
 
 
 def model_version(model_uri: str) -> str | None:
@@ -89,7 +98,7 @@ def model_version(model_uri: str) -> str | None:
     return None
 
 
-def _signature_inputs(signature: Any) -> tuple[Column, ...] | None:
+def signature_inputs(signature: Any) -> tuple[Column, ...] | None:
     if signature is None or not signature.inputs.has_input_names():
         return None
     columns = []

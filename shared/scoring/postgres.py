@@ -11,7 +11,9 @@ onto a table afterwards needs only rights on that table.
 The database's Python finds its packages on ``sys.path`` plus the directories
 of the setting ``mlmanager.plpython_path`` (``make plpython-deps`` installs
 them in ``/opt/mlmanager/plpython``; set it with ``ALTER DATABASE ... SET`` or
-in ``postgresql.conf``).
+in ``postgresql.conf``). H2O models are scored by mlrunner's JVM, which the
+database starts on demand: ``mlmanager.mlrunner_jar`` and ``mlmanager.mlrunner_java``
+say where its jar and Java are (see ``shared.scoring.jvm``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ EMBEDDED_MODULES = (
     "shared.scoring.representation",
     "shared.scoring.runtime",
     "shared.scoring.flavors",
+    "shared.scoring.jvm",
     "shared.scoring.indb",
 )
 _PACKAGES = ("shared", "shared.scoring")
@@ -46,6 +49,15 @@ _path = plpy.execute("SELECT current_setting('{path_setting}', true) AS p")[0]["
 for _entry in reversed([p for p in _path.split(":") if p]):
     if _entry not in sys.path:
         sys.path.insert(0, _entry)
+
+# The JVM scorer (H2O models): where its jar and Java are, when not in the environment.
+for _setting, _variable in (
+    ("mlmanager.mlrunner_jar", "MLRUNNER_JAR"),
+    ("mlmanager.mlrunner_java", "MLRUNNER_JAVA"),
+):
+    _value = plpy.execute("SELECT current_setting('" + _setting + "', true) AS v")[0]["v"]
+    if _value:
+        os.environ[_variable] = _value
 
 class _Embedded(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def __init__(self, sources, packages):

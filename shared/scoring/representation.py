@@ -15,15 +15,16 @@ from shared.scoring.kinds import Column, ModelKind
 class RepresentationFormat(StrEnum):
     ONNX = "onnx"
     PYFUNC = "pyfunc"
+    MOJO = "mojo"  # an H2O MOJO, scored by mlrunner (the JVM)
 
 
 @dataclass(frozen=True)
 class Representation:
     """A model ready to score rows, as stored in ``model_representations``.
 
-    ``payload`` is the ONNX model for ``onnx`` and the UTF-8 model URI for
-    ``pyfunc``; ``checksum`` is its sha256, so a cached session can tell a
-    replaced model from the one it loaded.
+    ``payload`` is the ONNX model for ``onnx``, the model's files as a zip
+    archive for ``pyfunc`` and the MOJO zip for ``mojo``; ``checksum`` is its
+    sha256, so a cached session can tell a replaced model from the one it loaded.
     """
 
     format: RepresentationFormat

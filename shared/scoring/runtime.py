@@ -105,6 +105,10 @@ class Scorer(ABC):
         """The scorer for the representation's format (loads the model once)."""
         if representation.format is RepresentationFormat.ONNX:
             return OnnxScorer(representation)
+        if representation.format is RepresentationFormat.MOJO:
+            from shared.scoring.jvm import JvmScorer
+
+            return JvmScorer(representation)
         return PyfuncScorer(representation)
 
     def score(self, batch: Batch) -> list[Row]:

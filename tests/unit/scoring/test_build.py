@@ -218,7 +218,7 @@ def test_conversion_that_disagrees_with_the_model_is_refused_showing_rows(
         build_representation(uri, train.head(10))
 
     message = refused.value.message
-    assert "does not reproduce the model on the 10 sample rows" in message
+    assert f"ONNX does not reproduce {uri} on the 10 sample rows" in message
     assert "row 0 PREDICTION: model " in message
     assert "and " in message and "more" in message
 
