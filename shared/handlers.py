@@ -120,7 +120,8 @@ class ModelRef(Payload):
         None,
         pattern=r"^(runs:/[0-9a-zA-Z_-]+/.+|models:/[^/@]+(/[^/]+|@[^/]+)?)$",
         description="runs:/<run>/<path>, models:/<name>/<version>, models:/<name>@<alias> "
-        "or models:/<model id>",
+        "or models:/<model id>; for DEPLOY_DATABASE also runs:/<run>/<path>.zip, an H2O MOJO "
+        "logged as an artifact",
     )
 
     @model_validator(mode="after")

@@ -303,6 +303,10 @@ def _renamed_to_signature(frame: pd.DataFrame, model_uri: str) -> pd.DataFrame:
     """Table columns renamed to the model's input names where they match ignoring case."""
     from mlflow.models import get_model_info
 
+    from shared.scoring.flavors import is_mojo_artifact
+
+    if is_mojo_artifact(model_uri):  # a MOJO names its inputs itself
+        return frame
     signature = get_model_info(model_uri).signature
     if signature is None or not signature.inputs.has_input_names():
         return frame
@@ -316,6 +320,10 @@ def _input_example(model_uri: str) -> pd.DataFrame | None:
     import mlflow
     from mlflow.models import Model
 
+    from shared.scoring.flavors import is_mojo_artifact
+
+    if is_mojo_artifact(model_uri):  # an artifact, not an MLflow model: no example
+        return None
     with tempfile.TemporaryDirectory(prefix="mlmanager-example-") as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         example = Model.load(local).load_input_example(local)

@@ -80,9 +80,14 @@ def load_model(model_uri: str) -> LoadedModel:
     return LoadedModel(model_uri, flavor, model, signature_inputs(info.signature), info.run_id)
 
 
+def is_mojo_artifact(model_uri: str) -> bool:
+    """Whether ``model_uri`` names a zip artifact (an H2O MOJO), not an MLflow model."""
+    return model_uri.lower().endswith(".zip")
+
+
 def is_h2o_model(model_uri: str) -> bool:
     """Whether ``model_uri`` is an H2O model: a logged MOJO zip or the ``h2o`` flavor."""
-    if model_uri.lower().endswith(".zip"):
+    if is_mojo_artifact(model_uri):
         return True
     info: Any = Model.load(model_uri) if os.path.isdir(model_uri) else get_model_info(model_uri)
     return H2O_FLAVOR in info.flavors

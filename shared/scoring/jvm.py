@@ -32,6 +32,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -318,7 +319,7 @@ def _open(state: dict[str, Any]) -> Any:
 def _stop(state: dict[str, Any]) -> None:
     """Stop a recorded gateway that no longer answers (it may hang rather than be gone)."""
     with contextlib.suppress(OSError, KeyError, ValueError):
-        os.kill(int(state["pid"]), 15)
+        os.kill(int(state["pid"]), signal.SIGKILL)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

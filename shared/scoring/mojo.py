@@ -27,7 +27,12 @@ from loguru import logger
 from mlflow.models import Model, get_model_info
 
 from shared.errors import InvalidPayload, TargetUnavailable
-from shared.scoring.flavors import H2O_FLAVOR, model_version, signature_inputs
+from shared.scoring.flavors import (
+    H2O_FLAVOR,
+    is_mojo_artifact,
+    model_version,
+    signature_inputs,
+)
 from shared.scoring.jvm import JvmScorer
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_column_names, output_columns
 from shared.scoring.representation import Representation, RepresentationFormat
@@ -132,7 +137,7 @@ def _h2o_model(
     h2o: Any, model_uri: str, workdir: Path
 ) -> tuple[Any, bytes, tuple[Column, ...] | None, str | None]:
     """The model in the H2O cluster, its MOJO bytes, its signature's inputs and its run."""
-    if model_uri.lower().endswith(".zip"):
+    if is_mojo_artifact(model_uri):
         local = Path(
             mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(workdir))
         )
