@@ -2,14 +2,28 @@
 # PL/Python and, for the database's own Python (Debian 12: CPython 3.11), numpy and
 # onnxruntime (+ mlflow-skinny and pandas for pyfunc models) at requirements.lock's
 # versions. The server finds them through the setting mlmanager.plpython_path.
+# H2O models are scored by mlrunner (a JRE and its jar, with py4j for the client),
+# which the database's sessions start on demand (setting mlmanager.mlrunner_jar).
+
+# mlrunner's jar (its JUnit tests run in `make test`, not here).
+FROM maven:3.9-eclipse-temurin-17 AS mlrunner
+WORKDIR /build
+COPY mlrunner/pom.xml ./
+RUN mvn -B -q dependency:go-offline
+COPY mlrunner/src ./src
+RUN mvn -B -q package -DskipTests
+
 FROM postgres:15-bookworm
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends postgresql-plpython3-15 python3-pip \
+        openjdk-17-jre-headless \
     && rm -rf /var/lib/apt/lists/*
+COPY --from=mlrunner /build/target/mlrunner.jar /opt/mlmanager/mlrunner/mlrunner.jar
 COPY requirements.lock /tmp/requirements.lock
 RUN python3 -m pip install --no-cache-dir --break-system-packages --only-binary=:all: \
         --target /opt/mlmanager/plpython -c /tmp/requirements.lock \
-        numpy onnxruntime mlflow-skinny pandas \
+        numpy onnxruntime mlflow-skinny pandas py4j \
     && chmod -R a+rX /opt/mlmanager/plpython
-CMD ["postgres", "-c", "mlmanager.plpython_path=/opt/mlmanager/plpython"]
+CMD ["postgres", "-c", "mlmanager.plpython_path=/opt/mlmanager/plpython", \
+     "-c", "mlmanager.mlrunner_jar=/opt/mlmanager/mlrunner/mlrunner.jar"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 import yaml
 
 from mlflow_server.cli import main
+from shared.scoring import jvm
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,11 +57,24 @@ def test_the_database_image_can_score_inside_postgresql() -> None:
     build = compose["services"]["postgres"]["build"]
     dockerfile = (ROOT / build["dockerfile"]).read_text()
     assert "postgresql-plpython3-15" in dockerfile
-    for package in ("numpy", "onnxruntime", "mlflow-skinny", "pandas"):
-        assert package in dockerfile
-    assert "mlmanager.plpython_path=/opt/mlmanager/plpython" in str(
-        compose["services"]["postgres"]["command"]
-    )
+    makefile = (ROOT / "Makefile").read_text()
+    wanted = re.search(r"^PLPYTHON_PACKAGES := (.+)$", makefile, re.MULTILINE)
+    assert wanted is not None
+    for package in wanted.group(1).split():  # what `make plpython-deps` installs
+        assert f" {package} " in dockerfile
+    command = str(compose["services"]["postgres"]["command"])
+    assert "mlmanager.plpython_path=/opt/mlmanager/plpython" in command
+    # H2O models: a JRE, and the jar where the setting says.
+    assert "openjdk-17-jre-headless" in dockerfile
+    assert "/opt/mlmanager/mlrunner/mlrunner.jar" in dockerfile
+    assert "mlmanager.mlrunner_jar=/opt/mlmanager/mlrunner/mlrunner.jar" in command
+
+
+def test_the_worker_image_can_deploy_h2o_models() -> None:
+    dockerfile = (ROOT / "infrastructure" / "Dockerfile").read_text()
+    assert '".[h2o]"' in dockerfile
+    assert "openjdk-17-jre-headless" in dockerfile
+    assert "COPY --from=mlrunner /build/target/mlrunner.jar " + jvm.DEFAULT_JAR in dockerfile
 
 
 def test_allowed_hosts_reach_the_mlflow_server_command(tmp_path: Path) -> None:
