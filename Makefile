@@ -61,7 +61,7 @@ plpython-deps: $(BIN)/python
 
 # The JVM scorer: builds the jar (running its JUnit tests) and installs it.
 mlrunner:
-	mvn -B -q -f mlrunner/pom.xml package
+	mvn -B -ntp -f mlrunner/pom.xml package | grep -E "Tests run:|BUILD|ERROR|FAIL" ; test $${PIPESTATUS[0]} -eq 0
 	install -D -m 0644 mlrunner/target/mlrunner.jar $(MLRUNNER_HOME)/mlrunner.jar
 
 lint: $(VENV)/.installed-test
