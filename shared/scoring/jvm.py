@@ -163,13 +163,17 @@ def find_java() -> str:
     return found
 
 
+# Gateways this process started: they outlive their Gateway object by design (other
+# processes use them too), and stay referenced here so that they are reaped, not warned about.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 class Gateway:
     """This process's connection to the user's mlrunner gateway, started on demand."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._gateway: Any = None
-        self._process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
     def call(self, method: str, *args: Any) -> Any:
@@ -194,6 +198,14 @@ class Gateway:
     def pid(self) -> int:
         return int(self.call("pid"))
 
+    def close(self) -> None:
+        """Close this process's connections (the gateway itself keeps running)."""
+        with self._lock:
+            gateway, self._gateway = self._gateway, None
+        if gateway is not None:
+            with contextlib.suppress(Exception):
+                gateway.close()
+
     def _connected(self) -> Any:
         with self._lock:
             if self._gateway is None:
@@ -206,8 +218,7 @@ class Gateway:
                 self._gateway = None
         with contextlib.suppress(Exception):
             gateway.close()
-        if self._process is not None and self._process.poll() is not None:
-            self._process = None  # reaped: no zombie left behind
+        _STARTED[:] = [p for p in _STARTED if p.poll() is None]  # reap, no zombies
 
     def _attach_or_start(self) -> Any:
         directory = state_dir()
@@ -237,7 +248,7 @@ class Gateway:
         command = [java, *opts, "-jar", str(jar), "gateway", "--port-file", str(port_file)]
         log_path = directory / "gateway.log"
         with open(log_path, "ab") as log:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 command,
                 env={**os.environ, "MLRUNNER_TOKEN": token},
                 stdin=subprocess.DEVNULL,
@@ -246,15 +257,16 @@ class Gateway:
                 start_new_session=True,  # outlives this process (a database session)
                 close_fds=True,
             )
+        _STARTED.append(process)
         deadline = time.monotonic() + _START_SECONDS
         while not port_file.exists():
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise TargetUnavailable(
                     f"the mlrunner gateway ({java} -jar {jar}) exited with code "
-                    f"{self._process.returncode}: {_tail(log_path)}"
+                    f"{process.returncode}: {_tail(log_path)}"
                 )
             if time.monotonic() > deadline:
-                self._process.kill()
+                process.kill()
                 raise TargetUnavailable(
                     f"the mlrunner gateway did not start within {_START_SECONDS:.0f} s: "
                     f"{_tail(log_path)}"
@@ -262,7 +274,7 @@ class Gateway:
             time.sleep(0.02)
         port = int(port_file.read_text().strip())
         port_file.unlink()
-        state = {"pid": self._process.pid, "port": port, "token": token, "jar": str(jar)}
+        state = {"pid": process.pid, "port": port, "token": token, "jar": str(jar)}
         _write_state(directory / "gateway.json", state)
         return state
 

@@ -39,6 +39,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("MLRUNNER_JAR", os.environ.get("MLRUNNER_JAR", str(JAR)))
     monkeypatch.setattr(jvm, "_GATEWAY", jvm.Gateway())
     yield tmp_path / "state"
+    jvm.gateway().close()
     with contextlib.suppress(OSError, ValueError, KeyError):
         recorded = json.loads((tmp_path / "state/gateway.json").read_text())
         os.kill(int(recorded["pid"]), signal.SIGKILL)
@@ -65,13 +66,17 @@ def binomial() -> tuple[Representation, dict[str, list[Any]], list[list[str]]]:
     )
     with open(FIXTURES / "gbm_binomial_input.csv") as handle:
         rows = list(csv.DictReader(handle))
-    columns = {
-        c.name: [r[c.name] if c.sql_type.is_text else float(r[c.name]) for r in rows]
-        for c in inputs
-    }
+    columns = {c.name: [value(r[c.name], c.sql_type.is_text) for r in rows] for c in inputs}
     with open(FIXTURES / "gbm_binomial_expected.csv") as handle:
         expected = list(csv.reader(handle))[1:]
     return rep, columns, expected
+
+
+def value(cell: str, is_text: bool) -> str | float | None:
+    """A CSV cell: empty is missing (NA to H2O when it predicted)."""
+    if cell == "":
+        return None
+    return cell if is_text else float(cell)
 
 
 def assert_matches_h2o(got: list[tuple[Any, ...]], expected: list[list[str]]) -> None:
@@ -111,8 +116,12 @@ def test_a_gateway_is_started_on_demand_and_scores_as_h2o_did(state: Path) -> No
 
 def test_processes_share_one_gateway(state: Path) -> None:
     first, second = jvm.Gateway(), jvm.Gateway()
-    assert first.pid() == second.pid()
-    assert (first.restarts, second.restarts) == (1, 0)  # the second attached to it
+    try:
+        assert first.pid() == second.pid()
+        assert (first.restarts, second.restarts) == (1, 0)  # the second attached to it
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_killed_gateway_is_started_again_and_reloads_the_model(state: Path) -> None:
