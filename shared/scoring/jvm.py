@@ -35,6 +35,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -178,7 +179,13 @@ class Gateway:
 
     def call(self, method: str, *args: Any) -> Any:
         """``entry_point.<method>(*args)``; one retry on a fresh gateway if the JVM is gone."""
-        from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
+        try:
+            from py4j.protocol import Py4JError, Py4JJavaError, Py4JNetworkError
+        except ImportError as exc:
+            raise TargetUnavailable(
+                f"scoring an H2O model needs py4j in this Python ({sys.executable}); "
+                "inside PostgreSQL install it with `make plpython-deps`"
+            ) from exc
 
         for attempt in (1, 2):
             gateway = self._connected()
