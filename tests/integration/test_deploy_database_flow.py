@@ -41,6 +41,7 @@ pytestmark = [
     pytest.mark.postgres,
     INPUT_EXAMPLE_WARNING,
     pytest.mark.filterwarnings("ignore:.*Passing a Python object as `python_model`"),
+    pytest.mark.filterwarnings("ignore:Converting H2O frame to pandas"),
 ]
 ADMIN = ("admin", ADMIN_PASSWORD)
 TRUSTED_TREES = ["sklearn.tree._tree.Tree"]
@@ -155,6 +156,49 @@ def _pyfunc_log(model: Any, x: pd.DataFrame) -> Any:
         cloudpickle.unregister_pickle_by_value(custom_models)
 
 
+def _h2o() -> Any:
+    """A local H2O cluster in this process; the worker's deploy job connects to it too."""
+    import h2o
+
+    if h2o.cluster() is None or not h2o.cluster().is_running():
+        h2o.init(nthreads=2, max_mem_size="1G", verbose=False)
+        h2o.no_progress()
+    return h2o
+
+
+def _h2o_frame(x: pd.DataFrame) -> Any:
+    return _h2o().H2OFrame(x, column_types={"segment": "enum"})
+
+
+def _h2o_gbm(x: pd.DataFrame) -> Any:
+    from h2o.estimators import H2OGradientBoostingEstimator
+
+    frame = _h2o_frame(
+        x.assign(churn=np.where(x.score + (x.segment == "retail") > 0.5, "yes", "no"))
+    )
+    frame["churn"] = frame["churn"].asfactor()
+    model = H2OGradientBoostingEstimator(ntrees=20, max_depth=4, seed=3)
+    model.train(x=list(x.columns), y="churn", training_frame=frame)
+    return model
+
+
+def _h2o_log(model: Any, x: pd.DataFrame) -> Any:
+    import mlflow.h2o
+
+    return mlflow.h2o.log_model(
+        model,
+        name="model",
+        signature=infer_signature(x),
+        input_example=x.head(5),
+        pip_requirements=[],
+    )
+
+
+def _h2o_classes(model: Any, x: pd.DataFrame) -> list[tuple[Any, ...]]:
+    predicted = model.predict(_h2o_frame(x)).as_data_frame(use_multi_thread=False)
+    return [(str(r.predict), float(r.no), float(r.yes)) for r in predicted.itertuples()]
+
+
 CASES = [
     Case(
         "logistic_multiclass",
@@ -218,6 +262,15 @@ CASES = [
         _pyfunc_log,
         lambda m, x: [(float(v),) for v in m.predict(None, x)],
         ["prediction"],
+    ),
+    # Scored by mlrunner (the JVM) from the MOJO the deploy exports.
+    Case(
+        "h2o_gbm",
+        [*NUMERIC, "segment"],
+        _h2o_gbm,
+        _h2o_log,
+        _h2o_classes,
+        ["prediction", "no", "yes"],
     ),
 ]
 
