@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -137,6 +138,49 @@ def db_current() -> None:
 
     current = current_revision(get_engine(_settings("cli")))
     click.echo(f"database: {current or 'empty'}\ncode:     {head_revision()}")
+
+
+@main.group()
+def mlrunner() -> None:
+    """The JVM scorer of H2O models (this OS user's gateway; sessions start it on demand)."""
+
+
+@mlrunner.command("start")
+@clean_errors
+def mlrunner_start() -> None:
+    """Start the gateway now (or find the one running) and show it."""
+    from shared.scoring import jvm
+
+    jvm.gateway().pid()
+    _show_gateway(jvm.running())
+
+
+@mlrunner.command("status")
+@clean_errors
+def mlrunner_status() -> None:
+    """Show the running gateway (exit code 1 when none answers)."""
+    from shared.scoring import jvm
+
+    _show_gateway(jvm.running())
+
+
+@mlrunner.command("stop")
+@clean_errors
+def mlrunner_stop() -> None:
+    """Stop the gateway (the next H2O scoring starts a new one)."""
+    from shared.scoring import jvm
+
+    pid = jvm.stop()
+    click.echo("no gateway recorded" if pid is None else f"stopped gateway pid {pid}")
+
+
+def _show_gateway(found: dict[str, object] | None) -> None:
+    from shared.scoring import jvm
+
+    if found is None:
+        _fail(f"no mlrunner gateway answers (state in {jvm.state_dir()})")
+        return
+    click.echo(json.dumps(found, indent=2, sort_keys=True))
 
 
 def _register_client_commands() -> None:

@@ -348,6 +348,32 @@ def _tail(path: Path, lines: int = 5) -> str:
         return "(no log)"
 
 
+def running() -> dict[str, Any] | None:
+    """The user's gateway if one answers: its pid, port, jar and cache statistics."""
+    state = _read_state(state_dir() / "gateway.json")
+    gateway = _open(state) if state is not None else None
+    if state is None or gateway is None:
+        return None
+    try:
+        stats = json.loads(gateway.entry_point.stats())
+    finally:
+        gateway.close()
+    return {"pid": state["pid"], "port": state["port"], "jar": state["jar"], "stats": stats}
+
+
+def stop() -> int | None:
+    """Stop the user's gateway; its pid, or ``None`` when none was recorded."""
+    directory = state_dir()
+    with _file_lock(directory / "gateway.lock") if directory.is_dir() else contextlib.nullcontext():
+        state = _read_state(directory / "gateway.json")
+        if state is None:
+            return None
+        with contextlib.suppress(OSError):
+            os.kill(int(state["pid"]), signal.SIGTERM)
+        (directory / "gateway.json").unlink(missing_ok=True)
+    return int(state["pid"])
+
+
 _GATEWAY = Gateway()
 
 

@@ -170,3 +170,24 @@ def test_a_gateway_that_cannot_start_says_why(state: Path, monkeypatch: pytest.M
     monkeypatch.setenv("MLRUNNER_JAVA_OPTS", "-Xmx1k")  # the JVM refuses to start
     with pytest.raises(TargetUnavailable, match="exited with code"):
         jvm.JvmScorer(rep)
+
+
+def test_the_cli_starts_shows_and_stops_the_gateway(state: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlflow_server.cli import main
+
+    cli = CliRunner()
+    assert cli.invoke(main, ["mlrunner", "status"]).exit_code == 1
+    started = cli.invoke(main, ["mlrunner", "start"])
+    assert started.exit_code == 0, started.output
+    shown = json.loads(started.output)
+    assert shown["jar"] == os.environ["MLRUNNER_JAR"] and shown["stats"]["size"] == 0
+    status = cli.invoke(main, ["mlrunner", "status"])
+    assert json.loads(status.output)["pid"] == shown["pid"]
+    stopped = cli.invoke(main, ["mlrunner", "stop"])
+    assert stopped.output.strip() == f"stopped gateway pid {shown['pid']}"
+    deadline = time.monotonic() + 10
+    while cli.invoke(main, ["mlrunner", "status"]).exit_code != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
