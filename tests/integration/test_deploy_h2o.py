@@ -38,6 +38,7 @@ from tests.mlflow_store import (
     MLFLOW_SQLITE_STORE_WARNING,
     temporary_tracking_store,
 )
+from tests.workers import WorkerProcess, wait_until
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
@@ -305,3 +306,40 @@ def test_a_killed_gateway_is_restarted_by_the_next_insert_and_a_missing_jar_fail
     ids = [r[0] for r in got]
     assert ids == [i for i in range(40) if i != 20]
     assert [r[1] for r in got] == [expected[i] for i in ids]
+
+
+def test_async_mode_scores_h2o_rows_in_the_worker(
+    h2o_module: Any, trained: dict[str, Any], pg_url: str, engine_for: EngineFor, tmp_path: Path
+) -> None:
+    engine = engine_for(pg_url)
+    upgrade(engine)
+    regressor, uri = trained["regressor"]
+    payload = {
+        "model_uri": uri,
+        "db_schema": "apps",
+        "db_table": "later",
+        "create_model_table": True,
+        "primary_key": {"id": "INTEGER"},
+        "mode": "async",
+    }
+    run_job(engine, settings_for(pg_url, tmp_path), "DEPLOY_DATABASE", payload)
+    frame, rows = new_rows(6, 25)
+    insert_rows(pg_url, "later", COLUMNS, rows, "apps")
+    assert read_rows(pg_url, "SELECT count(*) FROM apps.later WHERE prediction IS NULL") == [(25,)]
+
+    worker = WorkerProcess(pg_url, tmp_path, "h2o-scorer", async_scoring_sweep_seconds=0.5)
+    try:
+        worker.wait_healthy()
+        wait_until(
+            lambda: (
+                read_rows(pg_url, "SELECT count(*) FROM apps.later WHERE prediction IS NULL")
+                == [(0,)]
+            ),
+            60,
+            "the worker to score the rows through mlrunner",
+        )
+    finally:
+        worker.stop()
+    expected = h2o_predictions(h2o_module, regressor, frame)["predict"]
+    got = read_rows(pg_url, "SELECT prediction FROM apps.later ORDER BY id")
+    np.testing.assert_allclose([r[0] for r in got], expected, rtol=1e-9)
