@@ -73,20 +73,20 @@ unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
 integration: system-deps plpython-deps mlrunner $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests/integration
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar $(BIN)/python -m pytest tests/integration
 
 e2e: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/e2e
 
 test: system-deps plpython-deps mlrunner $(VENV)/.installed-test lint
-	$(BIN)/python -m pytest tests
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar $(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,bench]'
 	touch $@
 
 bench: system-deps plpython-deps mlrunner $(VENV)/.installed-bench
-	$(BIN)/python -m tests.bench $(BENCH)
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar $(BIN)/python -m tests.bench $(BENCH)
 
 # Re-pin the whole dependency tree after changing pyproject.toml.
 lock: $(VENV)/.installed-bench

@@ -22,6 +22,8 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PLPYTHON_LIBS = os.environ.get("PLPYTHON_LIBS", "/opt/mlmanager/plpython")
+# The JVM scorer's jar the database's sessions start (`make mlrunner` installs it).
+MLRUNNER_JAR = os.environ.get("MLRUNNER_JAR", "/opt/mlmanager/mlrunner/mlrunner.jar")
 PG_USER = "postgres"
 PG_PASSWORD = "pg-test-password"
 
@@ -84,7 +86,8 @@ class PostgresServer:
             "-c fsync=off -c full_page_writes=off "
             "-c max_connections=200 "
             # Where PL/Python finds numpy/onnxruntime (`make plpython-deps`).
-            f"-c mlmanager.plpython_path={PLPYTHON_LIBS}"
+            f"-c mlmanager.plpython_path={PLPYTHON_LIBS} "
+            f"-c mlmanager.mlrunner_jar={MLRUNNER_JAR}"
         )
         self._run(
             str(PG_BIN / "pg_ctl"),
