@@ -16,6 +16,7 @@ one categorical; median of 3 runs each, warm JVM and warm H2O cluster.
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -144,5 +145,5 @@ def run() -> dict[str, Any]:
         "rows_per_second": rates,
         "ratios": ratios,
         "label_disagreements": disagreements,
-        "gateway_stats": jvm.gateway().call("stats"),
+        "gateway_stats": json.loads(jvm.gateway().call("stats")),
     }

@@ -5,6 +5,9 @@ import io.mlmanager.mlrunner.cache.ModelCache;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import javax.net.ServerSocketFactory;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -51,6 +54,7 @@ public final class GatewayServers {
                 .javaPort(options.port())
                 .javaAddress(InetAddress.getLoopbackAddress())
                 .authToken(token)
+                .serverSocketFactory(new NoDelayServerSocketFactory())
                 .build();
         server.start();
         int port = server.getListeningPort();
@@ -78,6 +82,56 @@ public final class GatewayServers {
             Files.move(staging, absolute, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
         } finally {
             Files.deleteIfExists(staging);
+        }
+    }
+
+    /**
+     * Server sockets whose connections send at once (TCP_NODELAY). py4j writes an answer in
+     * 8 KB pieces: with Nagle's algorithm each piece after the first waits for the client's
+     * delayed ACK, which cost 40-60 ms per call for answers above 8 KB (measured: 100 calls of
+     * 1000 rows took 4.5 s).
+     */
+    static final class NoDelayServerSocketFactory extends ServerSocketFactory {
+        @Override
+        public ServerSocket createServerSocket() throws IOException {
+            return new NoDelayServerSocket();
+        }
+
+        @Override
+        public ServerSocket createServerSocket(int port) throws IOException {
+            return bound(port, 50, null);
+        }
+
+        @Override
+        public ServerSocket createServerSocket(int port, int backlog) throws IOException {
+            return bound(port, backlog, null);
+        }
+
+        @Override
+        public ServerSocket createServerSocket(int port, int backlog, InetAddress address)
+                throws IOException {
+            return bound(port, backlog, address);
+        }
+
+        private static ServerSocket bound(int port, int backlog, InetAddress address)
+                throws IOException {
+            ServerSocket socket = new NoDelayServerSocket();
+            socket.bind(new java.net.InetSocketAddress(address, port), backlog);
+            return socket;
+        }
+    }
+
+    /** A server socket that turns on TCP_NODELAY for every connection it accepts. */
+    static final class NoDelayServerSocket extends ServerSocket {
+        NoDelayServerSocket() throws IOException {
+            super();
+        }
+
+        @Override
+        public Socket accept() throws IOException {
+            Socket socket = super.accept();
+            socket.setTcpNoDelay(true);
+            return socket;
         }
     }
 }
