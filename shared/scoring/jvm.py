@@ -130,9 +130,12 @@ def _setting(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-def state_dir() -> Path:
-    """Where this user's gateway keeps its port, token and log."""
-    default = Path(tempfile.gettempdir()) / f"mlmanager-mlrunner-{os.getuid()}"
+def state_dir(uid: int | None = None) -> Path:
+    """Where this user's gateway keeps its port, token and log (another user's default
+    place with ``uid``, e.g. the database server's)."""
+    default = Path(tempfile.gettempdir()) / f"mlmanager-mlrunner-{uid or os.getuid()}"
+    if uid is not None:
+        return default
     return Path(_setting("MLRUNNER_STATE_DIR", str(default)))
 
 
@@ -361,10 +364,12 @@ def running() -> dict[str, Any] | None:
     return {"pid": state["pid"], "port": state["port"], "jar": state["jar"], "stats": stats}
 
 
-def stop() -> int | None:
-    """Stop the user's gateway; its pid, or ``None`` when none was recorded."""
-    directory = state_dir()
-    with _file_lock(directory / "gateway.lock") if directory.is_dir() else contextlib.nullcontext():
+def stop(directory: Path | None = None) -> int | None:
+    """Stop the user's gateway (or the one recorded in ``directory``); its pid, or ``None``
+    when none was recorded."""
+    directory = directory or state_dir()
+    lock = directory / "gateway.lock"  # (not created here: it may be another user's directory)
+    with _file_lock(lock) if lock.exists() else contextlib.nullcontext():
         state = _read_state(directory / "gateway.json")
         if state is None:
             return None

@@ -10,6 +10,12 @@ Anchors, in the same run, on the same 100k-row frame and the same model:
 The batch path is what the database triggers use: ``JvmScorer.score_columns``,
 packing the columns, one gateway call, unpacking the predictions; timed for the
 whole frame in one call and in 10k-row blocks (a statement trigger's batch).
+
+In the database, same run: the model deployed by DEPLOY_DATABASE (MLflow's h2o
+flavor, exported to MOJO) onto a PostgreSQL table with a statement trigger; a
+100k-row ``INSERT ... SELECT`` into it against the same INSERT into a plain twin
+table (same columns, key and fillfactor, no trigger), median of 3, the model
+loaded by a warm-up insert first.
 Model: GBM binomial classifier, 50 trees of depth 5, 10 numeric features and
 one categorical; median of 3 runs each, warm JVM and warm H2O cluster.
 """
@@ -17,6 +23,7 @@ one categorical; median of 3 runs each, warm JVM and warm H2O cluster.
 from __future__ import annotations
 
 import json
+import pwd
 import statistics
 import tempfile
 import time
@@ -53,6 +60,81 @@ def median_seconds(action: Callable[[], Any], repeats: int = REPEATS) -> float:
         action()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def in_database(h2o: Any, model: Any, train: pd.DataFrame, frame: pd.DataFrame) -> dict[str, Any]:
+    """100k-row INSERT ... SELECT into the deployed table against a plain twin (seconds)."""
+    import mlflow
+    import mlflow.h2o
+    from loguru import logger
+    from mlflow.models import infer_signature
+
+    from tests.bench import bench_indb as indb
+    from tests.mlflow_store import temporary_tracking_store
+    from tests.pg import PostgresServer
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-mlrunner-"))
+    pg = PostgresServer()
+    pg.init()
+    pg.start()
+    logger.disable("bobby")
+    logger.disable("shared")
+    try:
+        url, settings, engine = indb.bench_database(pg, workdir)
+        features = train[[*NUMERIC, "segment"]]
+        with temporary_tracking_store(workdir, "mlrunner"):
+            with mlflow.start_run():
+                info = mlflow.h2o.log_model(
+                    model,
+                    name="model",
+                    signature=infer_signature(features),
+                    input_example=features.head(5),
+                    pip_requirements=[],
+                )
+            indb.deploy(engine, settings, str(info.model_uri), "h2o_scored", "statement")
+        columns = ", ".join(["id", *NUMERIC, "segment"])
+        with indb.connect(url) as conn:
+            numeric = ", ".join(f"{name} double precision" for name in NUMERIC)
+            conn.execute(f"CREATE TABLE apps.h2o_source (id bigint PRIMARY KEY, {numeric}, segment text)")
+            with conn.cursor().copy(f"COPY apps.h2o_source ({columns}) FROM STDIN") as copy:
+                for number, row in enumerate(frame.itertuples(index=False), 1):
+                    copy.write_row((number, *row))
+            conn.execute("VACUUM ANALYZE apps.h2o_source")
+            plain = indb.create_plain_twin(conn, "h2o_scored")
+            insert = f"INSERT INTO apps.{{}} ({columns}) SELECT {columns} FROM apps.h2o_source"
+            conn.execute(insert.format("h2o_scored") + " WHERE id <= 1000")  # loads the model
+            seconds: dict[str, list[float]] = {"plain": [], "scored": []}
+            for _ in range(REPEATS):
+                for name, table in (("plain", plain), ("scored", "h2o_scored")):
+                    indb.emptied(conn, table)
+                    seconds[name].append(indb.timed(conn, insert.format(table)))
+            (unscored,) = conn.execute(
+                "SELECT count(*) FROM apps.h2o_scored WHERE prediction IS NULL"
+            ).fetchone()  # type: ignore[misc]
+            agree = conn.execute(
+                "SELECT prediction FROM apps.h2o_scored ORDER BY id LIMIT 2000"
+            ).fetchall()
+        engine.dispose()
+    finally:
+        logger.enable("bobby")
+        logger.enable("shared")
+        pg.cleanup()
+        # The database's sessions started a gateway as the server's user: it outlives them.
+        jvm.stop(jvm.state_dir(pwd.getpwnam("postgres").pw_uid))
+    theirs = model.predict(h2o.H2OFrame(frame.head(2000), column_types={"segment": "enum"}))
+    expected = [str(v) for v in theirs.as_data_frame(use_multi_thread=False)["predict"]]
+    plain_s = statistics.median(seconds["plain"])
+    scored_s = statistics.median(seconds["scored"])
+    return {
+        "plain_insert_s": plain_s,
+        "scored_insert_s": scored_s,
+        "scored_rows_per_s": ROWS / scored_s,
+        "scored_vs_plain": scored_s / plain_s,
+        "unscored_rows": int(unscored),
+        "label_disagreements_first_2000": sum(
+            a != b for (a,), b in zip(agree, expected, strict=True)
+        ),
+    }
 
 
 def run() -> dict[str, Any]:
@@ -117,8 +199,10 @@ def run() -> dict[str, Any]:
             "h2o_python_predict_only": median_seconds(h2o_predict_only),
             f"py4j_one_call_per_row_{PER_ROW}_rows": median_seconds(per_row),
         }
+        database = in_database(h2o, model, train, frame)
     finally:
         h2o.cluster().shutdown()
+        jvm.stop()
     rates = {
         name: (PER_ROW if name.startswith("py4j_one_call") else ROWS) / value
         for name, value in seconds.items()
@@ -137,6 +221,12 @@ def run() -> dict[str, Any]:
     for name, value in ratios.items():
         print(f"  {name:45s} {value:8.2f}x")
     print(f"  label disagreements with H2O: {disagreements} of {ROWS}")
+    print(
+        f"  in PostgreSQL, 100k-row INSERT ... SELECT: plain {database['plain_insert_s']:.3f} s, "
+        f"scored {database['scored_insert_s']:.3f} s ({database['scored_rows_per_s']:,.0f} rows/s, "
+        f"{database['scored_vs_plain']:.2f}x plain); unscored rows {database['unscored_rows']}, "
+        f"label disagreements {database['label_disagreements_first_2000']} of 2000"
+    )
     return {
         "rows": ROWS,
         "per_row_sample": PER_ROW,
@@ -145,5 +235,6 @@ def run() -> dict[str, Any]:
         "rows_per_second": rates,
         "ratios": ratios,
         "label_disagreements": disagreements,
+        "in_database": database,
         "gateway_stats": json.loads(jvm.gateway().call("stats")),
     }

@@ -9,7 +9,6 @@ prediction for that row. Needs the jar (`make mlrunner`, a dependency of `make t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
@@ -30,6 +29,7 @@ from sqlalchemy import Engine
 
 from shared.errors import InvalidPayload
 from shared.migrations import upgrade
+from shared.scoring import jvm
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
 from tests.indb import insert_rows, plain_pg, read_rows, run_job
@@ -92,10 +92,8 @@ def h2o_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def stop_gateways() -> Iterator[None]:
     """Stop the gateways this module's sessions started (they outlive their sessions)."""
     yield
-    for uid in (os.getuid(), pwd.getpwnam("postgres").pw_uid):
-        state = Path(f"/tmp/mlmanager-mlrunner-{uid}/gateway.json")
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGTERM)
+    jvm.stop()
+    jvm.stop(jvm.state_dir(pwd.getpwnam("postgres").pw_uid))
 
 
 @pytest.fixture(scope="module")
@@ -247,8 +245,7 @@ def test_a_mojo_logged_as_an_artifact_deploys_by_its_uri(
 
 def database_gateway_pid() -> int:
     """The pid of the gateway the database's sessions share (the postgres user's)."""
-    uid = pwd.getpwnam("postgres").pw_uid
-    state = Path(f"/tmp/mlmanager-mlrunner-{uid}/gateway.json")
+    state = jvm.state_dir(pwd.getpwnam("postgres").pw_uid) / "gateway.json"
     return int(json.loads(state.read_text())["pid"])
 
 
