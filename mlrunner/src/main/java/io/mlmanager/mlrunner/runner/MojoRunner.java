@@ -20,6 +20,10 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ForkJoinPool;
+import java.util.function.IntConsumer;
+import java.util.stream.IntStream;
 
 /**
  * An H2O MOJO scored through {@link EasyPredictModelWrapper}.
@@ -29,8 +33,17 @@ import java.util.Locale;
  * matched by name to the model's features. A NaN number or a null text is a missing value;
  * unknown categorical levels and unparseable numbers are missing values too, as H2O treats
  * them. A number sent for a categorical feature is passed as its text ({@code 1.0} as "1").
+ *
+ * <p>A block of at least {@value #PARALLEL_ROWS} rows is scored on several threads, in chunks of
+ * {@value #CHUNK_ROWS} rows: the system property {@code mlrunner.threads} (default: the
+ * processors) sizes the pool, {@code -Dmlrunner.threads=1} scores on the caller's thread.
  */
 public final class MojoRunner implements Runner {
+    static final int PARALLEL_ROWS = 4096;
+    static final int CHUNK_ROWS = 2048;
+    private static final ForkJoinPool POOL = new ForkJoinPool(Math.max(1,
+            Integer.getInteger("mlrunner.threads", Runtime.getRuntime().availableProcessors())));
+
     private final EasyPredictModelWrapper wrapper;
     private final ModelCategory category;
     private final ModelKind kind;
@@ -150,7 +163,7 @@ public final class MojoRunner implements Runner {
             case CLASSIFICATION: {
                 String[] labels = new String[rows];
                 double[][] probabilities = new double[classes.size()][rows];
-                for (int row = 0; row < rows; row++) {
+                eachRow(rows, row -> {
                     AbstractPrediction prediction = predict(columns, row);
                     String label;
                     double[] p;
@@ -166,23 +179,49 @@ public final class MojoRunner implements Runner {
                     for (int c = 0; c < probabilities.length; c++) {
                         probabilities[c][row] = p[c];
                     }
-                }
+                });
                 return Predictions.classification(labels, probabilities, classes);
             }
             case REGRESSION: {
                 double[] values = new double[rows];
-                for (int row = 0; row < rows; row++) {
-                    values[row] = ((RegressionModelPrediction) predict(columns, row)).value;
-                }
+                eachRow(rows, row -> values[row] = ((RegressionModelPrediction) predict(columns, row)).value);
                 return Predictions.regression(values);
             }
             default: {
                 long[] clusters = new long[rows];
-                for (int row = 0; row < rows; row++) {
-                    clusters[row] = ((ClusteringModelPrediction) predict(columns, row)).cluster;
-                }
+                eachRow(rows, row -> clusters[row] = ((ClusteringModelPrediction) predict(columns, row)).cluster);
                 return Predictions.clustering(clusters);
             }
+        }
+    }
+
+    /**
+     * Runs {@code action} for every row: on the caller's thread for small blocks and serial
+     * models, else in chunks on the pool (each row writes only its own slots of the outputs).
+     */
+    private void eachRow(int rows, IntConsumer action) {
+        if (serial || rows < PARALLEL_ROWS || POOL.getParallelism() == 1) {
+            for (int row = 0; row < rows; row++) {
+                action.accept(row);
+            }
+            return;
+        }
+        int chunks = (rows + CHUNK_ROWS - 1) / CHUNK_ROWS;
+        try {
+            POOL.submit(() -> IntStream.range(0, chunks).parallel().forEach(chunk -> {
+                int end = Math.min(rows, (chunk + 1) * CHUNK_ROWS);
+                for (int row = chunk * CHUNK_ROWS; row < end; row++) {
+                    action.accept(row);
+                }
+            })).get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("scoring was interrupted", e);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException runtime) {
+                throw runtime;
+            }
+            throw new IllegalStateException(e.getCause());
         }
     }
 

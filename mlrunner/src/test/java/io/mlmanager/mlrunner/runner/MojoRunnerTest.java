@@ -1,6 +1,7 @@
 package io.mlmanager.mlrunner.runner;
 
 import static io.mlmanager.mlrunner.Fixtures.assertOutputs;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -29,6 +30,58 @@ class MojoRunnerTest {
             assertEquals(model.classes(), runner.classes());
             assertOutputs(model, runner.score(model.inputs()), TOLERANCE);
         }
+    }
+
+    /** Blocks of many rows are scored on several threads: each row as in a small block. */
+    @ParameterizedTest
+    @ValueSource(strings = {"gbm_binomial", "gbm_multinomial", "gbm_regression", "kmeans"})
+    void largeBlocksScoreEveryRowAsSmallOnes(String name) {
+        Fixtures.Model model = Fixtures.model(name);
+        int times = 2 * MojoRunner.PARALLEL_ROWS / model.rows() + 1;
+        try (MojoRunner runner = MojoRunner.load(model.payload())) {
+            ColumnBlock small = runner.score(model.inputs());
+            ColumnBlock large = runner.score(repeat(model.inputs(), times));
+            assertEquals(model.rows() * times, large.rows());
+            assertTrue(large.rows() > 2 * MojoRunner.PARALLEL_ROWS);
+            ColumnBlock expected = repeat(small, times);
+            for (Column want : expected.columns()) {
+                Column got = large.column(want.name());
+                if (want instanceof Column.Float64 numbers) {
+                    assertArrayEquals(numbers.values(), ((Column.Float64) got).values(), 0.0, want.name());
+                } else if (want instanceof Column.Int64 integers) {
+                    assertArrayEquals(integers.values(), ((Column.Int64) got).values(), want.name());
+                } else {
+                    assertArrayEquals(((Column.Text) want).values(), ((Column.Text) got).values(), want.name());
+                }
+            }
+        }
+    }
+
+    private static ColumnBlock repeat(ColumnBlock block, int times) {
+        int rows = block.rows();
+        List<Column> columns = new ArrayList<>();
+        for (Column column : block.columns()) {
+            if (column instanceof Column.Float64 numbers) {
+                double[] out = new double[rows * times];
+                for (int t = 0; t < times; t++) {
+                    System.arraycopy(numbers.values(), 0, out, t * rows, rows);
+                }
+                columns.add(new Column.Float64(column.name(), out));
+            } else if (column instanceof Column.Int64 integers) {
+                long[] out = new long[rows * times];
+                for (int t = 0; t < times; t++) {
+                    System.arraycopy(integers.values(), 0, out, t * rows, rows);
+                }
+                columns.add(new Column.Int64(column.name(), out));
+            } else {
+                String[] out = new String[rows * times];
+                for (int t = 0; t < times; t++) {
+                    System.arraycopy(((Column.Text) column).values(), 0, out, t * rows, rows);
+                }
+                columns.add(new Column.Text(column.name(), out));
+            }
+        }
+        return new ColumnBlock(rows * times, columns);
     }
 
     @Test
