@@ -200,6 +200,7 @@ def run() -> dict[str, Any]:
             f"py4j_one_call_per_row_{PER_ROW}_rows": median_seconds(per_row),
         }
         database = in_database(h2o, model, train, frame)
+        gateway_stats = json.loads(jvm.gateway().call("stats"))
     finally:
         h2o.cluster().shutdown()
         jvm.stop()
@@ -236,5 +237,5 @@ def run() -> dict[str, Any]:
         "ratios": ratios,
         "label_disagreements": disagreements,
         "in_database": database,
-        "gateway_stats": json.loads(jvm.gateway().call("stats")),
+        "gateway_stats": gateway_stats,
     }
