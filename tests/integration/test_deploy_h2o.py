@@ -340,3 +340,31 @@ def test_async_mode_scores_h2o_rows_in_the_worker(
     expected = h2o_predictions(h2o_module, regressor, frame)["predict"]
     got = read_rows(pg_url, "SELECT prediction FROM apps.later ORDER BY id")
     np.testing.assert_allclose([r[0] for r in got], expected, rtol=1e-9)
+
+
+def test_a_runner_that_disagrees_with_h2o_is_refused_before_the_table_is_touched(
+    h2o_module: Any,
+    trained: dict[str, Any],
+    pg_url: str,
+    engine_for: EngineFor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shared.scoring import mojo
+
+    engine = engine_for(pg_url)
+    upgrade(engine)
+    _, uri = trained["classifier"]
+    own = mojo._h2o_predictions
+
+    def off_by_a_little(*args: Any) -> list[tuple[Any, ...]]:
+        # As if H2O and the MOJO disagreed on the third row's probabilities.
+        rows = own(*args)
+        label, no, yes = rows[2]
+        rows[2] = (label, no + 0.01, yes - 0.01)
+        return rows
+
+    monkeypatch.setattr(mojo, "_h2o_predictions", off_by_a_little)
+    with pytest.raises(InvalidPayload, match=r"mlrunner does not reproduce .* row 2 no: model"):
+        deploy(pg_url, engine, settings_for(pg_url, tmp_path), uri, "refused")
+    assert read_rows(pg_url, "SELECT to_regclass('apps.refused')") == [(None,)]
