@@ -2,6 +2,7 @@ package io.mlmanager.mlrunner.runner;
 
 import io.mlmanager.mlrunner.block.Column;
 import io.mlmanager.mlrunner.block.ColumnBlock;
+import java.util.List;
 
 /** Block columns read as model inputs: found by name, converted to numbers or text. */
 final class InputValues {
@@ -11,6 +12,15 @@ final class InputValues {
     static Column find(ColumnBlock block, String input) {
         return block.find(input).orElseThrow(() -> new IllegalArgumentException(
                 "the batch lacks model input " + input + " (it has: " + block.names() + ")"));
+    }
+
+    /** The block's column for each model input, in the inputs' order. */
+    static Column[] columns(ColumnBlock block, List<InputColumn> inputs) {
+        Column[] columns = new Column[inputs.size()];
+        for (int i = 0; i < columns.length; i++) {
+            columns[i] = find(block, inputs.get(i).name());
+        }
+        return columns;
     }
 
     /** The column as doubles: float64 as it is, int64 widened, text parsed (null is NaN). */

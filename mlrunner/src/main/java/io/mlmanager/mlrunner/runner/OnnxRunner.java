@@ -145,10 +145,7 @@ public final class OnnxRunner implements Runner {
 
     @Override
     public ColumnBlock score(ColumnBlock block) {
-        Column[] columns = new Column[inputs.size()];
-        for (int i = 0; i < columns.length; i++) {
-            columns[i] = InputValues.find(block, inputs.get(i).name());
-        }
+        Column[] columns = InputValues.columns(block, inputs);
         int rows = block.rows();
         if (rows == 0) {
             return Predictions.empty(outputs);
