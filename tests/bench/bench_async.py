@@ -33,7 +33,6 @@ from __future__ import annotations
 import os
 import re
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from loguru import logger
 from sqlalchemy import Engine
 
 from shared.deployments import DeploymentStore
@@ -82,26 +80,12 @@ class Bench:
 def xgboost_database(prefix: str) -> Iterator[Bench]:
     """A PostgreSQL server with the ledger, and bench_indb's XGBoost model logged to a
     SQLite MLflow store (the tracking URI stays set meanwhile, for the deploys)."""
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
-    pg = PostgresServer()
-    pg.init()
-    pg.start()
-    logger.disable("bobby")
-    logger.disable("shared")
-    engine = None
-    try:
-        url, settings, engine = indb.bench_database(pg, workdir)
+    with indb.bench_postgres(prefix) as db:
         train = indb.features(indb.TRAIN_ROWS, 1)
         flavor, model, extra = indb.train_models(train)[MODEL]
-        with temporary_tracking_store(workdir, "async"):
+        with temporary_tracking_store(db.workdir, "async"):
             uri = indb.log_model(flavor, model, train, extra)
-            yield Bench(pg, url, engine, settings, workdir, uri, model)
-    finally:
-        if engine is not None:
-            engine.dispose()
-        logger.enable("bobby")
-        logger.enable("shared")
-        pg.cleanup()
+            yield Bench(db.pg, db.url, db.engine, db.settings, db.workdir, uri, model)
 
 
 def deploy(bench: Bench, table: str, **options: str) -> dict[str, Any]:

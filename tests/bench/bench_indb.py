@@ -36,6 +36,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -790,17 +791,44 @@ def bench_database(pg: PostgresServer, workdir: Path) -> tuple[str, Settings, En
     return url, settings, engine
 
 
-def run() -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="mlm-bench-indb-"))
+@dataclass
+class BenchPostgres:
+    pg: PostgresServer
+    url: str
+    settings: Settings
+    engine: Engine
+    workdir: Path
+
+
+@contextmanager
+def bench_postgres(prefix: str) -> Iterator[BenchPostgres]:
+    """A PostgreSQL server of its own with the ``bench`` database, stopped afterwards.
+
+    The handler logs each deployment plan; a benchmark's output is its table, so
+    ML Manager's loggers are silenced meanwhile.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     pg = PostgresServer()
     pg.init()
     pg.start()
-    # The handler logs each deployment plan; the benchmark's output is its table.
     logger.disable("bobby")
     logger.disable("shared")
+    engine = None
     try:
         url, settings, engine = bench_database(pg, workdir)
-        rep_ids = deploy_models(engine, settings, workdir)
+        yield BenchPostgres(pg, url, settings, engine, workdir)
+    finally:
+        if engine is not None:
+            engine.dispose()
+        logger.enable("bobby")
+        logger.enable("shared")
+        pg.cleanup()
+
+
+def run() -> dict[str, Any]:
+    with bench_postgres("mlm-bench-indb-") as bench:
+        pg, url, settings, engine = bench.pg, bench.url, bench.settings, bench.engine
+        rep_ids = deploy_models(engine, settings, bench.workdir)
         source = features(ROWS, 3)
         with connect(url) as conn:
             create_source(conn, source)
@@ -816,10 +844,6 @@ def run() -> dict[str, Any]:
         floor = plpython_floor(url, rows)
         engine.dispose()
         diagnostics = {"plpython_trigger_floor": floor, **diagnose(pg, url, rows)}
-    finally:
-        logger.enable("bobby")
-        logger.enable("shared")
-        pg.cleanup()
 
     ratios: dict[str, float] = {}
     for name in MODELS:

@@ -66,59 +66,49 @@ def in_database(h2o: Any, model: Any, train: pd.DataFrame, frame: pd.DataFrame) 
     """100k-row INSERT ... SELECT into the deployed table against a plain twin (seconds)."""
     import mlflow
     import mlflow.h2o
-    from loguru import logger
     from mlflow.models import infer_signature
 
     from tests.bench import bench_indb as indb
     from tests.mlflow_store import temporary_tracking_store
-    from tests.pg import PostgresServer
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-mlrunner-"))
-    pg = PostgresServer()
-    pg.init()
-    pg.start()
-    logger.disable("bobby")
-    logger.disable("shared")
     try:
-        url, settings, engine = indb.bench_database(pg, workdir)
-        features = train[[*NUMERIC, "segment"]]
-        with temporary_tracking_store(workdir, "mlrunner"):
-            with mlflow.start_run():
-                info = mlflow.h2o.log_model(
-                    model,
-                    name="model",
-                    signature=infer_signature(features),
-                    input_example=features.head(5),
-                    pip_requirements=[],
+        with indb.bench_postgres("bench-mlrunner-") as db:
+            features = train[[*NUMERIC, "segment"]]
+            with temporary_tracking_store(db.workdir, "mlrunner"):
+                with mlflow.start_run():
+                    info = mlflow.h2o.log_model(
+                        model,
+                        name="model",
+                        signature=infer_signature(features),
+                        input_example=features.head(5),
+                        pip_requirements=[],
+                    )
+                indb.deploy(db.engine, db.settings, str(info.model_uri), "h2o_scored", "statement")
+            columns = ", ".join(["id", *NUMERIC, "segment"])
+            with indb.connect(db.url) as conn:
+                numeric = ", ".join(f"{name} double precision" for name in NUMERIC)
+                conn.execute(
+                    f"CREATE TABLE apps.h2o_source (id bigint PRIMARY KEY, {numeric}, segment text)"
                 )
-            indb.deploy(engine, settings, str(info.model_uri), "h2o_scored", "statement")
-        columns = ", ".join(["id", *NUMERIC, "segment"])
-        with indb.connect(url) as conn:
-            numeric = ", ".join(f"{name} double precision" for name in NUMERIC)
-            conn.execute(f"CREATE TABLE apps.h2o_source (id bigint PRIMARY KEY, {numeric}, segment text)")
-            with conn.cursor().copy(f"COPY apps.h2o_source ({columns}) FROM STDIN") as copy:
-                for number, row in enumerate(frame.itertuples(index=False), 1):
-                    copy.write_row((number, *row))
-            conn.execute("VACUUM ANALYZE apps.h2o_source")
-            plain = indb.create_plain_twin(conn, "h2o_scored")
-            insert = f"INSERT INTO apps.{{}} ({columns}) SELECT {columns} FROM apps.h2o_source"
-            conn.execute(insert.format("h2o_scored") + " WHERE id <= 1000")  # loads the model
-            seconds: dict[str, list[float]] = {"plain": [], "scored": []}
-            for _ in range(REPEATS):
-                for name, table in (("plain", plain), ("scored", "h2o_scored")):
-                    indb.emptied(conn, table)
-                    seconds[name].append(indb.timed(conn, insert.format(table)))
-            (unscored,) = conn.execute(
-                "SELECT count(*) FROM apps.h2o_scored WHERE prediction IS NULL"
-            ).fetchone()  # type: ignore[misc]
-            agree = conn.execute(
-                "SELECT prediction FROM apps.h2o_scored ORDER BY id LIMIT 2000"
-            ).fetchall()
-        engine.dispose()
+                with conn.cursor().copy(f"COPY apps.h2o_source ({columns}) FROM STDIN") as copy:
+                    for number, row in enumerate(frame.itertuples(index=False), 1):
+                        copy.write_row((number, *row))
+                conn.execute("VACUUM ANALYZE apps.h2o_source")
+                plain = indb.create_plain_twin(conn, "h2o_scored")
+                insert = f"INSERT INTO apps.{{}} ({columns}) SELECT {columns} FROM apps.h2o_source"
+                conn.execute(insert.format("h2o_scored") + " WHERE id <= 1000")  # loads the model
+                seconds: dict[str, list[float]] = {"plain": [], "scored": []}
+                for _ in range(REPEATS):
+                    for name, table in (("plain", plain), ("scored", "h2o_scored")):
+                        indb.emptied(conn, table)
+                        seconds[name].append(indb.timed(conn, insert.format(table)))
+                (unscored,) = conn.execute(
+                    "SELECT count(*) FROM apps.h2o_scored WHERE prediction IS NULL"
+                ).fetchone()  # type: ignore[misc]
+                agree = conn.execute(
+                    "SELECT prediction FROM apps.h2o_scored ORDER BY id LIMIT 2000"
+                ).fetchall()
     finally:
-        logger.enable("bobby")
-        logger.enable("shared")
-        pg.cleanup()
         # The database's sessions started a gateway as the server's user: it outlives them.
         jvm.stop(jvm.state_dir(pwd.getpwnam("postgres").pw_uid))
     theirs = model.predict(h2o.H2OFrame(frame.head(2000), column_types={"segment": "enum"}))
