@@ -36,11 +36,12 @@ def temporary_tracking_store(root: Path, experiment: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
-def log_sklearn(model: Any, frame: Any, **kwargs: Any) -> str:
-    """Log a scikit-learn model in a new run, with the frame's signature and first rows
-    as input example (deploys take sample rows from it); its model URI."""
+def log_model(flavor: Any, model: Any, frame: Any, **kwargs: Any) -> str:
+    """Log a model with an MLflow flavor module (``mlflow.sklearn``, ``mlflow.h2o``...) in a
+    new run, with the frame's signature and first rows as input example (deploys take
+    sample rows from it); its model URI."""
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
+        info = flavor.log_model(
             model,
             name="model",
             signature=infer_signature(frame),
@@ -50,3 +51,8 @@ def log_sklearn(model: Any, frame: Any, **kwargs: Any) -> str:
             **kwargs,
         )
     return str(info.model_uri)
+
+
+def log_sklearn(model: Any, frame: Any, **kwargs: Any) -> str:
+    """``log_model`` for a scikit-learn model."""
+    return log_model(mlflow.sklearn, model, frame, **kwargs)

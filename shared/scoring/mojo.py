@@ -83,7 +83,7 @@ def build_mojo_representation(
     with tempfile.TemporaryDirectory(prefix="mlmanager-h2o-") as tmp:
         own, payload, logged_inputs, run_id = _h2o_model(h2o, model_uri, Path(tmp))
     version = model_version(model_uri)
-    probe = _representation(payload, model_uri, run_id, version, ModelKind.REGRESSION, (), ())
+    probe = mojo_representation(payload, model_uri, run_id, version, ModelKind.REGRESSION, (), ())
     description = JvmScorer(probe).describe()
     kind = _KINDS.get(str(description["kind"]).lower())
     if kind is None:
@@ -93,7 +93,7 @@ def build_mojo_representation(
         for c in description["inputs"]
     )
     classes = tuple(str(c) for c in description.get("classes") or ())
-    rep = _representation(payload, model_uri, run_id, version, kind, inputs, classes)
+    rep = mojo_representation(payload, model_uri, run_id, version, kind, inputs, classes)
     frame = feature_frame(sample, inputs)
     expected = _h2o_predictions(h2o, own, rep, frame)
     actual = JvmScorer(rep).score({name: frame[name].tolist() for name in frame.columns})
@@ -108,7 +108,7 @@ def build_mojo_representation(
     return rep
 
 
-def _representation(
+def mojo_representation(
     payload: bytes,
     model_uri: str,
     run_id: str | None,
@@ -117,6 +117,7 @@ def _representation(
     inputs: tuple[Column, ...],
     classes: tuple[str, ...],
 ) -> Representation:
+    """A ``mojo`` representation of the MOJO ``payload`` (prediction columns from the kind)."""
     names = output_column_names(classes) if kind is ModelKind.CLASSIFICATION else ()
     return Representation(
         format=RepresentationFormat.MOJO,

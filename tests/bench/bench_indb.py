@@ -48,7 +48,6 @@ import psycopg
 import sklearn
 import xgboost
 from loguru import logger
-from mlflow.models import infer_signature
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine
@@ -60,6 +59,7 @@ from shared.scoring.indb import score_in_batches
 from shared.scoring.runtime import Scorer
 from shared.scoring.store import load_representation
 from shared.settings import Settings, load_settings
+from tests import mlflow_store
 from tests.indb import psql_dsn, run_job
 from tests.mlflow_store import temporary_tracking_store
 from tests.pg import PostgresServer
@@ -140,16 +140,7 @@ def log_model(flavor: Any, model: Any, frame: pd.DataFrame, extra: dict[str, Any
         # MLflow's SQLite store (SQLAlchemy 2.1) and its input example under pandas 3.
         warnings.filterwarnings("ignore", message="The ``noload`` loader strategy")
         warnings.filterwarnings("ignore", message="Operation with range is deprecated")
-        with mlflow.start_run():
-            info = flavor.log_model(
-                model,
-                name="model",
-                signature=infer_signature(frame),
-                input_example=frame.head(5),
-                pip_requirements=[],  # inferring them starts a subprocess per model
-                **extra,
-            )
-    return str(info.model_uri)
+        return mlflow_store.log_model(flavor, model, frame, **extra)
 
 
 # --- tables ----------------------------------------------------------------------

@@ -37,7 +37,7 @@ import pandas as pd
 
 from shared.scoring import jvm
 from shared.scoring.kinds import Column, ModelKind, SqlType
-from shared.scoring.mojo import _representation
+from shared.scoring.mojo import mojo_representation
 
 ROWS = 100_000
 BLOCK = 10_000
@@ -64,26 +64,17 @@ def median_seconds(action: Callable[[], Any], repeats: int = REPEATS) -> float:
 
 def in_database(h2o: Any, model: Any, train: pd.DataFrame, frame: pd.DataFrame) -> dict[str, Any]:
     """100k-row INSERT ... SELECT into the deployed table against a plain twin (seconds)."""
-    import mlflow
     import mlflow.h2o
-    from mlflow.models import infer_signature
 
     from tests.bench import bench_indb as indb
-    from tests.mlflow_store import temporary_tracking_store
+    from tests.mlflow_store import log_model, temporary_tracking_store
 
     try:
         with indb.bench_postgres("bench-mlrunner-") as db:
             features = train[[*NUMERIC, "segment"]]
             with temporary_tracking_store(db.workdir, "mlrunner"):
-                with mlflow.start_run():
-                    info = mlflow.h2o.log_model(
-                        model,
-                        name="model",
-                        signature=infer_signature(features),
-                        input_example=features.head(5),
-                        pip_requirements=[],
-                    )
-                indb.deploy(db.engine, db.settings, str(info.model_uri), "h2o_scored", "statement")
+                uri = log_model(mlflow.h2o, model, features)
+                indb.deploy(db.engine, db.settings, uri, "h2o_scored", "statement")
             columns = ", ".join(["id", *NUMERIC, "segment"])
             with indb.connect(db.url) as conn:
                 numeric = ", ".join(f"{name} double precision" for name in NUMERIC)
@@ -145,7 +136,7 @@ def run() -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             payload = Path(model.save_mojo(path=tmp, force=True)).read_bytes()
         inputs = (*(Column(n, SqlType.DOUBLE) for n in NUMERIC), Column("segment", SqlType.TEXT))
-        rep = _representation(
+        rep = mojo_representation(
             payload, "bench:gbm", None, None, ModelKind.CLASSIFICATION, inputs, ("no", "yes")
         )
         scorer = jvm.JvmScorer(rep)

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-from mlflow.models import infer_signature
 from sqlalchemy import Engine
 
 from shared.errors import InvalidPayload
@@ -36,6 +35,7 @@ from tests.indb import insert_rows, plain_pg, read_rows, run_job
 from tests.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
+    log_model,
     temporary_tracking_store,
 )
 from tests.workers import WorkerProcess, wait_until
@@ -108,15 +108,7 @@ def trained(h2o_module: Any) -> dict[str, Any]:
     for name, response in (("classifier", "churn"), ("regressor", "spend")):
         model = H2OGradientBoostingEstimator(ntrees=20, max_depth=4, seed=7)
         model.train(x=["age", "income", "segment"], y=response, training_frame=frame)
-        with mlflow.start_run():
-            info = mlflow.h2o.log_model(
-                model,
-                name="model",
-                signature=infer_signature(train),
-                input_example=train.head(5),
-                pip_requirements=[],
-            )
-        models[name] = (model, str(info.model_uri))
+        models[name] = (model, log_model(mlflow.h2o, model, train))
     return models
 
 
