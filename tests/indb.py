@@ -36,6 +36,11 @@ def features(rows: int, seed: int) -> pd.DataFrame:
     )
 
 
+def schema_for(url: str) -> str:
+    """The schema the scoring tests deploy into: SQLite's ``main``, else ``apps``."""
+    return "main" if url.startswith("sqlite") else "apps"
+
+
 def run_job(
     engine: Engine, settings: Settings, handler: str, payload: dict[str, Any], user: str = "admin"
 ) -> list[str]:

@@ -33,7 +33,7 @@ from shared.migrations import upgrade
 from shared.scoring.plan import DeploymentPlan, PlanStep
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
-from tests.indb import features, insert_rows, plain_pg, read_rows, run_job
+from tests.indb import features, insert_rows, plain_pg, read_rows, run_job, schema_for
 from tests.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
@@ -65,10 +65,6 @@ def deployed_db(db_url: str, engine_for: EngineFor, tmp_path: Path) -> tuple[str
     engine = engine_for(db_url)
     upgrade(engine)
     return db_url, engine, settings_for(db_url, tmp_path)
-
-
-def schema_for(url: str) -> str:
-    return "main" if url.startswith("sqlite") else "apps"
 
 
 def test_classifier_scores_every_inserted_row_on_a_new_table(

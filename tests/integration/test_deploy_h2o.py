@@ -31,7 +31,7 @@ from shared.migrations import upgrade
 from shared.scoring import jvm
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
-from tests.indb import insert_rows, plain_pg, read_rows, run_job
+from tests.indb import insert_rows, plain_pg, read_rows, run_job, schema_for
 from tests.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
@@ -125,10 +125,9 @@ def database(db_url: str, engine_for: EngineFor, tmp_path: Path) -> tuple[str, E
 
 
 def deploy(url: str, engine: Engine, settings: Settings, uri: str, table: str) -> list[str]:
-    schema = "main" if url.startswith("sqlite") else "apps"
     payload = {
         "model_uri": uri,
-        "db_schema": schema,
+        "db_schema": schema_for(url),
         "db_table": table,
         "create_model_table": True,
         "primary_key": {"id": "INTEGER"},
@@ -163,9 +162,9 @@ def test_gbm_classifier_and_regressor_score_every_inserted_row_as_h2o_does(
     deploy(url, engine, settings, regressor_uri, "spend")
 
     frame, rows = new_rows(2, 30)
-    insert_rows(url, "churn", COLUMNS, rows[:1], schema_of(url))  # one row
-    insert_rows(url, "churn", COLUMNS, rows[1:], schema_of(url))  # many in one statement
-    insert_rows(url, "spend", COLUMNS, rows, schema_of(url))
+    insert_rows(url, "churn", COLUMNS, rows[:1], schema_for(url))  # one row
+    insert_rows(url, "churn", COLUMNS, rows[1:], schema_for(url))  # many in one statement
+    insert_rows(url, "spend", COLUMNS, rows, schema_for(url))
 
     expected = h2o_predictions(h2o_module, classifier, frame)
     got = read_rows(
@@ -178,10 +177,6 @@ def test_gbm_classifier_and_regressor_score_every_inserted_row_as_h2o_does(
     expected = h2o_predictions(h2o_module, regressor, frame)
     got = read_rows(url, f"SELECT id, prediction FROM {table_name(url, 'spend')} ORDER BY id")
     np.testing.assert_allclose([r[1] for r in got], expected["predict"], rtol=1e-9)
-
-
-def schema_of(url: str) -> str:
-    return "main" if url.startswith("sqlite") else "apps"
 
 
 def test_a_mojo_logged_as_an_artifact_deploys_by_its_uri(
