@@ -494,11 +494,15 @@ def test_without_read_access_the_owner_rules_for_jobs_and_deployments_stay(
 def test_the_worker_reads_admin_status_from_mlflow_not_from_the_job(
     world: World, engine_for: EngineFor
 ) -> None:
-    """A user made admin after submitting counts as one when the job runs (and one demoted
-    does not): the job carries no claim a client could forge."""
+    """Whether the job's user is an admin is read when the job runs: bob's job is refused,
+    and the same job succeeds once bob is made admin (nothing on the job claims it, so
+    nothing a client sends could)."""
     table = "promoted"
     deployed_by_ann(world, table)
     engine = engine_for(world.server.db_url)
+    job_id = enqueue_directly(engine, "UNDEPLOY_DATABASE", undeploy_payload(world, table), "bob")
+    job = wait_job(world, job_id)
+    assert job["status"] == "FAILURE" and "deployed by ann" in job["error"], job["log"]
     set_admin(world.server, "bob", True)
     try:
         job_id = enqueue_directly(
@@ -506,5 +510,6 @@ def test_the_worker_reads_admin_status_from_mlflow_not_from_the_job(
         )
         job = wait_job(world, job_id)
         assert job["status"] == "SUCCESS", job["log"]
+        assert active_deployment(world, table) is None
     finally:
         set_admin(world.server, "bob", False)
