@@ -25,7 +25,7 @@ from bobby.handlers import register
 from bobby.handlers.base import Handler, Step
 from shared.db import quote_identifier, schema_of
 from shared.deploy_rules import DATABASE_TARGET, check_database_job, tables_of
-from shared.deployments import Deployment, DeploymentStore
+from shared.deployments import DeploymentStore
 from shared.errors import InvalidPayload, NotAuthorized, NotFound, TargetUnavailable
 from shared.handlers import SPECS, DeployDatabasePayload, UndeployDatabasePayload
 from shared.scoring.kinds import RESERVED_COLUMNS, method_from
@@ -86,11 +86,10 @@ class _DatabaseHandler(Handler):
                 {"name": f"mlmanager.deploy:{schema}.{table}"},
             )
 
-    def _authorize(self, conn: Connection, active: Deployment | None = None) -> None:
+    def _authorize(self, conn: Connection) -> None:
         """The server's submit-time rules again (``shared.deploy_rules``): the table's
         deployments may have changed since, or the job was not submitted through it."""
-        if active is None:
-            active = DeploymentStore.active(conn, TARGET, tables_of(self.payload)[0].name)
+        active = DeploymentStore.active(conn, TARGET, tables_of(self.payload)[0].name)
         check_database_job(
             conn.dialect.name,
             self.payload,
@@ -394,8 +393,8 @@ class UndeployDatabase(_DatabaseHandler):
         with self.engine.begin() as conn:
             dialect = conn.dialect.name
             self._lock_table(conn, payload.db_schema, payload.db_table)
+            self._authorize(conn)
             deployment = store.active(conn, TARGET, name)
-            self._authorize(conn, deployment)
             if deployment is not None and payload.run_id and deployment.run_id != payload.run_id:
                 raise InvalidPayload(
                     f"{name} has run {deployment.run_id} deployed, not {payload.run_id}",
