@@ -15,8 +15,10 @@ because the deployments and the catalog can change between the two.
 3. **Owner or admin.** A table on which another user's deployment is active is
    replaced or undeployed only by that user or an admin.
 
-Names are compared ignoring case: SQLite ignores it, and refusing a PostgreSQL table
-that differs from a protected one only in case costs nothing.
+Protected names are compared ignoring case: SQLite ignores it, and refusing a
+PostgreSQL table that differs from a protected one only in case costs nothing. Allowed
+schemas are compared exactly on PostgreSQL (names reach SQL quoted: ``Apps`` is not
+``apps``), ignoring case on SQLite.
 """
 
 from __future__ import annotations
@@ -123,9 +125,17 @@ def protected_reason(
 
 
 def allowed_schemas(settings: Settings) -> frozenset[str] | None:
-    """The schemas ordinary users may use (lower case); None: every unprotected one."""
-    names = {s.strip().lower() for s in settings.deploy_allowed_schemas.split(",") if s.strip()}
+    """The schemas ordinary users may use; None: every unprotected one."""
+    names = {s.strip() for s in settings.deploy_allowed_schemas.split(",") if s.strip()}
     return frozenset(names) or None
+
+
+def _is_allowed(dialect: str, schema: str, allowed: frozenset[str]) -> bool:
+    # PostgreSQL names always reach SQL quoted, so "Apps" is another schema than apps;
+    # SQLite ignores case.
+    if dialect == "sqlite":
+        return schema.lower() in {a.lower() for a in allowed}
+    return schema in allowed
 
 
 def check_database_job(
@@ -162,7 +172,7 @@ def check_database_job(
         return
     allowed = allowed_schemas(settings)
     for ref in refs:
-        if allowed is not None and ref.schema.lower() not in allowed and not is_admin():
+        if allowed is not None and not _is_allowed(dialect, ref.schema, allowed) and not is_admin():
             raise NotAuthorized(
                 f"schema {ref.schema} is not one users may deploy into or read from "
                 f"(DEPLOY_ALLOWED_SCHEMAS: {', '.join(sorted(allowed))}); ask an administrator",

@@ -103,7 +103,11 @@ def test_allowed_schemas_bind_ordinary_users_only() -> None:
         check_database_job("postgresql", outside, None, "bob", SETTINGS, AdminQuestions(False))
     assert refused.value.field == "db_schema"
     check_database_job("postgresql", outside, None, "root", SETTINGS, AdminQuestions(True))
-    check_database_job("postgresql", deploy(db_schema="SCORING"), None, "bob", SETTINGS, bool)
+    check_database_job("postgresql", deploy(db_schema="Scoring"), None, "bob", SETTINGS, bool)
+    check_database_job("sqlite", deploy(db_schema="SCORING"), None, "bob", SETTINGS, bool)
+    # PostgreSQL names are quoted: "APPS" is another schema than the allowed apps.
+    with pytest.raises(NotAuthorized, match="schema APPS"):
+        check_database_job("postgresql", deploy(db_schema="APPS"), None, "bob", SETTINGS, bool)
     check_database_job("postgresql", outside, None, "bob", OPEN, AdminQuestions(False))
     reference = deploy(reference_schema="elsewhere", reference_table="r")
     with pytest.raises(NotAuthorized) as refused:
