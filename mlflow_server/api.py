@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
 from mlflow_server.auth import current_user, is_admin
+from mlflow_server.permissions import authorize_job
 from mlflow_server.schemas import (
     API_PREFIX,
     MAX_ID,
@@ -196,6 +197,8 @@ def submit(handler_name: str, payload: dict[str, Any]) -> Job:
             f"{' or '.join(sorted(spec.environments))} (here: {env})",
             field="handler_name",
         )
+    # Where it may act and which model it may read; the payload then names the checked model.
+    valid = authorize_job(ledger().engine, valid)
     job = ledger().enqueue(
         handler_name,
         valid.model_dump(mode="json", exclude_unset=True),
@@ -232,6 +235,8 @@ def list_jobs() -> ResponseReturnValue:
     limit, offset = _page()
     user = _str_arg("user")
     if not is_admin():
+        if user not in (None, current_user()):
+            raise NotAuthorized("only administrators may list other users' jobs", field="user")
         user = current_user()  # users see their own jobs only
     jobs = ledger().list_jobs(
         status=_str_arg("status", 16),

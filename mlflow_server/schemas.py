@@ -254,13 +254,13 @@ def openapi_document() -> dict[str, Any]:
             "post": _op(
                 "Submit a job",
                 ("201", JobOut),
-                errors=("400", "401", "403", "409"),
+                errors=("400", "401", "403", "404", "409"),
                 body=SubmitJob,
             ),
             "get": _op(
                 "List jobs, newest first (users see their own, admins all)",
                 ("200", JobList),
-                errors=("400", "401"),
+                errors=("400", "401", "403"),
                 params=[
                     _param("status", "query", {"type": "string", "enum": list(JOB_STATUSES)}),
                     _param("handler", "query", {"type": "string", "maxLength": 64}),
@@ -338,7 +338,7 @@ def openapi_document() -> dict[str, Any]:
             "delete": _op(
                 "Undeploy: submits the matching undeploy job",
                 ("202", JobOut),
-                errors=("401", "404", "409"),
+                errors=("401", "403", "404", "409"),
                 params=[_param("deployment_id", "path", _ID)],
             ),
         },
@@ -364,7 +364,7 @@ def openapi_document() -> dict[str, Any]:
                 **_op(
                     "Original API: submit a job; body is handler_name plus the payload fields",
                     ("200", CompatInitiateOut),
-                    errors=("400", "401", "403", "409"),
+                    errors=("400", "401", "403", "404", "409"),
                 ),
                 "requestBody": {
                     "required": True,

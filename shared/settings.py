@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         description="How passwords are checked: MLflow's user store, or a login to the "
         "(PostgreSQL) database as that user",
     )
+    deploy_allowed_schemas: str = Field(
+        "",
+        description="Comma-separated schemas ordinary users may deploy into and read "
+        "reference tables from (empty: every schema but the protected ones); admins: any",
+    )
 
     # --- clients (`mlmanager jobs|deploy`, the MLflow deployments plugin) ---
     mlflow_tracking_uri: str | None = Field(

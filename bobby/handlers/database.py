@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from bobby.handlers import register
 from bobby.handlers.base import Handler, Step
 from shared.db import quote_identifier, schema_of
+from shared.deploy_rules import DATABASE_TARGET, check_database_job, tables_of
 from shared.deployments import DeploymentStore
 from shared.errors import InvalidPayload, NotAuthorized, NotFound, TargetUnavailable
 from shared.handlers import SPECS, DeployDatabasePayload, UndeployDatabasePayload
@@ -38,30 +39,25 @@ from shared.scoring.plan import (
 from shared.scoring.representation import Representation
 from shared.scoring.runtime import import_mlflow
 
-TARGET = "database"
+TARGET = DATABASE_TARGET
 SAMPLE_ROWS = 200
 _INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
-    """The model URI of a payload: ``model_uri``, or the model logged by run ``run_id``."""
-    if model_uri is not None:
-        return model_uri
-    assert run_id is not None
-    import mlflow
+    """The model URI of a payload, as the server resolved and checked it at submit.
 
-    client = mlflow.MlflowClient()
-    run = client.get_run(run_id)
-    models = client.search_logged_models(
-        experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
-    )
-    if len(models) > 1:
-        raise InvalidPayload(
-            f"run {run_id} logged {len(models)} models: give model_uri "
-            f"({', '.join(m.model_uri for m in models)})",
+    The server turns ``run_id`` (and aliases) into ``model_uri`` with the submitting
+    user's MLflow permissions (``mlflow_server.permissions``); this worker reads models
+    as an admin, so a payload the server did not resolve is refused, not read.
+    """
+    if model_uri is None:
+        raise NotAuthorized(
+            f"run {run_id} was not resolved to a model_uri by the server (nobody checked "
+            "that the user may read it): submit the job through the server",
             field="run_id",
         )
-    return models[0].model_uri if models else f"runs:/{run_id}/model"
+    return model_uri
 
 
 def _database_error(exc: DBAPIError, user: str, what: str) -> Exception:
@@ -90,6 +86,51 @@ class _DatabaseHandler(Handler):
                 {"name": f"mlmanager.deploy:{schema}.{table}"},
             )
 
+    def _authorize(self, conn: Connection) -> None:
+        """The server's submit-time rules again (``shared.deploy_rules``): the table's
+        deployments may have changed since, or the job was not submitted through it."""
+        active = DeploymentStore.active(conn, TARGET, tables_of(self.payload)[0].name)
+        check_database_job(
+            conn.dialect.name,
+            self.payload,
+            active,
+            self.ctx.job.user,
+            self.ctx.settings,
+            self._submitter_is_admin,
+        )
+
+    def _submitter_is_admin(self) -> bool:
+        """Whether the job's user is an admin now, asked of MLflow's user store.
+
+        Read when a rule depends on it, not stored on the job: nothing a client sends
+        can claim it, and an admin demoted since the submit loses the right. This
+        worker's MLflow login (the admin's by default) must be an admin to read other
+        users; if it cannot, the user counts as no admin (the job is refused).
+        """
+        import mlflow
+        from mlflow.exceptions import MlflowException, RestException
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        user = self.ctx.job.user
+        endpoint = "/api/2.0/mlflow/users/get"
+        try:
+            response = http_request(
+                get_default_host_creds(mlflow.get_tracking_uri()),
+                endpoint,
+                "GET",
+                params={"username": user},
+            )
+            found = verify_rest_response(response, endpoint).json()["user"]
+        except RestException as exc:
+            logger.warning("cannot tell whether {} is an admin: {}", user, exc.message)
+            return False
+        except MlflowException as exc:
+            raise TargetUnavailable(
+                f"cannot reach the MLflow server to tell whether {user} is an admin: {exc.message}"
+            ) from exc
+        return bool(found.get("is_admin"))
+
     @staticmethod
     def _back_to_worker(conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
@@ -112,6 +153,9 @@ class DeployDatabase(_DatabaseHandler):
 
     def read_model(self) -> None:
         import_mlflow()
+        # Before any row is read: sample rows of a protected table would leak into the log.
+        with self.engine.connect() as conn:
+            self._authorize(conn)
         self.model_uri = resolve_model_uri(self.payload.run_id, self.payload.model_uri)
         logger.info("model {}", self.model_uri)
         self.sample = self._sample_rows()
@@ -143,6 +187,7 @@ class DeployDatabase(_DatabaseHandler):
             if dialect == "sqlite" and payload.trigger_mode == "statement":
                 logger.info("SQLite triggers run per row: trigger_mode row")
             if payload.dry_run:
+                self._authorize(conn)
                 plan = plan_deployment(
                     conn,
                     payload,
@@ -156,6 +201,7 @@ class DeployDatabase(_DatabaseHandler):
                 conn.rollback()
                 return
             self._lock_table(conn, payload.db_schema, payload.db_table)
+            self._authorize(conn)
             asynchronous = self._choose_mode(conn)
             from shared.scoring.store import save_representation
 
@@ -347,6 +393,7 @@ class UndeployDatabase(_DatabaseHandler):
         with self.engine.begin() as conn:
             dialect = conn.dialect.name
             self._lock_table(conn, payload.db_schema, payload.db_table)
+            self._authorize(conn)
             deployment = store.active(conn, TARGET, name)
             if deployment is not None and payload.run_id and deployment.run_id != payload.run_id:
                 raise InvalidPayload(

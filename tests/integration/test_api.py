@@ -77,6 +77,29 @@ def server(
             cleanup.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="module")
+def known_run(server: MLManagerProcess) -> str:
+    """A run, and version 1 of registered model iris made from it: submitting a deploy
+    resolves the model it names (tests/integration/test_authorization.py)."""
+    mlflow_api = f"{server.url}/api/2.0/mlflow"
+
+    def post(path: str, body: dict[str, Any]) -> Any:
+        r = requests.post(f"{mlflow_api}/{path}", json=body, auth=ADMIN, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    run_id = str(post("runs/create", {"experiment_id": "0"})["run"]["info"]["run_id"])
+    post("registered-models/create", {"name": "iris"})
+    source = f"runs:/{run_id}/model"
+    post("model-versions/create", {"name": "iris", "source": source, "run_id": run_id})
+    return run_id
+
+
+def existing(payload: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """``payload`` naming ``run_id`` instead of VALID's made-up run."""
+    return {k: run_id if v == "abc123" else v for k, v in payload.items()}
+
+
 def call(
     server: MLManagerProcess, method: str, path: str, auth: Any = ADMIN, **kw: Any
 ) -> requests.Response:
@@ -156,7 +179,9 @@ def test_users_see_and_cancel_only_their_own_jobs(server: MLManagerProcess) -> N
         f"{server.url}/api/rest/logs", json={"task_id": job["id"]}, auth=ANN, timeout=10
     )
     assert r.status_code == 404
-    ann_jobs = call(server, "GET", "/jobs?user=bob", ANN).json()["jobs"]
+    r = call(server, "GET", "/jobs?user=bob", ANN)
+    assert (r.status_code, r.json()["field"]) == (403, "user")
+    ann_jobs = call(server, "GET", "/jobs?user=ann", ANN).json()["jobs"]
     assert all(j["user"] == "ann" for j in ann_jobs)
     admin_jobs = call(server, "GET", "/jobs?user=bob", ADMIN).json()["jobs"]
     assert job["id"] in [j["id"] for j in admin_jobs]
@@ -254,13 +279,12 @@ def _invalid_value(annotation: Any) -> Any:
 
 @pytest.mark.parametrize("handler", sorted(VALID))
 def test_each_handler_payload_is_validated_field_by_field(
-    server: MLManagerProcess, handler: str
+    server: MLManagerProcess, handler: str, known_run: str
 ) -> None:
     spec = SPECS[handler]
     auth = ADMIN
-    r = call(
-        server, "POST", "/jobs", auth, json={"handler_name": handler, "payload": VALID[handler]}
-    )
+    valid = existing(VALID[handler], known_run)
+    r = call(server, "POST", "/jobs", auth, json={"handler_name": handler, "payload": valid})
     if spec.environments is not None:
         assert r.status_code == 400 and "ENVIRONMENT" in r.json()["message"]
     else:
@@ -460,7 +484,7 @@ def test_command_line_lists_follows_and_cancels_jobs(server: MLManagerProcess) -
 
 
 def test_command_line_deploy_validates_flags_with_the_payload_model(
-    server: MLManagerProcess,
+    server: MLManagerProcess, known_run: str
 ) -> None:
     env = _client_env(server)
     mlm = [sys.executable, "-m", "mlflow_server.cli", "deploy", "database"]
@@ -471,7 +495,7 @@ def test_command_line_deploy_validates_flags_with_the_payload_model(
         [
             *mlm,
             "--run-id",
-            "abc",
+            known_run,
             "--db-schema",
             "ml",
             "--db-table",
