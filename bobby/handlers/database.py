@@ -65,6 +65,11 @@ def resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
     return models[0].model_uri if models else f"runs:/{run_id}/model"
 
 
+def table_lock_key(schema: str, table: str) -> str:
+    """What a deploy or undeploy of ``schema.table`` locks (``hashtext`` of it, PostgreSQL)."""
+    return f"mlmanager.deploy:{schema}.{table}"
+
+
 def _database_error(exc: DBAPIError, user: str, what: str) -> Exception:
     code = getattr(exc.orig, "sqlstate", None)
     if code == _INSUFFICIENT_PRIVILEGE:
@@ -88,7 +93,7 @@ class _DatabaseHandler(Handler):
         if conn.dialect.name == "postgresql":
             conn.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
-                {"name": f"mlmanager.deploy:{schema}.{table}"},
+                {"name": table_lock_key(schema, table)},
             )
 
     @staticmethod

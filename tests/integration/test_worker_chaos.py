@@ -14,6 +14,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, text
 
+from bobby.handlers.database import table_lock_key
 from shared.handlers import SPECS
 from shared.ledger import Ledger
 from tests.indb import features, insert_rows, plain_pg, read_rows
@@ -149,8 +150,7 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
-# The advisory lock a deploy or undeploy of apps.chaos takes (bobby/handlers/database.py).
-DEPLOY_LOCK = "mlmanager.deploy:apps.chaos"
+DEPLOY_LOCK = table_lock_key("apps", "chaos")
 
 
 def lock_waiters(engine: Engine) -> int:
