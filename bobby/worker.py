@@ -30,7 +30,7 @@ from bobby.handlers.base import JobControl
 from bobby.http import WorkerEndpoint
 from bobby.metrics import Metrics
 from bobby.runner import Runner
-from shared.db import describe_url, make_engine
+from shared.db import at_startup, describe_url, make_engine
 from shared.handlers import SPECS
 from shared.home import ADMIN_PASSWORD_FILE, admin_password, require_free_port
 from shared.joblog import JobLogSink
@@ -101,9 +101,13 @@ class Worker:
         self._wake.set()
 
     def run(self) -> None:
-        require_current(self.engine)
-        self.ledger.seed_handlers({n: SPECS[n].description for n in self.registry})
-        self.ledger.register_worker(self.worker_id, self.registry.keys())
+        def register() -> None:
+            require_current(self.engine)
+            self.ledger.seed_handlers({n: SPECS[n].description for n in self.registry})
+            self.ledger.register_worker(self.worker_id, self.registry.keys())
+
+        # The database may be restarting (or starting beside us): retried for a while.
+        at_startup(self.settings, "checking the schema and registering the worker", register)
         self.sink.install()
         self.endpoint.start()
         threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)]

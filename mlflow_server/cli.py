@@ -12,7 +12,7 @@ import click
 
 from shared.errors import MLManagerError
 from shared.logging import configure_logging
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, configure_telemetry, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +46,7 @@ def _settings(component: str) -> Settings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """ML Manager: deploy MLflow models to databases, Kubernetes and clouds."""
+    configure_telemetry()  # before any command imports mlflow
 
 
 @main.command()

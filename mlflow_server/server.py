@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.db import get_engine
+from shared.db import at_startup, get_engine
 from shared.errors import ConfigError
 from shared.home import admin_password, prepare_home, require_free_port, secret_key
 from shared.migrations import require_current
@@ -119,7 +119,7 @@ def prepare_server(settings: Settings) -> tuple[list[str], dict[str, str]]:
     if settings.auth_backend == "database" and not settings.database_url.startswith("postgresql"):
         raise ConfigError("AUTH_BACKEND=database needs a PostgreSQL database (DB_HOST or DB_URL)")
     prepare_home(settings)
-    require_current(get_engine(settings))
+    at_startup(settings, "checking the schema", lambda: require_current(get_engine(settings)))
     require_free_port(settings.mlmanager_host, settings.mlmanager_port, "MLMANAGER_PORT")
     cmd, env = server_command(settings)
     bootstrap_auth(env)

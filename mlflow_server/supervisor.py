@@ -12,7 +12,7 @@ from types import FrameType
 
 import requests
 
-from shared.db import get_engine
+from shared.db import at_startup, get_engine
 from shared.errors import MLManagerError
 from shared.home import admin_password, prepare_home, require_free_port
 from shared.migrations import upgrade
@@ -80,7 +80,7 @@ class Supervisor:
     def run(self) -> int:
         s = self.settings
         prepare_home(s)
-        revision = upgrade(get_engine(s))
+        revision = at_startup(s, "migrating the schema", lambda: upgrade(get_engine(s)))
         get_engine(s).dispose()
         require_free_port(s.mlmanager_host, s.mlmanager_port, "MLMANAGER_PORT")
         require_free_port(s.worker_host, s.worker_port, "WORKER_PORT")

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from loguru import logger
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-from shared.errors import ConfigError, InvalidIdentifier
+from shared.errors import ConfigError, DatabaseUnavailable, InvalidIdentifier, MLManagerError
 from shared.settings import Settings
 
 SUPPORTED_BACKENDS = ("postgresql", "sqlite", "splicemachinesa")
@@ -172,3 +175,56 @@ def schema_of(engine: Engine) -> str | None:
 def describe_url(url: str) -> str:
     """The URL with its password hidden, for messages."""
     return parse_url(url).render_as_string(hide_password=True)
+
+
+T = TypeVar("T")
+MAX_STARTUP_BACKOFF_SECONDS = 5.0
+# A server that answers and refuses (libpq's messages; psycopg gives no SQLSTATE for a
+# failed connection): waiting cannot help, unlike "connection refused" or "the database
+# system is starting up / shutting down".
+_REFUSED = ("authentication failed", "does not exist", "pg_hba.conf", "permission denied")
+
+
+def at_startup(settings: Settings, what: str, work: Callable[[], T]) -> T:
+    """Run a process's start-up database ``work`` (schema check, migrations, seeding,
+    registration), retrying with backoff while the database does not answer - it may be
+    restarting, or starting beside us - for at most STARTUP_TIMEOUT_SECONDS.
+
+    Then raises DatabaseUnavailable, one line naming the database and the cause (the
+    command line prints it and exits non-zero). A server that answers and refuses (a bad
+    password, a missing database) and errors other than an unreachable database (an
+    outdated schema) are not retried.
+    """
+    deadline = time.monotonic() + settings.startup_timeout_seconds
+    delay = 0.2
+    said = ""
+    while True:
+        try:
+            return work()
+        except (DatabaseUnavailable, OperationalError) as exc:
+            cause = _first_line(exc)
+            if any(p in cause for p in _REFUSED):
+                raise DatabaseUnavailable(
+                    f"the database {describe_url(str(settings.database_url))} refused "
+                    f"ML Manager while {what}: {cause}"
+                ) from None
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnavailable(
+                    f"the database {describe_url(str(settings.database_url))} did not answer "
+                    f"within STARTUP_TIMEOUT_SECONDS={settings.startup_timeout_seconds:g} "
+                    f"while {what}: {cause}"
+                ) from None
+            if cause != said:  # one line per cause, not one per attempt
+                logger.warning("database not answering while {}, retrying: {}", what, cause)
+                said = cause
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_STARTUP_BACKOFF_SECONDS)
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, MLManagerError):
+        text = exc.message
+    else:
+        text = str(getattr(exc, "orig", None) or exc)
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -17,6 +17,12 @@ from shared.models import DeploymentRow, utcnow
 
 deployments: Table = DeploymentRow.__table__  # type: ignore[assignment]
 
+# Key of a DELETED deployment's details: the undeploy job that removed it.
+UNDEPLOYED_BY_JOB = "undeployed_by_job"
+# A rerun looks for its own undeploy among the latest DELETED records of the name only:
+# reruns follow their first attempt within minutes, not after dozens of redeploys.
+RETIRED_LOOKBACK = 20
+
 # Target -> the handler that undoes a deployment, and the payload it needs.
 UNDEPLOY_HANDLERS = {"database": "UNDEPLOY_DATABASE", "kubernetes": "UNDEPLOY_KUBERNETES"}
 
@@ -134,6 +140,57 @@ class DeploymentStore:
             .first()
         )
         return None if row is None else cls._from_row(row)
+
+    @staticmethod
+    def of_job(conn: Connection, target: str, name: str, job_id: int) -> Deployment | None:
+        """The deployment of ``name`` that job ``job_id`` recorded, if it committed one.
+
+        A rerun of a deploy job uses it to recognise its own earlier, finished attempt.
+        """
+        row = (
+            conn.execute(
+                select(deployments).where(
+                    deployments.c.target == target,
+                    deployments.c.name == name,
+                    deployments.c.job_id == job_id,
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else DeploymentStore._from_row(row)
+
+    @staticmethod
+    def retire(conn: Connection, deployment: Deployment, job_id: int) -> None:
+        """Mark ``deployment`` DELETED by undeploy job ``job_id`` (kept in its details, so a
+        rerun of that job finds that it already happened: see :meth:`retired_by`)."""
+        conn.execute(
+            update(deployments)
+            .where(deployments.c.id == deployment.id, deployments.c.status == "DEPLOYED")
+            .values(
+                status="DELETED",
+                details={**deployment.details, UNDEPLOYED_BY_JOB: job_id},
+                updated_at=utcnow(),
+            )
+        )
+
+    @classmethod
+    def retired_by(cls, conn: Connection, target: str, name: str, job_id: int) -> Deployment | None:
+        """The deployment of ``name`` that undeploy job ``job_id`` marked DELETED, if any."""
+        rows = conn.execute(
+            select(deployments)
+            .where(
+                deployments.c.target == target,
+                deployments.c.name == name,
+                deployments.c.status == "DELETED",
+            )
+            .order_by(deployments.c.id.desc())
+            .limit(RETIRED_LOOKBACK)
+        ).mappings()
+        for row in rows:
+            if row["details"].get(UNDEPLOYED_BY_JOB) == job_id:
+                return cls._from_row(row)
+        return None
 
     @staticmethod
     def set_status(

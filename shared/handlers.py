@@ -255,16 +255,43 @@ class WatchElasticsearchPayload(Payload):
     failure_msgs: list[str] = Field(default_factory=list)
 
 
+# Every deploy and undeploy target is retried (JOB_MAX_ATTEMPTS, JOB_RETRY_BACKOFF_SECONDS):
+# a worker lost or a connection dropped mid-deploy must not fail the deploy for good. So
+# each target's handler must follow the idempotence rule of bobby/handlers/base.py (one
+# transaction or converging steps, a lock per deployed object, a rerun that recognises its
+# own finished work); tests/unit/test_handler_specs.py holds every target to it.
 for _spec in (
-    HandlerSpec("DEPLOY_DATABASE", "Score every inserted row of a table", DeployDatabasePayload),
-    HandlerSpec("UNDEPLOY_DATABASE", "Remove a model from a table", UndeployDatabasePayload),
-    HandlerSpec("DEPLOY_KUBERNETES", "Serve a model on Kubernetes", DeployKubernetesPayload),
-    HandlerSpec("UNDEPLOY_KUBERNETES", "Remove a Kubernetes deployment", UndeployKubernetesPayload),
     HandlerSpec(
-        "DEPLOY_AWS", "Deploy to SageMaker", DeployAwsPayload, environments=frozenset({"aws"})
+        "DEPLOY_DATABASE",
+        "Score every inserted row of a table",
+        DeployDatabasePayload,
+        idempotent=True,
     ),
     HandlerSpec(
-        "DEPLOY_AZURE", "Deploy to Azure ML", DeployAzurePayload, environments=frozenset({"azure"})
+        "UNDEPLOY_DATABASE", "Remove a model from a table", UndeployDatabasePayload, idempotent=True
+    ),
+    HandlerSpec(
+        "DEPLOY_KUBERNETES", "Serve a model on Kubernetes", DeployKubernetesPayload, idempotent=True
+    ),
+    HandlerSpec(
+        "UNDEPLOY_KUBERNETES",
+        "Remove a Kubernetes deployment",
+        UndeployKubernetesPayload,
+        idempotent=True,
+    ),
+    HandlerSpec(
+        "DEPLOY_AWS",
+        "Deploy to SageMaker",
+        DeployAwsPayload,
+        idempotent=True,
+        environments=frozenset({"aws"}),
+    ),
+    HandlerSpec(
+        "DEPLOY_AZURE",
+        "Deploy to Azure ML",
+        DeployAzurePayload,
+        idempotent=True,
+        environments=frozenset({"azure"}),
     ),
     HandlerSpec("SCHEDULE_RETRAIN", "Retrain a model on a schedule", ScheduleRetrainPayload),
     HandlerSpec(

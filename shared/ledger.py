@@ -46,6 +46,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -284,9 +285,13 @@ class Ledger:
             .table_valued("line", "logged_at", "level", "message")
             .render_derived("lines")
         )
+        # JOIN ... ON true, not a comma: the same rows, and SQLAlchemy's FROM linter
+        # does not warn about a cartesian product (it is one on purpose: one job row).
         return insert(job_logs).from_select(
             ["job_id", "line", "logged_at", "level", "message"],
-            select(done.c.id, lines.c.line, lines.c.logged_at, lines.c.level, lines.c.message),
+            select(done.c.id, lines.c.line, lines.c.logged_at, lines.c.level, lines.c.message)
+            .select_from(done)
+            .join(lines, true()),
         )
 
     def _end(self, job_id: int, holder: str, status: str, logs: Sequence[LogLine]) -> bool:

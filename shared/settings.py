@@ -140,6 +140,18 @@ class Settings(BaseSettings):
         "", description="Comma-separated Python modules with extra job handlers to load"
     )
 
+    startup_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How long start-up retries a database that does not answer (e.g. one "
+        "restarting) before giving up with one line naming the cause",
+    )
+    mlmanager_mlflow_telemetry: bool = Field(
+        False,
+        description="Let MLflow send its usage telemetry (off by default: its background "
+        "thread breaks jobs on hosts without internet)",
+    )
+
     auth_backend: Literal["mlflow", "database"] = Field(
         "mlflow",
         description="How passwords are checked: MLflow's user store, or a login to the "
@@ -277,6 +289,31 @@ def get_settings() -> Settings:
     return load_settings()
 
 
+# MLflow's switch (mlflow.telemetry.utils.is_telemetry_disabled, MLflow 3.17). MLflow starts
+# its telemetry client at `import mlflow`; its thread deletes an environment variable while
+# `requests` reads the environment, so a job on a host without internet could fail with
+# KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'.
+TELEMETRY_SWITCH = "MLFLOW_DISABLE_TELEMETRY"
+
+
+def _telemetry_allowed() -> bool:
+    try:
+        return get_settings().mlmanager_mlflow_telemetry
+    except ConfigError:
+        return False  # the command reports the bad configuration; stay quiet meanwhile
+
+
+def configure_telemetry() -> None:
+    """Switch MLflow's telemetry off in this process unless MLMANAGER_MLFLOW_TELEMETRY opts
+    in. Call it before anything imports mlflow (the `mlmanager` command does, first)."""
+    if not _telemetry_allowed():
+        os.environ[TELEMETRY_SWITCH] = "true"
+
+
 def inherited_environment() -> dict[str, str]:
-    """The environment a child process starts from (the one place that copies it)."""
-    return dict(os.environ)
+    """The environment a child process starts from (the one place that copies it): this
+    process's, with MLflow's telemetry off unless the operator opted in."""
+    env = dict(os.environ)
+    if not _telemetry_allowed():
+        env[TELEMETRY_SWITCH] = "true"
+    return env

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from bobby.handlers import REGISTRY, load_handlers
 from bobby.handlers.base import JobContext, JobControl
 from shared.handlers import SPECS
-from shared.ledger import Ledger
+from shared.ledger import Job, Ledger
 from shared.settings import Settings
 
 
@@ -45,23 +45,35 @@ def run_job(
     engine: Engine, settings: Settings, handler: str, payload: dict[str, Any], user: str = "admin"
 ) -> list[str]:
     """Run one job's handler steps in this process (the real handler code); its log lines."""
+    job = park_job(engine, handler, payload, user)
+    try:
+        return run_steps(engine, settings, job)
+    finally:
+        Ledger(engine).cancel(job.id)
+
+
+def park_job(engine: Engine, handler: str, payload: dict[str, Any], user: str = "admin") -> Job:
+    """A job in the ledger that no worker process runs (not runnable for a day): the test
+    runs its steps with ``run_steps``, as often as it likes, and cancels it."""
     load_handlers()
     ledger = Ledger(engine)
     ledger.seed_handlers({name: spec.description for name, spec in SPECS.items()})
-    # Not runnable for a day, and cancelled afterwards: no worker process runs it too.
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-    job = ledger.enqueue(handler, payload, user, run_after=later)
-    spec = SPECS[handler]
-    ctx = JobContext(job, ledger, settings, JobControl(), "test-worker")
+    return ledger.enqueue(handler, payload, user, run_after=later)
+
+
+def run_steps(engine: Engine, settings: Settings, job: Job) -> list[str]:
+    """Run ``job``'s handler steps in this process (one attempt); its log lines."""
+    spec = SPECS[job.handler_name]
+    ctx = JobContext(job, Ledger(engine), settings, JobControl(), "test-worker")
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
     try:
-        instance = REGISTRY[handler](ctx, spec.payload_model.model_validate(payload))
+        instance = REGISTRY[job.handler_name](ctx, spec.payload_model.model_validate(job.payload))
         for _, step in instance.steps():
             step()
     finally:
         logger.remove(sink)
-        ledger.cancel(job.id)
     return lines
 
 

@@ -6,11 +6,32 @@ capture and retries. A handler only does the work.
 
 **Idempotence rule.** A handler whose spec says ``idempotent=True`` may run
 again after its worker crashed or after an error, possibly after the first run
-did part of the work. Each step must therefore *finish* the work rather than
-fail on what an earlier run left: create-if-missing instead of create, upsert
-instead of insert, delete-if-present instead of delete, and check the target's
-actual state before acting on it. Handlers that cannot promise this keep
-``idempotent=False`` and run at most once (a crash marks them FAILURE).
+did part of the work - or all of it, if the worker died between the last step
+and recording SUCCESS. To be retried, a handler must guarantee:
+
+1. *All or nothing, or converging steps.* Its change to the target is one
+   transaction (the database target), or each step *finishes* the work rather
+   than fail on what an earlier run left: create-if-missing instead of create,
+   upsert instead of insert, delete-if-present instead of delete, and check
+   the target's actual state before acting on it.
+2. *One job per target object at a time.* It holds a lock on what it changes
+   (the database target: an advisory lock per table, for the transaction), so a
+   rerun never interleaves with a stale first run or with another job.
+3. *A rerun recognises its own finished work.* It records the job id with the
+   change, in the same transaction (``deployments.job_id`` for a deploy; the
+   DELETED record's ``undeployed_by_job`` for an undeploy), and a rerun that
+   finds it ends in SUCCESS with "nothing left to do" - never with "already
+   deployed" or "nothing deployed". A replace whose first run did not commit
+   simply runs again and ends with the new model.
+4. *Errors say whether another attempt can help.* What the user must fix is an
+   ``MLManagerError`` with a 4xx status (not retried); an outage (a dropped
+   connection: ``DBAPIError``, ``TargetUnavailable``) is anything else and is
+   retried. Never turn an outage into a 4xx (e.g. a failed catalog read into
+   "not found").
+
+Every deploy and undeploy target is retried and must follow this rule (see
+``shared.handlers``). Handlers that cannot promise it keep ``idempotent=False``
+and run at most once (a crash marks them FAILURE).
 """
 
 from __future__ import annotations

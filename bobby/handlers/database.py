@@ -32,6 +32,7 @@ from shared.scoring.kinds import RESERVED_COLUMNS, method_from
 from shared.scoring.plan import (
     DeploymentPlan,
     add_score_existing,
+    contract_name,
     plan_deployment,
     read_table,
     table_sql,
@@ -60,6 +61,11 @@ def resolve_model_uri(run_id: str | None, model_uri: str | None) -> str:
     return model_uri
 
 
+def table_lock_key(schema: str, table: str) -> str:
+    """What a deploy or undeploy of ``schema.table`` locks (``hashtext`` of it, PostgreSQL)."""
+    return f"mlmanager.deploy:{schema}.{table}"
+
+
 def _database_error(exc: DBAPIError, user: str, what: str) -> Exception:
     code = getattr(exc.orig, "sqlstate", None)
     if code == _INSUFFICIENT_PRIVILEGE:
@@ -83,7 +89,7 @@ class _DatabaseHandler(Handler):
         if conn.dialect.name == "postgresql":
             conn.execute(
                 text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
-                {"name": f"mlmanager.deploy:{schema}.{table}"},
+                {"name": table_lock_key(schema, table)},
             )
 
     def _authorize(self, conn: Connection) -> None:
@@ -174,7 +180,8 @@ class DeployDatabase(_DatabaseHandler):
             rep.method,
             rep.format,
             ", ".join(f"{c.name} {c.sql_type}" for c in rep.inputs),
-            ", ".join(c.name for c in rep.outputs),
+            # As the table will have them (lower case on PostgreSQL).
+            ", ".join(contract_name(c.name, self.engine.dialect.name) for c in rep.outputs),
         )
 
     def deploy(self) -> None:
@@ -202,6 +209,8 @@ class DeployDatabase(_DatabaseHandler):
                 return
             self._lock_table(conn, payload.db_schema, payload.db_table)
             self._authorize(conn)
+            if self._deployed_by_earlier_attempt(conn):
+                return
             asynchronous = self._choose_mode(conn)
             from shared.scoring.store import save_representation
 
@@ -232,6 +241,27 @@ class DeployDatabase(_DatabaseHandler):
             plan.trigger_mode,
             plan.trigger_name,
         )
+
+    def _deployed_by_earlier_attempt(self, conn: Connection) -> bool:
+        """True if an earlier attempt of this job committed its deployment (its worker died
+        before recording SUCCESS): the rerun then has nothing left to do.
+
+        The deployment record commits with the table's change, so finding this job's
+        record (under the table's lock) is proof the whole deploy happened.
+        """
+        name = f"{self.payload.db_schema}.{self.payload.db_table}"
+        mine = DeploymentStore.of_job(conn, TARGET, name, self.ctx.job.id)
+        if mine is None:
+            return False
+        logger.info(
+            "an earlier attempt of this job already deployed {} on {} (deployment {}, now {}): "
+            "nothing left to do",
+            mine.model_uri,
+            name,
+            mine.id,
+            mine.status,
+        )
+        return True
 
     def _choose_mode(self, conn: Connection) -> bool:
         """Install what the mode needs; True for async (PostgreSQL without PL/Python).
@@ -395,15 +425,16 @@ class UndeployDatabase(_DatabaseHandler):
             self._lock_table(conn, payload.db_schema, payload.db_table)
             self._authorize(conn)
             deployment = store.active(conn, TARGET, name)
+            if deployment is None and self._undeployed_by_earlier_attempt(conn, name):
+                return
             if deployment is not None and payload.run_id and deployment.run_id != payload.run_id:
                 raise InvalidPayload(
                     f"{name} has run {deployment.run_id} deployed, not {payload.run_id}",
                     field="run_id",
                 )
-            try:
-                info = read_table(conn, payload.db_schema, payload.db_table)
-            except DBAPIError:
-                info = None
+            # Only a table that is really absent means "nothing deployed": a database error
+            # here (a dropped connection) propagates, and the job is retried.
+            info = read_table(conn, payload.db_schema, payload.db_table)
             if info is None or (not info.triggers and deployment is None):
                 raise NotFound(f"no model is deployed on {name}")
             qualified = table_sql(dialect, payload.db_schema, payload.db_table)
@@ -424,8 +455,24 @@ class UndeployDatabase(_DatabaseHandler):
                 self._back_to_worker(conn)
             except DBAPIError as exc:
                 raise _database_error(exc, self.ctx.job.user, f"change {name}") from exc
+            if deployment is not None:
+                store.retire(conn, deployment, self.ctx.job.id)
             store.set_status(conn, TARGET, name, "DELETED", only="DEPLOYED")
         logger.info("{} no longer scores inserted rows; its data is kept", name)
+
+    def _undeployed_by_earlier_attempt(self, conn: Connection, name: str) -> bool:
+        """True if an earlier attempt of this job committed the undeploy (its worker died
+        before recording SUCCESS): the rerun then has nothing left to do."""
+        mine = DeploymentStore.retired_by(conn, TARGET, name, self.ctx.job.id)
+        if mine is None:
+            return False
+        logger.info(
+            "an earlier attempt of this job already removed the model from {} "
+            "(deployment {}): nothing left to do",
+            name,
+            mine.id,
+        )
+        return True
 
     def _drop_columns(
         self, conn: Connection, qualified: str, columns: dict[str, str], deployment: Any

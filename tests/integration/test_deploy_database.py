@@ -25,15 +25,31 @@ import xgboost
 from mlflow.models import infer_signature
 from pydantic import ValidationError
 from sklearn.linear_model import LinearRegression, LogisticRegression
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
-from shared.errors import DeploymentConflict, InvalidPayload, NotAuthorized, NotFound
+from shared.errors import (
+    DeploymentConflict,
+    InvalidPayload,
+    MLManagerError,
+    NotAuthorized,
+    NotFound,
+)
 from shared.migrations import upgrade
 from shared.scoring.plan import DeploymentPlan, PlanStep
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
-from tests.indb import features, insert_rows, plain_pg, read_rows, run_job, schema_for
+from tests.indb import (
+    features,
+    insert_rows,
+    park_job,
+    plain_pg,
+    read_rows,
+    run_job,
+    run_steps,
+    schema_for,
+)
 from tests.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
@@ -585,3 +601,100 @@ def test_async_mode_on_sqlite_is_refused_and_changes_nothing(
         with pytest.raises(InvalidPayload, match="mode async needs PostgreSQL"):
             run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
     assert catalog(engine) == before
+
+
+# --- reruns: a job whose worker died after its transaction committed ---------------------
+
+
+def deployments_of(engine: Engine, name: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT job_id, status, model_uri FROM deployments WHERE name = :n ORDER BY id"),
+            {"n": name},
+        )
+        return [tuple(r) for r in rows]
+
+
+def test_a_rerun_after_a_committed_deploy_replace_or_undeploy_converges(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    """Each job's steps run twice, as when the first attempt committed and its worker died
+    before recording SUCCESS: the second attempt recognises its own work (deployments.job_id,
+    the DELETED record's undeployed_by_job) and ends well, changing nothing."""
+    url, engine, settings = deployed_db
+    _, a_uri, b, b_uri = two_models()
+    make_table(url, engine, "again", as_rows(features(5, 21)))
+    name = f"{schema_for(url)}.again"
+
+    deploy = park_job(engine, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "again"))
+    lines = run_steps(engine, settings, deploy)
+    # The log names the prediction columns as the table has them (lower case on PostgreSQL).
+    built = next(ln for ln in lines if "prediction columns" in ln)
+    columns = "PREDICTION, C0, C1" if url.startswith("sqlite") else "prediction, c0, c1"
+    assert built.endswith(f"prediction columns {columns}"), built
+    before = catalog(engine)
+    lines = run_steps(engine, settings, deploy)  # was: "already has a model deployed"
+    assert any("earlier attempt of this job already deployed" in ln for ln in lines)
+    assert catalog(engine) == before
+
+    payload = deploy_payload(url, b_uri, "again", replace=True)
+    replace = park_job(engine, "DEPLOY_DATABASE", payload)
+    run_steps(engine, settings, replace)
+    before = catalog(engine)
+    run_steps(engine, settings, replace)  # was: a second swap, B over B
+    assert catalog(engine) == before
+    assert deployments_of(engine, name) == [
+        (deploy.id, "DELETED", a_uri),
+        (replace.id, "DEPLOYED", b_uri),
+    ]
+    rows = features(4, 22)
+    insert_rows(url, "again", ["id", "age", "income", "score"], as_rows(rows, 100), schema_for(url))
+    got = read_rows(url, f"SELECT prediction FROM {qualified(url, 'again')} WHERE id >= 100")
+    assert [r[0] for r in got] == [str(v) for v in b.predict(rows)]
+
+    undeploy = park_job(engine, "UNDEPLOY_DATABASE", deploy_payload(url, b_uri, "again"))
+    run_steps(engine, settings, undeploy)
+    before = catalog(engine)
+    lines = run_steps(engine, settings, undeploy)  # was: NotFound "no model is deployed"
+    assert any("earlier attempt of this job already removed" in ln for ln in lines)
+    assert catalog(engine) == before
+    # Another undeploy job still learns that nothing is deployed.
+    with pytest.raises(NotFound, match="no model is deployed"):
+        run_job(engine, settings, "UNDEPLOY_DATABASE", deploy_payload(url, b_uri, "again"))
+
+
+def test_undeploy_whose_connection_drops_is_retryable_not_not_found(
+    tracking: None, pg_url: str, engine_for: EngineFor, tmp_path: Path
+) -> None:
+    """The connection of the undeploy dies (pg_terminate_backend: PostgreSQL only) while it
+    reads the table's catalog: a database error, which the runner retries - not NotFound
+    (permanent, "no model is deployed"); the next attempt undeploys."""
+    url, engine = pg_url, engine_for(pg_url)
+    upgrade(engine)
+    settings = settings_for(url, tmp_path)
+    _, a_uri, _, _ = two_models()
+    make_table(url, engine, "dropped", as_rows(features(5, 23)))
+    run_job(engine, settings, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "dropped"))
+    undeploy = park_job(engine, "UNDEPLOY_DATABASE", deploy_payload(url, a_uri, "dropped"))
+
+    killed: list[int] = []
+
+    def drop_connection(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        # Once, just before read_table's query of the table's triggers.
+        if "pg_trigger" in statement and not killed:
+            killed.append(cursor.connection.info.backend_pid)
+            with plain_pg(url) as other:
+                other.execute("SELECT pg_terminate_backend(%s, 5000)", [killed[0]])
+
+    event.listen(engine, "before_cursor_execute", drop_connection)
+    try:
+        with pytest.raises(DBAPIError) as raised:
+            run_steps(engine, settings, undeploy)
+    finally:
+        event.remove(engine, "before_cursor_execute", drop_connection)
+    assert killed and not isinstance(raised.value, MLManagerError)
+    assert deployments_of(engine, f"{schema_for(url)}.dropped")[0][1] == "DEPLOYED"
+
+    lines = run_steps(engine, settings, undeploy)
+    assert any("no longer scores inserted rows" in ln for ln in lines)
+    assert deployments_of(engine, f"{schema_for(url)}.dropped")[0][1] == "DELETED"

@@ -228,3 +228,15 @@ def test_claim_takes_only_jobs_of_the_handlers_the_worker_has(ledger: Ledger) ->
     assert [j.id for j in ledger.claim("w1", 5, 30, handler_names=["RECORD"])] == [record.id]
     assert ledger.claim("w1", 5, 30, handler_names=["DEPLOY_DATABASE"]) == []
     assert [j.handler_name for j in ledger.claim("w2", 5, 30)] == ["NOOP"]
+
+
+def test_ending_a_job_with_its_last_log_lines_raises_no_warning(ledger: Ledger) -> None:
+    """The end-of-job statement (one round trip on PostgreSQL) joins the finished job with
+    its lines on purpose; SQLAlchemy's FROM linter used to call it a cartesian product
+    (a warning, so an error here)."""
+    job = ledger.enqueue("RECORD", {}, "ann")
+    ledger.claim("w1", 1, lease_seconds=30)
+    now = utcnow()
+    assert ledger.succeed(job.id, "w1", [LogLine(n, now, "INFO", f"end {n}") for n in (1, 2)])
+    assert ledger.get(job.id).status == "SUCCESS"
+    assert [ln.message for ln in ledger.read_logs(job.id)] == ["end 1", "end 2"]

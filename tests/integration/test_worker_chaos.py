@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, text
 
+from bobby.handlers.database import table_lock_key
+from shared.handlers import SPECS
 from shared.ledger import Ledger
+from tests.indb import features, insert_rows, plain_pg, read_rows
 from tests.integration.conftest import StartWorker
+from tests.mlflow_store import (
+    INPUT_EXAMPLE_WARNING,
+    MLFLOW_SQLITE_STORE_WARNING,
+    log_sklearn,
+    temporary_tracking_store,
+)
 from tests.pg import PostgresServer
-from tests.workers import scalar, wait_finished, wait_until
+from tests.workers import WorkerProcess, scalar, wait_finished, wait_until
+
+with warnings.catch_warnings():  # MLflow's own, at the import of its pyfunc module
+    warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
+    import mlflow.pyfunc
 
 pytestmark = pytest.mark.postgres
 
@@ -119,3 +138,145 @@ def test_database_restart_loses_no_job_and_needs_no_worker_restart(
     for w in workers:
         assert w.proc.poll() is None, "a worker died"
         wait_until(lambda w=w: w.health() == 200, 30, "worker healthy again")  # type: ignore[misc]
+
+
+# --- deploy jobs under kill -9 and a database restart -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("mlflow")
+    with temporary_tracking_store(root, "chaos"):
+        yield root
+
+
+DEPLOY_LOCK = table_lock_key("apps", "chaos")
+
+
+def lock_waiters(engine: Engine) -> int:
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    return scalar(engine, waiting)
+
+
+def table_state(engine: Engine) -> tuple[list[str], list[str | None]]:
+    """The scoring triggers on apps.chaos and the model URIs its deployments say are live."""
+    with engine.connect() as conn:
+        triggers = conn.execute(
+            text(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'apps.chaos'::regclass "
+                "AND NOT tgisinternal"
+            )
+        ).scalars()
+        live = conn.execute(
+            text(
+                "SELECT model_uri FROM deployments WHERE name = 'apps.chaos' "
+                "AND status = 'DEPLOYED'"
+            )
+        ).scalars()
+        return list(triggers), list(live)
+
+
+@MLFLOW_SQLITE_STORE_WARNING
+@INPUT_EXAMPLE_WARNING
+def test_deploys_replaces_and_undeploys_converge_under_kill_9_and_a_database_restart(
+    tracking_store: Path,
+    pg_url: str,
+    ledger: Ledger,
+    engine: Engine,
+    start_worker: StartWorker,
+    pg_server: PostgresServer,
+) -> None:
+    """A chain of DEPLOY_DATABASE (with replace) and UNDEPLOY_DATABASE jobs on one table;
+    during each, the worker holding it is killed with kill -9 (once, the database is
+    restarted instead). Every job ends SUCCESS after its retries, and after each one the
+    table's trigger, its deployment record and the predictions of a fresh INSERT match the
+    model it asked for (or no model)."""
+    started = time.monotonic()
+    train = features(300, 31)
+    models = {
+        "A": LogisticRegression(max_iter=500).fit(train, train.score > 0),
+        "B": LogisticRegression(max_iter=500).fit(train, train.income > 50),
+    }
+    uris = {k: log_sklearn(m, train) for k, m in models.items()}
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA apps"))
+        conn.execute(
+            text(
+                "CREATE TABLE apps.chaos (id BIGINT PRIMARY KEY, age DOUBLE PRECISION, "
+                "income DOUBLE PRECISION, score DOUBLE PRECISION)"
+            )
+        )
+        conn.execute(text("INSERT INTO apps.chaos VALUES (0, 40, 50, 0.5), (1, 60, 30, -0.5)"))
+    settings = {
+        "job_lease_seconds": 3.0,
+        "worker_sweep_seconds": 0.3,
+        "mlflow_tracking_uri": mlflow.get_tracking_uri(),
+    }
+    workers = {w.pid: w for w in (start_worker(**settings), start_worker(**settings))}
+    rng = random.Random(20261206)
+    # (handler, model): deploy, replace twice, undeploy, deploy again, replace, undeploy.
+    chain = [("D", "A"), ("D", "B"), ("D", "A"), ("U", "A"), ("D", "B"), ("D", "A"), ("U", "A")]
+    restart_at = 3
+    next_id = 100
+    kills = retried = 0
+
+    def kill_holder(ledger: Ledger, job_id: int, workers: dict[int, WorkerProcess]) -> bool:
+        if ledger.get(job_id).status != "RUNNING":
+            return False
+        victim = holder_pid(ledger, job_id)
+        if victim not in workers:
+            return False
+        workers.pop(victim).kill()
+        replacement = start_worker(**settings)
+        workers[replacement.pid] = replacement
+        return True
+
+    for n, (kind, model) in enumerate(chain):
+        handler = "DEPLOY_DATABASE" if kind == "D" else "UNDEPLOY_DATABASE"
+        payload: dict[str, object] = {
+            "model_uri": uris[model],
+            "db_schema": "apps",
+            "db_table": "chaos",
+        }
+        if kind == "D":
+            payload["replace"] = True
+        attempts = SPECS[handler].attempts(3)
+        with plain_pg(pg_url) as blocker:
+            held = n % 2 == 0 or n == restart_at
+            if held:
+                # Hold the table's deploy lock: the job's transaction waits for it, and the
+                # kill (or the restart) happens inside that transaction for sure.
+                blocker.execute("SELECT pg_advisory_lock(hashtext(%s))", [DEPLOY_LOCK])
+            job = ledger.enqueue(handler, payload, "ann", max_attempts=attempts)
+            wait_until(lambda j=job.id: ledger.get(j).status == "RUNNING", 60, "RUNNING")  # type: ignore[misc]
+            if held:
+                wait_until(lambda: lock_waiters(engine) > 0, 60, "the job to wait for the lock")
+            if n == restart_at:
+                pg_server.restart(down_seconds=1.0)
+            elif held:
+                kills += kill_holder(ledger, job.id, workers)
+            else:
+                # Anywhere: reading the model, converting it, in or after its transaction.
+                time.sleep(rng.uniform(0.0, 0.5))
+                kills += kill_holder(ledger, job.id, workers)
+
+        done = wait_finished(ledger, job.id, timeout=90)
+        retried += done.attempt > 1
+        log = "\n".join(ln.message for ln in ledger.read_logs(done.id, limit=10_000))
+        assert done.status == "SUCCESS", f"job {n} ({handler} {model}): {done.error}\n{log}"
+
+        triggers, live = table_state(engine)
+        row = (next_id, 45.0, 55.0, 0.25)
+        next_id += 1
+        insert_rows(pg_url, "chaos", ["id", "age", "income", "score"], [row], "apps")
+        got = read_rows(pg_url, f"SELECT prediction FROM apps.chaos WHERE id = {row[0]}")[0][0]
+        if kind == "D":
+            assert len(triggers) == 1, f"job {n}: triggers {triggers}"
+            assert live == [uris[model]], f"job {n}: live deployments {live}"
+            frame = pd.DataFrame([row[1:]], columns=["age", "income", "score"])
+            assert got == str(models[model].predict(frame)[0]), f"job {n}: prediction {got}"
+        else:
+            assert (triggers, live, got) == ([], [], None), f"job {n}"
+    elapsed = time.monotonic() - started
+    print(f"{len(chain)} jobs, {kills} workers killed, {retried} jobs retried: {elapsed:.1f}s")
+    assert kills >= 3 and retried >= 4  # the lock-held kills and the restart at least

@@ -17,3 +17,10 @@ def test_every_configuration_variable_is_in_the_readme_table() -> None:
 def test_readme_shows_the_two_commands() -> None:
     assert "make run" in README
     assert "make test" in README
+
+
+def test_readme_says_how_to_log_tree_models_with_skops() -> None:
+    """MLflow 3.17 saves scikit-learn models with skops, which refuses tree structures it was
+    not told to trust: the README shows the argument the tests log trees with."""
+    assert "skops" in README
+    assert 'skops_trusted_types=["sklearn.tree._tree.Tree"]' in README
