@@ -208,7 +208,8 @@ def at_startup(settings: Settings, what: str, work: Callable[[], T]) -> T:
                     f"the database {describe_url(str(settings.database_url))} refused "
                     f"ML Manager while {what}: {cause}"
                 ) from None
-            if time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise DatabaseUnavailable(
                     f"the database {describe_url(str(settings.database_url))} did not answer "
                     f"within STARTUP_TIMEOUT_SECONDS={settings.startup_timeout_seconds:g} "
@@ -217,7 +218,8 @@ def at_startup(settings: Settings, what: str, work: Callable[[], T]) -> T:
             if cause != said:  # one line per cause, not one per attempt
                 logger.warning("database not answering while {}, retrying: {}", what, cause)
                 said = cause
-            time.sleep(delay)
+            # The last attempt is made at the deadline, so the whole timeout is waited.
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_STARTUP_BACKOFF_SECONDS)
 
 
