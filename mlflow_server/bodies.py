@@ -6,7 +6,8 @@ Python's ``json`` accepts more than JSON and fails in ways Flask does not expect
 - nesting deeper than the interpreter's recursion limit raises ``RecursionError``,
   which ``request.get_json(silent=True)`` does not catch (a 500 in every handler);
 - an integer of more digits than ``sys.get_int_max_str_digits()`` raises a
-  ``ValueError`` that ``silent=True`` turns into "no body" (a misleading 400).
+  ``ValueError`` that ``silent=True`` turns into "no body" (a misleading 400);
+- a ``\\ud800`` escape gives a string that cannot be encoded (a 500 on PostgreSQL).
 
 :class:`StrictJSONProvider` makes every ``get_json`` of the app parse with :func:`loads`,
 which refuses these with :class:`InvalidPayload` naming the field. That is not a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from typing import Any
 
@@ -30,6 +32,11 @@ from shared.errors import InvalidPayload
 # Deep enough for any body of ours or of MLflow's REST API (the deepest are a few levels),
 # far below the ~1000 frames at which the parser itself fails.
 MAX_DEPTH = 100
+
+
+# JSON's \\u escapes can spell half of a UTF-16 pair alone; such a string cannot be
+# encoded (PostgreSQL's driver fails with UnicodeEncodeError: a 500).
+_LONE_SURROGATE = re.compile("[\\ud800-\\udfff]")
 
 
 class _Constant:
@@ -83,9 +90,14 @@ def _check(value: Any) -> None:
         if len(path) > MAX_DEPTH:
             _refuse(path, f"is nested more than {MAX_DEPTH} levels deep")
         if isinstance(item, dict):
-            stack.extend((v, (*path, str(k))) for k, v in item.items())
+            for key, child in item.items():
+                if _LONE_SURROGATE.search(key):
+                    _refuse((*path, _printable(key)), "is a name that is not Unicode text")
+                stack.append((child, (*path, key)))
         elif isinstance(item, list):
             stack.extend((v, (*path, str(i))) for i, v in enumerate(item))
+        elif isinstance(item, str) and _LONE_SURROGATE.search(item):
+            _refuse(path, "holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text")
         elif isinstance(item, float) and not math.isfinite(item):
             _refuse(path, "is a number too large for a 64-bit float (at most about 1.8e308)")
         elif isinstance(item, _Constant):
@@ -96,6 +108,10 @@ def _check(value: Any) -> None:
                 f"is an integer of {item.digits} digits "
                 f"(at most {sys.get_int_max_str_digits()} digits are accepted)",
             )
+
+
+def _printable(name: str) -> str:
+    return name.encode("utf-8", "backslashreplace").decode()
 
 
 def _refuse(path: tuple[str, ...], problem: str) -> None:

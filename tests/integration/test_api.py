@@ -355,6 +355,18 @@ def test_database_logins_create_mlflow_users(pg_server: PostgresServer, tmp_path
             assert call(proc, "GET", "/jobs", ("alice", "wrong-password-1")).status_code == 401
             assert call(proc, "GET", "/jobs", ("mallory", "any-password-12")).status_code == 401
             assert call(proc, "GET", "/jobs", ADMIN).status_code == 200  # MLflow's admin too
+            # Credentials that are not basic auth, and hostile bodies: as with MLflow's users.
+            for url in (f"{proc.api}/jobs", f"{proc.url}/api/2.0/mlflow/experiments/search"):
+                r = requests.get(url, headers={"Authorization": "Bearer abc.def.ghi"}, timeout=10)
+                assert (r.status_code, r.json()["error_code"]) == (401, "UNAUTHENTICATED"), url
+            r = requests.post(
+                f"{proc.url}/api/2.0/mlflow/runs/search",
+                data='{"experiment_ids": ["0"], "max_results": 1e400}',
+                headers={"Content-Type": "application/json"},
+                auth=alice,
+                timeout=10,
+            )
+            assert r.status_code == 400 and "max_results" in r.json()["message"], r.text
             users = requests.get(
                 f"{proc.url}/api/2.0/mlflow/users/get?username=alice", auth=ADMIN, timeout=10
             )
@@ -456,6 +468,8 @@ HOSTILE_VALUES = {
     "-Infinity": ("-Infinity", "not a JSON number"),
     "5000 digits": ("9" * 5000, "integer of 5000 digits"),
     "10000 levels": (DEEP, "levels deep"),
+    # Half a UTF-16 pair: a string no driver can encode (a 500 on PostgreSQL).
+    "lone surrogate": ('"\\ud800"', "lone UTF-16 surrogate"),
 }
 HOSTILE_AUTHORIZATION = {
     "bearer": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl",

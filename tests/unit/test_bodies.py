@@ -24,6 +24,9 @@ from shared.errors import InvalidPayload
         ('{"x": [-Infinity]}', "x.0", "-Infinity"),
         ('{"steps": ' + "9" * 5000 + "}", "steps", "integer of 5000 digits"),
         ('{"steps": -' + "9" * 5000 + "}", "steps", "integer of 5000 digits"),
+        ('{"p": {"lib": {"k": "a\\ud800b"}}}', "p.lib.k", "lone UTF-16 surrogate"),
+        ('{"tags": ["\\udc00"]}', "tags.0", "lone UTF-16 surrogate"),
+        ('{"a": {"k\\ud800": 1}}', "a.k\\ud800", "not Unicode text"),
         ("[" * 10_000 + "]" * 10_000, "body", f"more than {MAX_DEPTH} levels deep"),
         ('{"a": ' + "[" * 10_000 + "]" * 10_000 + "}", "body", "levels deep"),
     ],
@@ -48,7 +51,8 @@ def test_nesting_the_parser_survives_is_still_limited() -> None:
 
 def test_valid_json_parses_as_the_json_module_does() -> None:
     text = (
-        '{"a": [1, 2.5, -3e10, 1.7e308, true, null, "x\\u00e9"], "b": {"c": 12345678901234567890}}'
+        '{"a": [1, 2.5, -3e10, 1.7e308, true, null, "x\\u00e9 \\ud83d\\ude00"], '
+        '"b": {"c": 12345678901234567890}}'
     )
     assert loads(text) == json.loads(text)
     digits = sys.get_int_max_str_digits()
