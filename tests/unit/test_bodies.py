@@ -40,13 +40,17 @@ def test_refused_values_name_their_field(text: str, field: str, words: str) -> N
 
 
 def test_nesting_the_parser_survives_is_still_limited() -> None:
-    deep = {"a": "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)}
-    text = '{"a": ' + deep["a"] + "}"
-    with pytest.raises(InvalidPayload) as err:
-        loads(text)
-    assert err.value.field == "a" + ".0" * MAX_DEPTH
-    ok = "[" * MAX_DEPTH + "]" * MAX_DEPTH
-    assert loads(ok) == json.loads(ok)
+    limit = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    assert loads(limit) == json.loads(limit)
+    for text, field in (
+        ("[" + limit + "]", "0" + ".0" * (MAX_DEPTH - 1)),
+        ('{"a": ' + limit + "}", "a" + ".0" * (MAX_DEPTH - 1)),
+        ('{"a": [' + limit + "]}", "a" + ".0" * (MAX_DEPTH - 1)),
+    ):
+        with pytest.raises(InvalidPayload) as err:
+            loads(text)
+        assert err.value.field == field
+        assert f"more than {MAX_DEPTH} levels deep" in err.value.message
 
 
 def test_valid_json_parses_as_the_json_module_does() -> None:
