@@ -34,9 +34,9 @@ from shared.errors import InvalidPayload
 MAX_DEPTH = 100
 
 
-# JSON's \\u escapes can spell half of a UTF-16 pair alone; such a string cannot be
+# JSON's \u escapes can spell half of a UTF-16 pair alone; such a string cannot be
 # encoded (PostgreSQL's driver fails with UnicodeEncodeError: a 500).
-_LONE_SURROGATE = re.compile("[\\ud800-\\udfff]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class _Constant:
@@ -64,7 +64,8 @@ def loads(data: str | bytes) -> Any:
 
     Raises ``ValueError`` for text that is not JSON and :class:`InvalidPayload` (field:
     the path of the bad value, e.g. ``payload.cpu_request``) for non-finite numbers,
-    integers longer than Python converts, and nesting deeper than :data:`MAX_DEPTH`.
+    integers longer than Python converts, strings with a lone surrogate, and nesting
+    deeper than :data:`MAX_DEPTH`.
     """
     try:
         value = json.loads(data, parse_constant=_Constant)
