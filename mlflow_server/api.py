@@ -20,7 +20,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
-from mlflow_server.auth import OUR_PREFIXES, current_user, is_admin
+from mlflow_server.auth import current_user, is_admin
 from mlflow_server.schemas import (
     API_PREFIX,
     MAX_ID,
@@ -104,7 +104,7 @@ def error_response(exc: MLManagerError) -> Response:
     ran (``bodies``). There it answers in MLflow's own format, which has no ``field``
     (the message names it).
     """
-    field = exc.field if request.path.startswith(OUR_PREFIXES) else None
+    field = exc.field if request.blueprint == blueprint.name else None
     return _error(exc.http_status, exc.error_code, exc.message, field)
 
 
