@@ -39,6 +39,7 @@ from mlflow_server.schemas import (
     LogLineOut,
     LogsOut,
     SubmitJob,
+    VersionOut,
     openapi_document,
 )
 from shared.db import get_engine
@@ -97,9 +98,15 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> Re
     return response
 
 
-@blueprint.errorhandler(MLManagerError)
-def _mlmanager_error(exc: MLManagerError) -> Response:
-    return _error(exc.http_status, exc.error_code, exc.message, exc.field)
+def error_response(exc: MLManagerError) -> Response:
+    """The answer to an MLManagerError anywhere in the app (``app.py`` registers it).
+
+    Besides our routes, this covers MLflow's: a request body refused before its handler
+    ran (``bodies``). There it answers in MLflow's own format, which has no ``field``
+    (the message names it).
+    """
+    field = exc.field if request.blueprint == blueprint.name else None
+    return _error(exc.http_status, exc.error_code, exc.message, field)
 
 
 @blueprint.errorhandler(ValidationError)
@@ -434,12 +441,12 @@ def version() -> ResponseReturnValue:
 
     from shared.migrations import current_revision
 
-    return jsonify(
-        {
-            "mlmanager": dist_version("mlmanager"),
-            "mlflow": dist_version("mlflow"),
-            "schema_revision": current_revision(get_engine(get_settings())),
-        }
+    return _out(
+        VersionOut(
+            mlmanager=dist_version("mlmanager"),
+            mlflow=dist_version("mlflow"),
+            schema_revision=current_revision(get_engine(get_settings())),
+        )
     )
 
 

@@ -14,9 +14,11 @@ from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from bobby.handlers import load_handlers
-from mlflow_server.api import blueprint, seed_handlers
+from mlflow_server.api import blueprint, error_response, seed_handlers
 from mlflow_server.auth import OUR_PREFIXES, guard
+from mlflow_server.bodies import StrictJSONProvider
 from shared.db import get_engine
+from shared.errors import MLManagerError
 from shared.logging import configure_logging
 from shared.migrations import require_current
 from shared.settings import get_settings
@@ -38,6 +40,10 @@ def create_app() -> Any:
     if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
         return create_auth_app(mlflow_app)
     mlflow_app.register_blueprint(blueprint)
+    # Every get_json of the app (ours, MLflow's handlers, its permission checks) parses
+    # strictly; what it refuses is an MLManagerError, answered here for every route.
+    mlflow_app.json = StrictJSONProvider(mlflow_app)
+    mlflow_app.register_error_handler(MLManagerError, error_response)
     mlflow_app.register_error_handler(404, _json_for_our_routes)
     mlflow_app.register_error_handler(405, _json_for_our_routes)
     app = create_auth_app(mlflow_app)

@@ -27,6 +27,7 @@ import psycopg
 from flask import Flask, Response, g, jsonify, request
 from sqlalchemy.engine import make_url
 
+from mlflow_server.bodies import check_body
 from mlflow_server.schemas import API_PREFIX
 from shared.errors import NotAuthenticated
 from shared.settings import get_settings
@@ -36,7 +37,14 @@ DB_LOGIN_CACHE_SECONDS = 60.0
 
 
 def guard(app: Flask) -> None:
-    """Replace MLflow's before-request check by one that only authenticates our routes."""
+    """Replace MLflow's before-request check by ours, in front of every protected route.
+
+    In order: credentials that cannot be HTTP basic auth are refused (401, JSON) before
+    any authentication function sees them; the user is authenticated; a JSON body is
+    parsed strictly (``bodies.check_body``) before any permission check or handler
+    reads it; then our routes go to their handler (they authorize per job and per
+    deployment) and MLflow's routes to MLflow's unchanged check.
+    """
     from mlflow.server import auth as mlflow_auth
 
     funcs = app.before_request_funcs.setdefault(None, [])
@@ -44,21 +52,53 @@ def guard(app: Flask) -> None:
     mlflow_check = funcs[position]
 
     def check() -> Any:
-        if not request.path.startswith(OUR_PREFIXES):
+        if mlflow_auth.is_unprotected_route(request.path):
             return mlflow_check()
+        ours = request.path.startswith(OUR_PREFIXES)
+        problem = unusable_credentials()
+        if problem is not None:
+            return _unauthenticated(problem)
         result = mlflow_auth.authenticate_request()
         if isinstance(result, Response):
-            # Same challenge, but a JSON error like every other answer of our API.
-            body = {"error_code": "UNAUTHENTICATED", "message": "log in with HTTP basic auth"}
-            response = jsonify(body)
-            response.status_code = result.status_code
-            if "WWW-Authenticate" in result.headers:
-                response.headers["WWW-Authenticate"] = result.headers["WWW-Authenticate"]
-            return response
+            # Ours answer JSON like every other answer of our API; MLflow's keep its reply.
+            return _unauthenticated("log in with HTTP basic auth") if ours else result
+        check_body(request, ours)
+        if not ours:
+            # Authenticates again (MLflow caches the check), then authorizes.
+            return mlflow_check()
         g.mlflow_authenticated_user = result.username
         return None
 
     funcs[position] = check
+
+
+def unusable_credentials() -> str | None:
+    """Why the ``Authorization`` header cannot be HTTP basic credentials (None: it can).
+
+    Werkzeug parses every scheme, and MLflow's basic-auth function then takes a Bearer
+    token's missing user and password for strings (``None.encode()``: a 500 on every
+    route); a header that is not base64 of UTF-8 ``user:password`` parses to nothing.
+    """
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    auth = request.authorization
+    if auth is None and header.partition(" ")[0].lower() == "basic":
+        return "the Authorization header is not HTTP basic auth (base64 of UTF-8 user:password)"
+    if auth is None or auth.type != "basic":
+        return "only HTTP basic authentication (user and password) is accepted"
+    if not auth.username or auth.password is None:
+        return "the Authorization header holds no user name"
+    if "\x00" in auth.username or "\x00" in auth.password:
+        return "a user name or password cannot contain a NUL character"
+    return None
+
+
+def _unauthenticated(message: str) -> Response:
+    response = jsonify({"error_code": "UNAUTHENTICATED", "message": message})
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Basic realm="mlflow"'
+    return response
 
 
 def current_user() -> str:
@@ -138,7 +178,19 @@ def _ensure_mlflow_user(username: str) -> None:
 
 
 def authenticate_request_database() -> Any:
-    """MLflow ``authorization_function`` for AUTH_BACKEND=database."""
+    """MLflow ``authorization_function`` for AUTH_BACKEND=database.
+
+    MLflow calls it several times per request (our guard, its own check, its admin
+    check); a database user fails MLflow's password check (a deliberately slow hash)
+    each time, so the answer is kept for the rest of the request.
+    """
+    answer = g.get("mlmanager_database_login")
+    if answer is None:
+        answer = g.mlmanager_database_login = _authenticate_database()
+    return answer
+
+
+def _authenticate_database() -> Any:
     from mlflow.server.auth import authenticate_request_basic_auth, make_basic_auth_response
 
     auth = request.authorization

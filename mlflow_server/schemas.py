@@ -175,6 +175,14 @@ class CompatLogsOut(BaseModel):
     logs: list[str]
 
 
+class VersionOut(BaseModel):
+    mlmanager: str
+    mlflow: str
+    schema_revision: str | None = Field(
+        description="Alembic revision of ML Manager's tables in the database (null: none)"
+    )
+
+
 # --- OpenAPI ---------------------------------------------------------------------
 _MODELS: list[type[BaseModel]] = [
     ErrorOut,
@@ -189,6 +197,7 @@ _MODELS: list[type[BaseModel]] = [
     CompatInitiateOut,
     CompatLogsIn,
     CompatLogsOut,
+    VersionOut,
     *(spec.payload_model for spec in SPECS.values()),
 ]
 
@@ -357,6 +366,12 @@ def openapi_document() -> dict[str, Any]:
                 ("200", HandlerOut),
                 errors=("400", "401", "403", "404"),
                 params=[_param("name", "path", {"type": "string", "pattern": "^[A-Z_]{1,64}$"})],
+            )
+        },
+        f"{p}/version": {
+            "get": _op(
+                "The running ML Manager and MLflow, and the schema revision of the database",
+                ("200", VersionOut),
             )
         },
         "/api/rest/initiate": {

@@ -3,6 +3,7 @@ and on PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -378,6 +379,18 @@ def test_database_logins_create_mlflow_users(pg_server: PostgresServer, tmp_path
             assert call(proc, "GET", "/jobs", ("alice", "wrong-password-1")).status_code == 401
             assert call(proc, "GET", "/jobs", ("mallory", "any-password-12")).status_code == 401
             assert call(proc, "GET", "/jobs", ADMIN).status_code == 200  # MLflow's admin too
+            # Credentials that are not basic auth, and hostile bodies: as with MLflow's users.
+            for url in (f"{proc.api}/jobs", f"{proc.url}/api/2.0/mlflow/experiments/search"):
+                r = requests.get(url, headers={"Authorization": "Bearer abc.def.ghi"}, timeout=10)
+                assert (r.status_code, r.json()["error_code"]) == (401, "UNAUTHENTICATED"), url
+            r = requests.post(
+                f"{proc.url}/api/2.0/mlflow/runs/search",
+                data='{"experiment_ids": ["0"], "max_results": 1e400}',
+                headers={"Content-Type": "application/json"},
+                auth=alice,
+                timeout=10,
+            )
+            assert r.status_code == 400 and "max_results" in r.json()["message"], r.text
             users = requests.get(
                 f"{proc.url}/api/2.0/mlflow/users/get?username=alice", auth=ADMIN, timeout=10
             )
@@ -439,6 +452,159 @@ def _schemathesis(st: Path, schema: Path, server: MLManagerProcess) -> Any:
         timeout=600,
         check=False,
     )
+
+
+# --- hostile input (issue 21): a 4xx with a JSON body on every route, never a 5xx -------
+# Routes of ours and of MLflow's behind our app, each with a body holding @V@ where the
+# hostile value goes, and the field it lands in.
+HOSTILE_BODIES = [
+    (
+        "/api/2.0/mlmanager/jobs",
+        '{"handler_name": "DEPLOY_KUBERNETES", '
+        '"payload": {"model_uri": "models:/iris/1", "cpu_request": @V@}}',
+        "payload.cpu_request",
+    ),
+    (
+        "/api/rest/initiate",
+        '{"handler_name": "DEPLOY_KUBERNETES", "model_uri": "models:/iris/1", "cpu_request": @V@}',
+        "cpu_request",
+    ),
+    ("/api/rest/logs", '{"task_id": @V@}', "task_id"),
+    ("/api/2.0/mlflow/runs/search", '{"experiment_ids": ["0"], "max_results": @V@}', "max_results"),
+    ("/ajax-api/2.0/mlflow/experiments/search", '{"max_results": @V@}', "max_results"),
+    (
+        "/api/2.0/mlflow/runs/log-metric",
+        '{"run_id": "abc", "key": "m", "value": @V@, "timestamp": 1}',
+        "value",
+    ),
+    (
+        "/api/2.0/mlflow/experiments/create",
+        '{"name": "hostile", "tags": [{"key": "k", "value": @V@}]}',
+        "tags.0.value",
+    ),
+]
+DEEP = "[" * 10_000 + "]" * 10_000
+HOSTILE_VALUES = {
+    "1e400": ("1e400", "64-bit float"),
+    "-1e400": ("-1e400", "64-bit float"),
+    "NaN": ("NaN", "not a JSON number"),
+    "Infinity": ("Infinity", "not a JSON number"),
+    "-Infinity": ("-Infinity", "not a JSON number"),
+    "5000 digits": ("9" * 5000, "integer of 5000 digits"),
+    "10000 levels": (DEEP, "levels deep"),
+    # Half a UTF-16 pair: a string no driver can encode (a 500 on PostgreSQL).
+    "lone surrogate": ('"\\ud800"', "lone UTF-16 surrogate"),
+}
+HOSTILE_AUTHORIZATION = {
+    "bearer": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl",
+    "digest": 'Digest username="admin", realm="mlflow", nonce="1", response="2"',
+    "basic, not base64": "Basic !!not-base64!!",
+    "basic, empty": "Basic ",
+    "basic, not UTF-8": "Basic " + base64.b64encode(b"\xe9t\xe9:password").decode(),
+    "basic, NUL in user": "Basic "
+    + base64.b64encode(b"ad\x00min:" + ADMIN_PASSWORD.encode()).decode(),
+}
+
+
+def _is_ours(path: str) -> bool:
+    return path.startswith(("/api/2.0/mlmanager/", "/api/rest/"))
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_AUTHORIZATION))
+def test_credentials_that_are_not_basic_auth_answer_401_json_on_every_route(
+    server: MLManagerProcess, name: str
+) -> None:
+    routes = [
+        ("GET", "/api/2.0/mlmanager/jobs"),
+        ("POST", "/api/2.0/mlmanager/jobs"),
+        ("POST", "/api/rest/initiate"),
+        ("GET", "/api/2.0/mlflow/experiments/search?max_results=1"),
+        ("POST", "/ajax-api/2.0/mlflow/runs/search"),
+        ("GET", "/ajax-api/2.0/mlflow/users/current"),
+        ("GET", "/"),  # the UI's page
+    ]
+    for method, path in routes:
+        r = requests.request(
+            method,
+            f"{server.url}{path}",
+            headers={"Authorization": HOSTILE_AUTHORIZATION[name]},
+            json={"handler_name": "NOOP"},
+            timeout=30,
+        )
+        assert r.status_code == 401, (name, method, path, r.status_code, r.text[:500])
+        assert r.json()["error_code"] == "UNAUTHENTICATED", (name, path)
+        assert r.headers["WWW-Authenticate"].startswith("Basic"), (name, path)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_VALUES))
+def test_hostile_json_values_answer_400_naming_the_field_on_every_route(
+    server: MLManagerProcess, name: str
+) -> None:
+    """Non-finite or over-long numbers and 10,000-level nesting, inside a field and as the
+    whole body, from an admin and from a user (MLflow checks a user's permissions on the
+    body before its handler runs); nothing is stored."""
+    value, words = HOSTILE_VALUES[name]
+    before = call(server, "GET", "/jobs?handler=DEPLOY_KUBERNETES&limit=500").json()["jobs"]
+    for path, template, field in HOSTILE_BODIES:
+        if name == "10000 levels":
+            field = "body"  # too deep for any parser to say where
+        for body in (template.replace("@V@", value), value):
+            # Bodies are read only for a user: a stranger learns nothing from them.
+            r = requests.post(
+                f"{server.url}{path}",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert r.status_code == 401, (name, path, r.status_code, r.text[:300])
+            for auth in (ADMIN, ANN):
+                r = requests.post(
+                    f"{server.url}{path}",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    auth=auth,
+                    timeout=30,
+                )
+                where = (name, path, body[:80], auth[0], r.status_code, r.text[:500])
+                assert r.status_code == 400, where
+                error = r.json()
+                assert error["error_code"] == "INVALID_PARAMETER_VALUE", where
+                assert words in error["message"], where
+                if body == value:
+                    continue  # the bad value is the whole body
+                assert field in error["message"], where
+                # Ours name the field; MLflow's keep MLflow's format (no "field").
+                assert error.get("field") == (field if _is_ours(path) else None), where
+    after = call(server, "GET", "/jobs?handler=DEPLOY_KUBERNETES&limit=500").json()["jobs"]
+    assert after == before
+
+
+def test_mlflow_routes_refuse_bodies_that_are_not_objects(server: MLManagerProcess) -> None:
+    """MLflow's handlers assume an object, or a string holding one (old clients' double
+    encoding): anything else was a 500 (str.get, json.loads of a non-JSON string)."""
+    bodies = ['"abc"', "[1, 2]", '"[[1]]"', json.dumps(DEEP), '"{\\"max_results\\": NaN}"']
+    for path in ("/api/2.0/mlflow/runs/search", "/ajax-api/2.0/mlflow/experiments/create"):
+        for body in bodies:
+            for auth in (ADMIN, ANN):
+                r = requests.post(
+                    f"{server.url}{path}",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    auth=auth,
+                    timeout=30,
+                )
+                where = (path, body[:80], auth[0], r.status_code, r.text[:500])
+                assert r.status_code == 400, where
+                assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE", where
+    # A double-encoded object still works, as MLflow promises old clients.
+    r = requests.post(
+        f"{server.url}/api/2.0/mlflow/experiments/search",
+        data=json.dumps(json.dumps({"max_results": 1})),
+        headers={"Content-Type": "application/json"},
+        auth=ANN,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
 
 
 def _client_env(server: MLManagerProcess, user: tuple[str, str] = ANN) -> dict[str, str]:
