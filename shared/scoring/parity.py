@@ -14,9 +14,11 @@ the check runs on:
   whose feature sits on a split threshold and on the float32 neighbours of it,
   where float32 and double comparisons part (at most ``THRESHOLD_ROWS``).
 
-A model that itself refuses missing values (most linear models raise on NaN)
-has no NULL behaviour to reproduce: its NULL rows are left out of the check,
-said in the log, and score NULL predictions (``shared.scoring.runtime``).
+A model that itself refuses missing values (scikit-learn's linear models and
+GradientBoosting raise on NaN) has no prediction to reproduce for a NULL: its
+NULL rows are left out of the check, and the log says so. Such rows then get
+what the conversion gives (NULL predictions for linear models, the branch
+scikit-learn's tree would take for trees: ``shared.scoring.runtime``).
 The worst difference per prediction column goes to the job log.
 """
 
@@ -101,7 +103,7 @@ def check_rows(model: Any, kind: ModelKind, method: str, sample: pd.DataFrame) -
             "the model itself refuses missing values for "
             + "; ".join(refusing[:3])
             + (f"; and {len(refusing) - 3} more" if len(refusing) > 3 else "")
-            + ": a row with such a NULL gets NULL predictions"
+            + ": rows with a NULL there are not compared (the model has no prediction for them)"
         )
     combined = pd.concat(frames, ignore_index=True)
     return CheckRows(combined, expected, origins, counts, notes)
