@@ -66,9 +66,11 @@ def assert_reproduces(model: Any, rep: Any, features: pd.DataFrame) -> None:
     )
     if rep.kind is ModelKind.CLASSIFICATION:
         labels = [str(v) for v in model.predict(features)]
-        assert got[0] == labels, [
-            (i, g, w) for i, (g, w) in enumerate(zip(got[0], labels, strict=True)) if g != w
-        ][:5]
+        # The differing rows only: pytest's diff of two long lists takes minutes.
+        assert len(got[0]) == len(labels)
+        pairs = enumerate(zip(got[0], labels, strict=True))
+        differing = [(i, g, w) for i, (g, w) in pairs if g != w]
+        assert not differing, differing[:5]
         np.testing.assert_allclose(
             np.array(got[1:], dtype=np.float64).T, model.predict_proba(features), rtol=0, atol=1e-6
         )
@@ -83,7 +85,10 @@ def test_breast_cancer_forest_gives_scikit_learns_probabilities_and_labels(
 ) -> None:
     """The case of issue 21: double inputs against float32 thresholds gave 0.6333 for 0.6667."""
     features, target = dataset("breast_cancer")
-    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(features, target)
+    # Trained on every other row (with this seed the old conversion gave 0.6333 for
+    # scikit-learn's 0.6667 on one of the others, and flipped three 0.5/0.5 ties).
+    model = RandomForestClassifier(n_estimators=30, random_state=1)
+    model.fit(features.iloc[::2], target.iloc[::2])
     uri = log_model(mlflow.sklearn, model, features, skops_trusted_types=TRUSTED)
 
     rep = build_representation(uri, features.head(5))
