@@ -27,7 +27,8 @@ from shared.db import quote_identifier, schema_of
 from shared.deployments import DeploymentStore
 from shared.errors import InvalidPayload, NotAuthorized, NotFound, TargetUnavailable
 from shared.handlers import SPECS, DeployDatabasePayload, UndeployDatabasePayload
-from shared.scoring.kinds import RESERVED_COLUMNS, method_from
+from shared.scoring.kinds import RESERVED_COLUMNS, input_columns, method_from
+from shared.scoring.parity import SAMPLE_LIMIT
 from shared.scoring.plan import (
     DeploymentPlan,
     add_score_existing,
@@ -39,9 +40,9 @@ from shared.scoring.representation import Representation
 from shared.scoring.runtime import import_mlflow
 
 TARGET = "database"
-# Rows of the table, reference table and input example the conversion is checked on:
-# a 500-tree forest checks 5000 rows (and their NULL and threshold variants) in seconds.
-SAMPLE_ROWS = 5000
+# Rows of the table, reference table and input example the conversion is checked on
+# (shared.scoring.parity adds their NULL and split-threshold variants).
+SAMPLE_ROWS = SAMPLE_LIMIT
 _INSUFFICIENT_PRIVILEGE = "42501"
 
 
@@ -254,6 +255,9 @@ class DeployDatabase(_DatabaseHandler):
                 "mode": "async" if plan.trigger_mode == "async" else "sync",
                 "keys": [list(k) for k in plan.binding.keys],
                 "features": list(plan.binding.features),
+                "input_columns": dict(
+                    zip((c.name for c in rep.inputs), plan.binding.features, strict=True)
+                ),
                 "prediction_columns": list(plan.binding.outputs),
                 "created_table": plan.creates_table,
             },
@@ -340,7 +344,8 @@ def _renamed_to_signature(frame: pd.DataFrame, model_uri: str) -> pd.DataFrame:
     inputs = _signature_names(model_uri)
     if inputs is None:
         return frame
-    names = {n.lower(): n for n in inputs}
+    names = {column.lower(): name for name, column in input_columns(inputs).items()}
+    names.update({n.lower(): n for n in inputs})
     return frame.rename(columns={c: names.get(str(c).lower(), c) for c in frame.columns})
 
 
