@@ -86,7 +86,7 @@ def check_rows(model: Any, kind: ModelKind, method: str, sample: pd.DataFrame) -
             continue
         try:
             predicted = predict_rows(model, kind, method, frame)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:  # how scikit-learn refuses NaN or None
             if what != "rows with a NULL feature":
                 raise
             refusing.append(f"{origin} ({str(exc).splitlines()[0]})")
