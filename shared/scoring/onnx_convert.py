@@ -106,11 +106,13 @@ def _sklearn_attempts(model: Any, info: KindInfo, inputs: tuple[Column, ...]) ->
                 initial_types: list[tuple[str, Any]] = initial_types,
                 custom: dict[type, Any] | None = custom,
             ) -> onnx.ModelProto:
-                return convert_sklearn(
-                    model,
-                    initial_types=initial_types,
-                    options=options,
-                    custom_conversion_functions=custom,
+                return _with_ml_opset_3(
+                    convert_sklearn(
+                        model,
+                        initial_types=initial_types,
+                        options=options,
+                        custom_conversion_functions=custom,
+                    )
                 )
 
             precision = ", ".join(filter(None, [tensor_type.__name__, trees]))
@@ -170,6 +172,11 @@ def _float32_trees(original: Callable[..., None]) -> Callable[..., None]:
         declared = source.type
         doubles = [out for out in operator.outputs if guess_numpy_type(out.type) == np.float64]
         renamed = []
+        classes = _class_labels(scope, operator)
+        if classes is not None:  # the label comes from the probabilities, below
+            label = operator.outputs[0]
+            label_name = label.full_name
+            label.set_onnx_name(scope.get_unique_variable_name(f"{label_name}_by_trees"))
         source.set_type(FloatTensorType(declared.shape))
         for out in doubles:
             renamed.append((out, out.full_name, out.type))
@@ -184,10 +191,15 @@ def _float32_trees(original: Callable[..., None]) -> Callable[..., None]:
                 singles.append((out.full_name, name))
                 out.set_onnx_name(name)
                 out.set_type(kind)
+            if classes is not None:
+                label.set_onnx_name(label_name)
         added = container.nodes[first + 1 :]
         for node in added:
+            reads_double = node.op_type in _TREE_OPS and _splits_in_double(node)
+            if reads_double and node.op_type == "TreeEnsembleClassifier":
+                _forest_weights_in_double(node, operator.raw_operator)
             for i, name in enumerate(node.input):
-                if name == source.full_name:
+                if name == source.full_name and not reads_double:
                     node.input[i] = as_float
         for single, name in singles:
             container.add_node(
@@ -197,9 +209,122 @@ def _float32_trees(original: Callable[..., None]) -> Callable[..., None]:
                 to=TensorProto.DOUBLE,
                 name=scope.get_unique_operator_name("CastToDouble"),
             )
+        if classes is not None:
+            # scikit-learn's label is the first class of highest probability; the
+            # tree operator breaks a 0.5/0.5 tie its own way.
+            best = scope.get_unique_variable_name("best_class")
+            container.add_node(
+                "ArgMax",
+                operator.outputs[1].full_name,
+                best,
+                axis=1,
+                keepdims=0,
+                name=scope.get_unique_operator_name("ArgMax"),
+            )
+            table, kind, values = classes
+            container.add_initializer(table, kind, [len(values)], values)
+            container.add_node(
+                "Gather",
+                [table, best],
+                label_name,
+                axis=0,
+                name=scope.get_unique_operator_name("Gather"),
+            )
         _missing_goes_as_sklearn(operator.raw_operator, added)
 
     return converter
+
+
+def _class_labels(scope: Any, operator: Any) -> tuple[str, int, list[Any]] | None:
+    """(initializer name, ONNX type, labels) of a classifier with integer or text classes."""
+    model = operator.raw_operator
+    if len(operator.outputs) < 2 or not hasattr(model, "classes_"):
+        return None
+    labels = np.asarray(model.classes_)
+    if labels.ndim != 1:  # multi-output
+        return None
+    name = scope.get_unique_variable_name("class_labels")
+    if labels.dtype.kind in "iub":
+        return name, TensorProto.INT64, [int(v) for v in labels.tolist()]
+    if labels.dtype.kind in "OUS" and all(isinstance(v, str) for v in labels.tolist()):
+        return name, TensorProto.STRING, [v.encode() for v in labels.tolist()]
+    return None
+
+
+def _splits_in_double(node: Any) -> bool:
+    """Make a float32 tree node read the double input and split it the same way; whether done.
+
+    skl2onnx's float32 threshold ``w`` splits as scikit-learn does: ``(float)x <= w``.
+    For a double ``x`` that holds exactly when ``x`` is at most the midpoint between
+    ``w`` and the next float32 (ties round to the even one, so the midpoint itself
+    belongs to ``w`` only when ``w`` is even). With such double thresholds
+    (``ai.onnx.ml`` 3) onnxruntime also sums the trees in double instead of float32:
+    a 500-tree forest's probabilities then differ from scikit-learn's by about
+    1e-7 instead of 6e-6.
+    """
+    attributes = {a.name: a for a in node.attribute}
+    modes = set(attributes["nodes_modes"].strings)
+    if "nodes_values" not in attributes or not modes <= {b"BRANCH_LEQ", b"LEAF"}:
+        return False
+    singles = np.array(attributes["nodes_values"].floats, dtype=np.float32)
+    above = np.nextafter(singles, np.float32(np.inf))
+    middle = (singles.astype(np.float64) + above.astype(np.float64)) / 2
+    even = (singles.view(np.uint32) & 1) == 0
+    doubles = np.where(even, middle, np.nextafter(middle, -np.inf))
+    doubles = np.where(np.isfinite(above), doubles, singles.astype(np.float64))
+    node.attribute.remove(attributes["nodes_values"])
+    tensor = onnx.helper.make_tensor(
+        "nodes_values", TensorProto.DOUBLE, [len(doubles)], doubles.tolist()
+    )
+    node.attribute.append(onnx.helper.make_attribute("nodes_values_as_tensor", tensor))
+    return True
+
+
+def _forest_weights_in_double(node: Any, model: Any) -> None:
+    """A forest's leaf probabilities as doubles, summed in double as scikit-learn does.
+
+    As float32 (1/30 is 0.033333335), fifteen of thirty trees make 0.50000003
+    and a 0.5/0.5 tie goes to the second class. Each weight is the leaf's class
+    fraction over the number of trees (skl2onnx keeps only the second class of a
+    binary forest); a weight that is not the float32 skl2onnx wrote is left alone.
+    """
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
+
+    if isinstance(model, (RandomForestClassifier, ExtraTreesClassifier)):
+        trees = [e.tree_ for e in model.estimators_]
+    elif isinstance(model, (DecisionTreeClassifier, ExtraTreeClassifier)):
+        trees = [model.tree_]
+    else:
+        return
+    attributes = {a.name: a for a in node.attribute}
+    if "class_weights" not in attributes or getattr(model, "n_outputs_", 1) != 1:
+        return
+    singles = np.array(attributes["class_weights"].floats, dtype=np.float32)
+    shift = 1 if len(model.classes_) == 2 else 0
+    doubles = []
+    for tree, leaf, k in zip(
+        attributes["class_treeids"].ints,
+        attributes["class_nodeids"].ints,
+        attributes["class_ids"].ints,
+        strict=True,
+    ):
+        fractions = np.asarray(trees[tree].value[leaf], dtype=np.float64).ravel()
+        doubles.append(fractions[k + shift] / fractions.sum() / len(trees))
+    if not np.array_equal(np.array(doubles, dtype=np.float32), singles):
+        return
+    node.attribute.remove(attributes["class_weights"])
+    tensor = onnx.helper.make_tensor("class_weights", TensorProto.DOUBLE, [len(doubles)], doubles)
+    node.attribute.append(onnx.helper.make_attribute("class_weights_as_tensor", tensor))
+
+
+def _with_ml_opset_3(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Declare ``ai.onnx.ml`` 3 when a tree operator holds double thresholds."""
+    if any(a.name.endswith("_as_tensor") for n in model.graph.node for a in n.attribute):
+        for opset in model.opset_import:
+            if opset.domain == "ai.onnx.ml":
+                opset.version = max(opset.version, 3)
+    return model
 
 
 def _missing_goes_as_sklearn(model: Any, nodes: list[Any]) -> None:
@@ -315,10 +440,7 @@ def _double_thresholds(converted: onnx.ModelProto, model: Any) -> onnx.ModelProt
         node.attribute.append(onnx.helper.make_attribute("nodes_values_as_tensor", tensor))
     for graph_input in converted.graph.input:
         graph_input.type.tensor_type.elem_type = TensorProto.DOUBLE
-    for opset in converted.opset_import:
-        if opset.domain == "ai.onnx.ml":
-            opset.version = max(opset.version, 3)
-    return converted
+    return _with_ml_opset_3(converted)
 
 
 def _keep_outputs(model: onnx.ModelProto, info: KindInfo) -> onnx.ModelProto:
