@@ -11,10 +11,13 @@ rounds the threshold to float32 and compares the double, which sends values
 next to a split the other way (a breast_cancer forest stored 0.6333 for
 scikit-learn's 0.6667). Double inputs are still what the rest of a pipeline
 needs (a StandardScaler computes in double before the forest casts), so the
-tree converters are wrapped (``_float32_trees``): the tree reads a float32 cast
-of its input, exactly as scikit-learn does, and its outputs are cast back to
-double. The wrapper also carries scikit-learn's direction for a missing value
-(NaN) at each split, which skl2onnx leaves out (NaN always went right).
+tree converters are wrapped (``_float32_trees``): the tree is converted for
+float32 input, then given the double threshold that splits every double as its
+float32 cast would (``_splits_in_double``), forests get their leaf
+probabilities as doubles (onnxruntime then sums in double, as scikit-learn
+does), the label is the first class of highest probability (scikit-learn's
+tie-break), and NaN goes down scikit-learn's branch for a missing value, which
+skl2onnx leaves out (NaN always went right).
 """
 
 from __future__ import annotations
