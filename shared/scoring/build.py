@@ -76,7 +76,12 @@ def build_representation(
             rows = check_rows(loaded.model, info.kind, info.method, frame)
             columns = {name: rows.frame[name].tolist() for name in rows.frame.columns}
         candidate = representation(RepresentationFormat.ONNX, payload)
-        actual = Scorer.from_representation(candidate).score(columns)
+        try:
+            scorer = Scorer.from_representation(candidate)
+        except InvalidPayload as exc:  # e.g. inputs the scorer cannot feed
+            conversion.failures.append(f"{label}: {exc.message}")
+            continue
+        actual = scorer.score(columns)
         verdict = compare(outputs, rows, actual, tolerance, "ONNX")
         if not verdict.mismatches:
             for note in rows.notes:
@@ -97,13 +102,14 @@ def build_representation(
             verdict.report(),
         )
         verdicts.append((label, verdict))
-    if rows is None:
+    if not verdicts:
         logger.info(
             "model {} does not convert to ONNX ({}); falling back to MLflow pyfunc (slower)",
             model_uri,
             "; ".join(conversion.failures),
         )
         return representation(RepresentationFormat.PYFUNC, _archive(model_uri))
+    assert rows is not None  # a verdict was made on them
     label, verdict = min(verdicts, key=lambda lv: len(lv[1].mismatches))
     raise InvalidPayload(
         f"ONNX does not reproduce {model_uri} on {len(verdict.mismatches)} values of the "

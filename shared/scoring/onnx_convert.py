@@ -109,14 +109,13 @@ def _sklearn_attempts(model: Any, info: KindInfo, inputs: tuple[Column, ...]) ->
                 initial_types: list[tuple[str, Any]] = initial_types,
                 custom: dict[type, Any] | None = custom,
             ) -> onnx.ModelProto:
-                return _with_ml_opset_3(
-                    convert_sklearn(
-                        model,
-                        initial_types=initial_types,
-                        options=options,
-                        custom_conversion_functions=custom,
-                    )
+                converted = convert_sklearn(
+                    model,
+                    initial_types=initial_types,
+                    options=options,
+                    custom_conversion_functions=custom,
                 )
+                return _named_as_given(_with_ml_opset_3(converted), initial_types)
 
             precision = ", ".join(filter(None, [tensor_type.__name__, trees]))
             yield f"skl2onnx ({layout}, {precision})", attempt
@@ -319,6 +318,26 @@ def _forest_weights_in_double(node: Any, model: Any) -> None:
     node.attribute.remove(attributes["class_weights"])
     tensor = onnx.helper.make_tensor("class_weights", TensorProto.DOUBLE, [len(doubles)], doubles)
     node.attribute.append(onnx.helper.make_attribute("class_weights_as_tensor", tensor))
+
+
+def _named_as_given(
+    model: onnx.ModelProto, initial_types: list[tuple[str, Any]]
+) -> onnx.ModelProto:
+    """The graph's inputs under the names given, which the scorer feeds by name.
+
+    skl2onnx turns ``sepal length (cm)`` into ``sepal_length__cm_``.
+    """
+    renamed = {
+        graph_input.name: name
+        for graph_input, (name, _) in zip(model.graph.input, initial_types, strict=True)
+        if graph_input.name != name
+    }
+    for graph_input in model.graph.input:
+        graph_input.name = renamed.get(graph_input.name, graph_input.name)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+    return model
 
 
 def _with_ml_opset_3(model: onnx.ModelProto) -> onnx.ModelProto:

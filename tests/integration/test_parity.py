@@ -124,6 +124,19 @@ def case(name: str) -> tuple[Any, Any, pd.DataFrame]:
         data = load_diabetes(as_frame=True)
         model = lightgbm.LGBMRegressor(n_estimators=30, num_leaves=8, verbose=-1, n_jobs=1)
         return mlflow.lightgbm, model.fit(data.data, data.target), data.data
+    if name == "iris_pipeline_by_column_names":  # a ColumnTransformer picks "sepal length (cm)"
+        data = load_iris(as_frame=True)
+        features = data.data.assign(
+            **{"kind of soil": np.random.default_rng(0).choice(["clay", "sand"], len(data.data))}
+        ).astype({"kind of soil": object})
+        encode = ColumnTransformer(
+            [
+                ("numbers", StandardScaler(), ["sepal length (cm)", "petal width (cm)"]),
+                ("soil", OneHotEncoder(handle_unknown="ignore"), ["kind of soil"]),
+            ]
+        )
+        model = make_pipeline(encode, RandomForestClassifier(n_estimators=20, random_state=0))
+        return mlflow.sklearn, model.fit(features, data.target), features
     model, features = null_pipeline()
     return mlflow.sklearn, model, features
 
@@ -136,6 +149,7 @@ def case(name: str) -> tuple[Any, Any, pd.DataFrame]:
         "wine_xgboost",
         "diabetes_lightgbm",
         "pipeline_with_nulls",
+        "iris_pipeline_by_column_names",
     ],
 )
 def test_every_stored_prediction_is_the_models_own(
@@ -222,3 +236,34 @@ def test_scikit_learn_column_names_become_sql_names_in_the_plan_and_the_record(
     if isinstance(details, str):
         details = json.loads(details)
     assert details["input_columns"]["sepal length (cm)"] == "sepal_length_cm"
+
+
+def test_the_tables_rows_and_the_input_example_are_all_checked(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    """Every available sample row (up to 5000) is checked, not the first source's 200."""
+    url, engine, settings = deployed_db
+    data = load_wine(as_frame=True)
+    features = plain(data.data)
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(features, data.target)
+    uri = log_model(mlflow.sklearn, model, features, skops_trusted_types=TRUSTED)
+    schema = schema_for(url)
+    with engine.begin() as conn:
+        if not url.startswith("sqlite"):
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        definitions = ", ".join(f"{c} DOUBLE PRECISION" for c in features.columns)
+        table = "vintages" if url.startswith("sqlite") else f"{schema}.vintages"
+        conn.execute(text(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, {definitions})"))
+    rows = [(i, *map(float, r)) for i, r in enumerate(features.itertuples(index=False))]
+    rows += [(i + 1000, *row[1:]) for i, row in enumerate(rows)]  # 356 rows in the table
+    insert_rows(url, "vintages", ["id", *features.columns], rows, schema)
+    payload = {"model_uri": uri, "db_schema": schema, "db_table": "vintages"}
+
+    lines = run_job(engine, settings, "DEPLOY_DATABASE", payload)
+
+    assert (
+        f"361 sample rows to check the model's representation on (356 from {schema}.vintages, "
+        "5 from the input example)"
+    ) in lines
+    checked = next(line for line in lines if "reproduces the model on" in line)
+    assert "(361 sample rows, " in checked
