@@ -322,6 +322,9 @@ class DeployDatabase(_DatabaseHandler):
             text(f"SELECT {read} FROM {table_sql(dialect, schema, table)} LIMIT {SAMPLE_ROWS}")
         ).all()
         frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+        inputs = _signature_names(self.model_uri)
+        if self.payload.model_cols and inputs is not None and len(inputs) == len(columns):
+            return frame.set_axis(inputs, axis=1)  # model_cols name the inputs in order
         return _renamed_to_signature(frame, self.model_uri)
 
 

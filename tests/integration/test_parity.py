@@ -36,7 +36,7 @@ from shared.migrations import upgrade
 from shared.scoring.kinds import column_name
 from shared.settings import Settings
 from tests.conftest import EngineFor, settings_for
-from tests.indb import insert_rows, read_rows, run_job, schema_for
+from tests.indb import features, insert_rows, read_rows, run_job, schema_for
 from tests.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
@@ -267,3 +267,42 @@ def test_the_tables_rows_and_the_input_example_are_all_checked(
     ) in lines
     checked = next(line for line in lines if "reproduces the model on" in line)
     assert "(361 sample rows, " in checked
+
+
+def test_rows_of_a_table_whose_columns_model_cols_names_are_checked(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    """``model_cols`` names the table's column for each model input, in order."""
+    url, engine, settings = deployed_db
+    train = features(300, 21)
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(train, train.score > 0)
+    uri = log_model(mlflow.sklearn, model, train, skops_trusted_types=TRUSTED)
+    schema = schema_for(url)
+    table = "renamed" if url.startswith("sqlite") else f"{schema}.renamed"
+    with engine.begin() as conn:
+        if not url.startswith("sqlite"):
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        conn.execute(
+            text(
+                f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, years DOUBLE PRECISION, "
+                "pay DOUBLE PRECISION, points DOUBLE PRECISION)"
+            )
+        )
+    rows = [(i, *map(float, r)) for i, r in enumerate(train.itertuples(index=False))]
+    insert_rows(url, "renamed", ["id", "years", "pay", "points"], rows, schema)
+    payload = {
+        "model_uri": uri,
+        "db_schema": schema,
+        "db_table": "renamed",
+        "model_cols": ["years", "pay", "points"],
+        "score_existing": True,
+    }
+
+    lines = run_job(engine, settings, "DEPLOY_DATABASE", payload)
+
+    assert (
+        f"305 sample rows to check the model's representation on (300 from {schema}.renamed, "
+        "5 from the input example)"
+    ) in lines
+    got = read_rows(url, f"SELECT prediction FROM {table} ORDER BY id")
+    assert [r[0] for r in got] == [str(v) for v in model.predict(train)]
