@@ -47,7 +47,7 @@ class CheckRows:
 
     frame: pd.DataFrame
     expected: list[Row]
-    origins: list[str]
+    origins: list[str]  # what each row is ("income NULL"...; "" for a sample row)
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -93,10 +93,7 @@ def check_rows(model: Any, kind: ModelKind, method: str, sample: pd.DataFrame) -
             continue
         frames.append(frame)
         expected.extend(predicted)
-        if origin == "sample":
-            origins.extend(f"sample row {i}" for i in range(len(frame)))
-        else:
-            origins.extend([origin] * len(frame))
+        origins.extend([origin if origin != "sample" else ""] * len(frame))
         counts[what] = counts.get(what, 0) + len(frame)
     if refusing:
         notes.append(
@@ -238,9 +235,9 @@ def compare(
                 worst_numbers[j] = max(worst_numbers[j], abs(value - wanted))
             if not _agrees(wanted, value, tolerance):
                 differing[j] += 1
+                origin = f" ({rows.origins[row]})" if rows.origins[row] else ""
                 found.append(
-                    f"row {row} ({rows.origins[row]}) {column.name}: "
-                    f"model {wanted!r}, {scorer} {value!r}"
+                    f"row {row}{origin} {column.name}: model {wanted!r}, {scorer} {value!r}"
                 )
     worst = {}
     for j, column in enumerate(outputs):
