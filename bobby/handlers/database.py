@@ -28,7 +28,8 @@ from shared.deploy_rules import DATABASE_TARGET, check_database_job, tables_of
 from shared.deployments import DeploymentStore
 from shared.errors import InvalidPayload, NotAuthorized, NotFound, TargetUnavailable
 from shared.handlers import SPECS, DeployDatabasePayload, UndeployDatabasePayload
-from shared.scoring.kinds import RESERVED_COLUMNS, method_from
+from shared.scoring.kinds import RESERVED_COLUMNS, input_columns, method_from
+from shared.scoring.parity import SAMPLE_LIMIT
 from shared.scoring.plan import (
     DeploymentPlan,
     add_score_existing,
@@ -41,7 +42,9 @@ from shared.scoring.representation import Representation
 from shared.scoring.runtime import import_mlflow
 
 TARGET = DATABASE_TARGET
-SAMPLE_ROWS = 200
+# Rows of the table, reference table and input example the conversion is checked on
+# (shared.scoring.parity adds their NULL and split-threshold variants).
+SAMPLE_ROWS = SAMPLE_LIMIT
 _INSUFFICIENT_PRIVILEGE = "42501"
 
 
@@ -165,7 +168,11 @@ class DeployDatabase(_DatabaseHandler):
         self.model_uri = resolve_model_uri(self.payload.run_id, self.payload.model_uri)
         logger.info("model {}", self.model_uri)
         self.sample = self._sample_rows()
-        logger.info("{} sample rows to check the model's representation on", len(self.sample))
+        logger.info(
+            "{} sample rows to check the model's representation on ({})",
+            len(self.sample),
+            self.sample_sources,
+        )
 
     def build(self) -> None:
         from shared.scoring.build import build_representation
@@ -324,30 +331,49 @@ class DeployDatabase(_DatabaseHandler):
                 "mode": "async" if plan.trigger_mode == "async" else "sync",
                 "keys": [list(k) for k in plan.binding.keys],
                 "features": list(plan.binding.features),
+                "input_columns": dict(
+                    zip((c.name for c in rep.inputs), plan.binding.features, strict=True)
+                ),
                 "prediction_columns": list(plan.binding.outputs),
                 "created_table": plan.creates_table,
             },
         )
 
     def _sample_rows(self) -> pd.DataFrame:
-        """Rows to check the conversion on: the table's, the reference table's, the example's."""
+        """Rows to check the conversion on: the table's, the reference table's and the
+        input example's together, up to ``SAMPLE_ROWS`` (the parity check also makes NULL
+        and split-threshold variants of them, ``shared.scoring.parity``)."""
         payload = self.payload
         sources = [(payload.db_schema, payload.db_table)]
         if payload.reference_table:
             sources.append((payload.reference_schema or payload.db_schema, payload.reference_table))
+        found: list[tuple[str, pd.DataFrame]] = []
         with self.engine.connect() as conn:
             for schema, table in sources:
                 frame = self._table_sample(conn, schema, table)
                 if frame is not None and not frame.empty:
-                    return frame
+                    found.append((f"{schema}.{table}", frame))
         example = _input_example(self.model_uri)
-        if example is None:
+        if example is not None and not example.empty:
+            found.append(("the input example", example))
+        inputs = _signature_names(self.model_uri)
+        if inputs is not None:  # a source lacking a model input cannot be checked on
+            found = [(n, f[inputs]) for n, f in found if set(inputs) <= set(f.columns)]
+        if not found:
             raise InvalidPayload(
                 "no sample rows to check the model's conversion on: the table is empty or "
                 "missing, no reference_table was given and the model has no input example "
                 "(log it with input_example=...)"
             )
-        return example
+        kept: list[tuple[str, pd.DataFrame]] = []
+        room = SAMPLE_ROWS
+        for name, frame in found:
+            if room > 0:
+                kept.append((name, frame.head(room)))
+                room -= len(kept[-1][1])
+        self.sample_sources = ", ".join(f"{len(f)} from {n}" for n, f in kept)
+        frames = [f for _, f in kept]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, join="inner", ignore_index=True)
 
     def _table_sample(self, conn: Connection, schema: str, table: str) -> pd.DataFrame | None:
         dialect = conn.dialect.name
@@ -372,21 +398,33 @@ class DeployDatabase(_DatabaseHandler):
             text(f"SELECT {read} FROM {table_sql(dialect, schema, table)} LIMIT {SAMPLE_ROWS}")
         ).all()
         frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+        inputs = _signature_names(self.model_uri)
+        if self.payload.model_cols and inputs is not None and len(inputs) == len(columns):
+            return frame.set_axis(inputs, axis=1)  # model_cols name the inputs in order
         return _renamed_to_signature(frame, self.model_uri)
 
 
-def _renamed_to_signature(frame: pd.DataFrame, model_uri: str) -> pd.DataFrame:
-    """Table columns renamed to the model's input names where they match ignoring case."""
+def _signature_names(model_uri: str) -> list[str] | None:
+    """The model's input names from its signature, if it has named inputs."""
     from mlflow.models import get_model_info
 
     from shared.scoring.flavors import is_mojo_artifact
 
     if is_mojo_artifact(model_uri):  # a MOJO names its inputs itself
-        return frame
+        return None
     signature = get_model_info(model_uri).signature
     if signature is None or not signature.inputs.has_input_names():
+        return None
+    return [str(n) for n in signature.inputs.input_names()]
+
+
+def _renamed_to_signature(frame: pd.DataFrame, model_uri: str) -> pd.DataFrame:
+    """Table columns renamed to the model's input names where they match ignoring case."""
+    inputs = _signature_names(model_uri)
+    if inputs is None:
         return frame
-    names = {str(n).lower(): str(n) for n in signature.inputs.input_names()}
+    names = {column.lower(): name for name, column in input_columns(inputs).items()}
+    names.update({n.lower(): n for n in inputs})
     return frame.rename(columns={c: names.get(str(c).lower(), c) for c in frame.columns})
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,15 +17,13 @@ from shared.scoring.flavors import (
     is_h2o_model,
     load_model,
     model_version,
-    predict_rows,
     sample_inputs,
 )
 from shared.scoring.kinds import Column, output_columns
 from shared.scoring.onnx_convert import convert
+from shared.scoring.parity import CheckRows, check_rows, compare, shown
 from shared.scoring.representation import Representation, RepresentationFormat
 from shared.scoring.runtime import Row, Scorer, model_archive
-
-_SHOWN_MISMATCHES = 5
 
 
 def build_representation(
@@ -37,10 +35,12 @@ def build_representation(
     """The fastest faithful representation of ``model_uri``.
 
     ``sample`` holds rows to check the conversion on (extra columns are
-    ignored when the model has a signature). An ONNX model is kept only if, on
-    every sample row, labels are equal and numbers differ by at most
-    ``tolerance`` times ``max(1, |expected|)``; otherwise the deploy is refused
-    with the mismatches shown. Models that do not convert become pyfunc.
+    ignored when the model has a signature). The first ONNX conversion that,
+    on every checked row (``shared.scoring.parity``: the sample, its NULL
+    variants, rows on split thresholds), gives equal labels and numbers within
+    ``tolerance`` times ``max(1, |expected|)`` is kept, and the worst
+    difference per column is logged; if none does, the deploy is refused with
+    the mismatches shown. Models that do not convert become pyfunc.
     """
     if is_h2o_model(model_uri):
         from shared.scoring.mojo import build_mojo_representation
@@ -68,24 +68,54 @@ def build_representation(
         )
 
     conversion = convert(loaded, info, inputs)
-    if not conversion.candidates:
+    rows: CheckRows | None = None
+    verdicts = []
+    started = time.monotonic()
+    for label, payload in conversion.candidates():
+        if rows is None:
+            rows = check_rows(loaded.model, info.kind, info.method, frame)
+            columns = {name: rows.frame[name].tolist() for name in rows.frame.columns}
+        candidate = representation(RepresentationFormat.ONNX, payload)
+        try:
+            scorer = Scorer.from_representation(candidate)
+        except InvalidPayload as exc:  # e.g. inputs the scorer cannot feed
+            conversion.failures.append(f"{label}: {exc.message}")
+            continue
+        actual = scorer.score(columns)
+        verdict = compare(outputs, rows, actual, tolerance, "ONNX")
+        if not verdict.mismatches:
+            for note in rows.notes:
+                logger.info("{}", note)
+            logger.info(
+                "ONNX ({}) reproduces the model on {}; worst difference per column: {} "
+                "(checked in {:.1f} s)",
+                label,
+                rows.describe(),
+                verdict.report(),
+                time.monotonic() - started,
+            )
+            return candidate
+        logger.info(
+            "ONNX ({}) differs from the model on {} values, worst per column: {}",
+            label,
+            len(verdict.mismatches),
+            verdict.report(),
+        )
+        verdicts.append((label, verdict))
+    if not verdicts:
         logger.info(
             "model {} does not convert to ONNX ({}); falling back to MLflow pyfunc (slower)",
             model_uri,
             "; ".join(conversion.failures),
         )
         return representation(RepresentationFormat.PYFUNC, _archive(model_uri))
-    expected = predict_rows(loaded.model, info.kind, info.method, frame)
-    columns = {name: frame[name].tolist() for name in frame.columns}
-    for payload in conversion.candidates[:-1]:
-        candidate = representation(RepresentationFormat.ONNX, payload)
-        actual = Scorer.from_representation(candidate).score(columns)
-        if not _mismatches(outputs, expected, actual, tolerance, "ONNX"):
-            return candidate
-    candidate = representation(RepresentationFormat.ONNX, conversion.candidates[-1])
-    actual = Scorer.from_representation(candidate).score(columns)
-    refuse_mismatches(model_uri, outputs, expected, actual, tolerance, "ONNX")
-    return candidate
+    assert rows is not None  # a verdict was made on them
+    label, verdict = min(verdicts, key=lambda lv: len(lv[1].mismatches))
+    raise InvalidPayload(
+        f"ONNX does not reproduce {model_uri} on {len(verdict.mismatches)} values of the "
+        f"{rows.describe()} checked (tolerance {tolerance:g}; closest conversion {label}, "
+        f"worst difference per column: {verdict.report()}): {shown(verdict.mismatches)}"
+    )
 
 
 def refuse_mismatches(
@@ -97,16 +127,13 @@ def refuse_mismatches(
     scorer: str,
 ) -> None:
     """Refuse the deploy unless ``scorer``'s predictions reproduce the model's own."""
-    mismatches = _mismatches(outputs, expected, actual, tolerance, scorer)
-    if not mismatches:
-        return
-    shown = "; ".join(mismatches[:_SHOWN_MISMATCHES])
-    if len(mismatches) > _SHOWN_MISMATCHES:
-        shown += f"; and {len(mismatches) - _SHOWN_MISMATCHES} more"
-    raise InvalidPayload(
-        f"{scorer} does not reproduce {model_uri} on the {len(expected)} sample rows "
-        f"(tolerance {tolerance:g}): {shown}"
-    )
+    rows = CheckRows(pd.DataFrame(index=range(len(expected))), expected, [""] * len(expected))
+    mismatches = compare(outputs, rows, actual, tolerance, scorer).mismatches
+    if mismatches:
+        raise InvalidPayload(
+            f"{scorer} does not reproduce {model_uri} on the {len(expected)} sample rows "
+            f"(tolerance {tolerance:g}): {shown(mismatches)}"
+        )
 
 
 def _archive(model_uri: str) -> bytes:
@@ -123,21 +150,3 @@ def feature_frame(sample: pd.DataFrame, inputs: tuple[Column, ...]) -> pd.DataFr
     if sample.empty:
         raise InvalidPayload("no sample rows to check the model's conversion on")
     return sample[[c.name for c in inputs]]
-
-
-def _mismatches(
-    outputs: Sequence[Column], expected: list[Row], actual: list[Row], tolerance: float, scorer: str
-) -> list[str]:
-    """One line per differing value: row, column, model value, the scorer's value."""
-    found = []
-    for row, (want, got) in enumerate(zip(expected, actual, strict=True)):
-        for column, wanted, value in zip(outputs, want, got, strict=True):
-            if not _agrees(wanted, value, tolerance):
-                found.append(f"row {row} {column.name}: model {wanted!r}, {scorer} {value!r}")
-    return found
-
-
-def _agrees(wanted: object, value: object, tolerance: float) -> bool:
-    if isinstance(wanted, float) and isinstance(value, float):
-        return math.isclose(value, wanted, rel_tol=0.0, abs_tol=tolerance * max(1.0, abs(wanted)))
-    return wanted == value

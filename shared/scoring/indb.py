@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import InvalidPayload, NotFound
+from shared.scoring.kinds import column_name
 from shared.scoring.representation import Representation, representation_from
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ _REPRESENTATION_COLUMNS = (
     "model_version"
 )
 log = logging.getLogger("mlmanager.scoring")
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,21 @@ def features_from(rep: Representation, values: Any) -> dict[str, list[Any]]:
     if not isinstance(values, Mapping):
         raise InvalidPayload("features must be a JSON array or object")
     folded = {str(k).lower(): v for k, v in values.items()}
-    missing = [n for n in names if n not in values and n.lower() not in folded]
+
+    def pick(name: str) -> Any:
+        # A table's column for an input may be its SQL form (``sepal_length_cm``).
+        for key in (name, column_name(name)):
+            if key in values:
+                return values[key]
+            if key.lower() in folded:
+                return folded[key.lower()]
+        return _ABSENT
+
+    found = {n: pick(n) for n in names}
+    missing = [n for n, v in found.items() if v is _ABSENT]
     if missing:
         raise InvalidPayload(f"features lack model inputs: {', '.join(missing)}")
-    return {n: [values[n] if n in values else folded[n.lower()]] for n in names}
+    return {n: [v] for n, v in found.items()}
 
 
 class PostgresScoring:

@@ -100,6 +100,7 @@ SQL_RESERVED = frozenset(
     ]
 )
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_NOT_PLAIN = re.compile(r"[^A-Za-z0-9_]+")
 
 
 class ModelKind(StrEnum):
@@ -201,3 +202,38 @@ def output_columns(
     if kind is ModelKind.CLUSTERING:
         return (Column(PREDICTION, SqlType.INTEGER),)
     return tuple(Column(name, SqlType.DOUBLE) for name in output_names)
+
+
+def column_name(input_name: str) -> str:
+    """The table column that feeds a model input named ``input_name``.
+
+    The name itself when it is a plain SQL identifier; else runs of other
+    characters become one underscore, trimmed at the ends (scikit-learn's
+    ``sepal length (cm)`` becomes ``sepal_length_cm``), with ``c_`` before a
+    leading digit. The result still goes through ``shared.db.check_identifier``
+    wherever it reaches SQL (names are always quoted there, so SQL's reserved
+    words are fine).
+    """
+    if _PLAIN_NAME.fullmatch(input_name):
+        return input_name
+    plain = _NOT_PLAIN.sub("_", input_name).strip("_")
+    if not plain or plain[0].isdigit():
+        plain = f"c_{plain}"
+    return plain[:63]
+
+
+def input_columns(names: Iterable[str]) -> dict[str, str]:
+    """Model input name -> table column (``column_name``), refusing two inputs on one column."""
+    columns = {name: column_name(name) for name in names}
+    by_column: dict[str, list[str]] = {}
+    for name, column in columns.items():
+        by_column.setdefault(column.lower(), []).append(name)
+    shared = [names for names in by_column.values() if len(names) > 1]
+    if shared:
+        clashes = "; ".join(" and ".join(repr(n) for n in names) for names in shared)
+        raise InvalidPayload(
+            f"model inputs {clashes} would be the same table column: rename them in the "
+            "model's signature, or deploy onto a table and name its columns with model_cols",
+            field="model_cols",
+        )
+    return columns

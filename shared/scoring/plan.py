@@ -25,7 +25,7 @@ from shared.errors import DeploymentConflict, InvalidPayload, NotFound
 from shared.handlers import DeployDatabasePayload
 from shared.scoring.asyncmode import unscored_index_name
 from shared.scoring.indb import NEW_ROWS, SQLITE_FUNCTION, TableBinding
-from shared.scoring.kinds import SqlType
+from shared.scoring.kinds import SqlType, input_columns
 from shared.scoring.representation import Representation
 from shared.scoring.runtime import Scorer
 
@@ -76,6 +76,8 @@ class DeploymentPlan:
     creates_table: bool
     replaces: tuple[str, ...]
     steps: list[PlanStep] = field(default_factory=list)
+    # (model input, table column) where the input's own name is no SQL name.
+    renamed_inputs: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -83,7 +85,10 @@ class DeploymentPlan:
 
     def render(self) -> str:
         """The plan as SQL, one commented step after another."""
-        lines = []
+        lines = [
+            f"-- model input {name!r} is read from column {column}"
+            for name, column in self.renamed_inputs
+        ]
         for number, step in enumerate(self.steps, 1):
             lines.append(f"-- Step {number}: {step.description}")
             lines.append(f"{step.sql};" if step.sql else "-- (done in Python, no DDL)")
@@ -272,6 +277,11 @@ def plan_deployment(
         creates_table=existing is None,
         replaces=replaced,
         steps=steps,
+        renamed_inputs=tuple(
+            (name, column)
+            for name, column in input_columns(c.name for c in rep.inputs).items()
+            if name != column
+        ),
     )
     if asynchronous:
         indexed = ", ".join(quote_identifier(k) for k, _ in binding.keys)
@@ -377,7 +387,8 @@ def _features(
             )
         wanted = list(payload.model_cols)
     else:
-        wanted = names
+        columns = input_columns(names)
+        wanted = [columns[name] for name in names]
     found = [table.find(name) for name in wanted]
     missing = [name for name, column in zip(wanted, found, strict=True) if column is None]
     if missing:
@@ -411,7 +422,8 @@ def _new_table_columns(
             )
         features = dict(reference.columns)
     else:
-        features = {c.name: c.sql_type.in_dialect(dialect) for c in rep.inputs}
+        columns_of = input_columns(c.name for c in rep.inputs)
+        features = {columns_of[c.name]: c.sql_type.in_dialect(dialect) for c in rep.inputs}
     reserved = {contract_name(n, dialect).lower() for n in (CUR_USER, EVAL_TIME, RUN_ID)}
     reserved |= {contract_name(o.name, dialect).lower() for o in rep.outputs}
     for name, sql_type in features.items():

@@ -218,7 +218,7 @@ def test_conversion_that_disagrees_with_the_model_is_refused_showing_rows(
         build_representation(uri, train.head(10))
 
     message = refused.value.message
-    assert f"ONNX does not reproduce {uri} on the 10 sample rows" in message
+    assert f"ONNX does not reproduce {uri} on 30 values of the 10 rows (10 sample rows)" in message
     assert "row 0 PREDICTION: model " in message
     assert "and " in message and "more" in message
 
@@ -230,7 +230,7 @@ def test_float_precision_conversion_is_refused_at_zero_tolerance(log_model: LogM
     uri = log_model(mlflow.sklearn, model, train, skops_trusted_types=TRUSTED_TREES)
 
     build_representation(uri, train.head(20), tolerance=1e-4)
-    with pytest.raises(InvalidPayload, match=r"tolerance 0\).*row \d+ PREDICTION: model "):
+    with pytest.raises(InvalidPayload, match=r"tolerance 0;.*row \d+ PREDICTION: model "):
         build_representation(uri, train.head(20), tolerance=0.0)
 
 
