@@ -157,3 +157,23 @@ def test_sigterm_releases_a_long_job_which_another_worker_finishes(
     done = wait_finished(ledger, job.id, timeout=30)
     assert done.status == "SUCCESS"
     assert scalar(engine, "SELECT count(*) FROM test_effects WHERE job_id = :j", j=job.id) == 1
+
+
+def test_two_workers_submit_one_periodic_reconcile_per_period(
+    ledger: Ledger, engine: Engine, start_worker: StartWorker
+) -> None:
+    """RECONCILE_INTERVAL_SECONDS on two replicas: each period's RECONCILE job is created
+    once (the ledger's unique key), not once per worker, and runs once."""
+    interval, seconds = 1.0, 6.0
+    started = time.time()
+    for _ in range(2):
+        start_worker(reconcile_interval_seconds=interval)
+    time.sleep(seconds)
+    elapsed = time.time() - started
+    jobs = ledger.list_jobs(handler_name="RECONCILE", limit=100)
+    assert 2 <= len(jobs) <= elapsed / interval + 2, [j.unique_key for j in jobs]
+    assert len({j.unique_key for j in jobs}) == len(jobs)
+    for job in jobs:
+        done = wait_finished(ledger, job.id)
+        assert (done.status, done.attempt) == ("SUCCESS", 1), done.error
+        assert done.user == "admin"
