@@ -133,7 +133,13 @@ def test_disable_service_job_switches_a_handler_off_and_on(
 def test_sigterm_lets_a_short_job_finish(ledger: Ledger, start_worker: StartWorker) -> None:
     worker = start_worker(worker_shutdown_grace_seconds=20)
     live = {wid: names for wid, names, _ in ledger.live_workers(60)}
-    builtin = ["DEPLOY_DATABASE", "UNDEPLOY_DATABASE", "DISABLE_SERVICE", "ENABLE_SERVICE"]
+    builtin = [
+        "DEPLOY_DATABASE",
+        "UNDEPLOY_DATABASE",
+        "RECONCILE",
+        "DISABLE_SERVICE",
+        "ENABLE_SERVICE",
+    ]
     assert live[next(w for w in live if w.endswith(f":{worker.pid}"))] == sorted(
         [*builtin, "NOOP", "RECORD"]
     )
