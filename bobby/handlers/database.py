@@ -338,7 +338,7 @@ class DeployDatabase(_DatabaseHandler):
                 format=str(rep.format),
                 kind=str(rep.kind),
                 trigger=plan.trigger_name,
-                trigger_mode=plan.trigger_mode,  # type: ignore[arg-type]
+                trigger_mode=plan.trigger_mode,
                 mode="async" if plan.trigger_mode == "async" else "sync",
                 keys=list(plan.binding.keys),
                 features=list(plan.binding.features),
