@@ -11,7 +11,6 @@ no worker listened are scored too.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bobby.metrics import Metrics
+from shared.deployments import DeploymentStore, ScoringLag
 from shared.models import utcnow
 from shared.scoring.asyncmode import CHANNEL, AsyncTable, async_tables, score_batch
 from shared.scoring.runtime import Scorer
@@ -143,15 +143,7 @@ class AsyncScoring:
         self._record_lag(table)
 
     def _record_errors(self, table: AsyncTable, count: int, last: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE deployments SET details = details || jsonb_build_object("
-                    "'scoring_errors', coalesce((details->>'scoring_errors')::int, 0) + :n, "
-                    "'last_scoring_error', CAST(:last AS text)) WHERE id = :id"
-                ),
-                {"n": count, "last": last[:500], "id": table.deployment_id},
-            )
+        DeploymentStore(self.engine).add_scoring_errors(table.deployment_id, count, last)
 
     def _record_lag(self, table: AsyncTable) -> None:
         """This worker's recent insert-to-scored lag, at most once a second per deployment."""
@@ -160,16 +152,9 @@ class AsyncScoring:
         if not lags or now - self._stats_written.get(table.deployment_id, 0.0) < 1.0:
             return
         self._stats_written[table.deployment_id] = now
-        stats = {
-            "rows": len(lags),
-            "p50_ms": round(lags[len(lags) // 2] * 1000, 1),
-            "p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
-        }
-        with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE deployments SET details = details || "
-                    "jsonb_build_object('scoring_lag', CAST(:stats AS jsonb)) WHERE id = :id"
-                ),
-                {"stats": json.dumps(stats), "id": table.deployment_id},
-            )
+        lag = ScoringLag(
+            rows=len(lags),
+            p50_ms=round(lags[len(lags) // 2] * 1000, 1),
+            p99_ms=round(lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 1),
+        )
+        DeploymentStore(self.engine).set_scoring_lag(table.deployment_id, lag)

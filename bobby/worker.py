@@ -31,7 +31,8 @@ from bobby.http import WorkerEndpoint
 from bobby.metrics import Metrics
 from bobby.runner import Runner
 from shared.db import at_startup, describe_url, make_engine
-from shared.handlers import SPECS
+from shared.errors import MLManagerError
+from shared.handlers import RECONCILE, SPECS
 from shared.home import ADMIN_PASSWORD_FILE, admin_password, require_free_port
 from shared.joblog import JobLogSink
 from shared.ledger import NOTIFY_CHANNEL, Job, Ledger
@@ -157,9 +158,31 @@ class Worker:
         self.endpoint.stop()
         logger.info("worker {} stopped", self.worker_id)
 
+    # --- periodic reconcile ---------------------------------------------------
+    def _submit_reconcile(self, interval: float) -> None:
+        """Submit this period's RECONCILE of every deployment, once across all replicas.
+
+        The period is numbered from wall-clock time, which replicas share, and is the
+        job's unique key: the replica that comes second gets the first one's job back.
+        """
+        if RECONCILE.name not in self.registry:
+            return
+        period = int(time.time() // interval)
+        try:
+            self.ledger.enqueue(
+                RECONCILE.name,
+                {},
+                self.settings.mlmanager_admin_user,
+                max_attempts=RECONCILE.attempts(self.settings.job_max_attempts),
+                unique_key=f"reconcile:{interval:g}:{period}",
+            )
+        except MLManagerError as exc:  # RECONCILE disabled by an administrator
+            logger.info("periodic reconcile not submitted: {}", exc)
+
     # --- the claim loop -----------------------------------------------------
     def _claim_loop(self) -> None:
         next_sweep = 0.0
+        next_reconcile = 0.0
         next_depth = 0.0
         backoff = 0.2
         claimed = 0
@@ -172,6 +195,10 @@ class Worker:
                 if now >= next_sweep:
                     self._sweep()
                     next_sweep = now + self.settings.worker_sweep_seconds
+                interval = self.settings.reconcile_interval_seconds
+                if interval > 0 and now >= next_reconcile:
+                    self._submit_reconcile(interval)
+                    next_reconcile = now + interval
                 free = self._free_slots()
                 claimed = self._claim(free)
                 wait = self.poll_seconds

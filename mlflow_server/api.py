@@ -43,7 +43,7 @@ from mlflow_server.schemas import (
     openapi_document,
 )
 from shared.db import get_engine
-from shared.deployments import Deployment, DeploymentStore
+from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore
 from shared.errors import (
     DeploymentConflict,
     InvalidPayload,
@@ -358,12 +358,27 @@ def list_deployments() -> ResponseReturnValue:
 def get_deployment(deployment_id: int) -> ResponseReturnValue:
     deployment = _visible_deployment(deployment_id)
     out = DeploymentOut.of(deployment)
-    if deployment.status == "DEPLOYED" and deployment.details.get("mode") == "async":
-        out.details = {**out.details, "backlog": _async_backlog(deployment)}
+    out.drift = _drift(deployment)
+    spec = deployment.spec
+    live = deployment.status == "DEPLOYED"
+    if live and isinstance(spec, DatabaseDeploymentSpec) and spec.mode == "async":
+        out.details = {**out.details, "backlog": _async_backlog(deployment.id, spec)}
     return _out(out)
 
 
-def _async_backlog(deployment: Deployment) -> dict[str, Any]:
+def _drift(deployment: Deployment) -> list[str] | None:
+    """How the live target differs from the record (read live; see ``shared.targets``)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.targets import drift_of
+
+    try:
+        return drift_of(ledger().engine, deployment)
+    except DBAPIError as exc:
+        return [f"cannot observe the target: {str(exc.orig).strip()}"]
+
+
+def _async_backlog(deployment_id: int, spec: DatabaseDeploymentSpec) -> dict[str, Any]:
     """Rows of an async deployment still waiting for a prediction (read live)."""
     from sqlalchemy.exc import DBAPIError
 
@@ -371,7 +386,7 @@ def _async_backlog(deployment: Deployment) -> dict[str, Any]:
 
     try:
         with ledger().engine.connect() as conn:
-            return backlog(conn, AsyncTable.from_details(deployment.id, deployment.details))
+            return backlog(conn, AsyncTable.from_spec(deployment_id, spec))
     except DBAPIError as exc:
         return {"error": str(exc.orig).strip()}
 

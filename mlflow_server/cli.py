@@ -185,9 +185,10 @@ def _show_gateway(found: dict[str, object] | None) -> None:
 
 
 def _register_client_commands() -> None:
+    from mlflow_server.cli_deployments import deployments_group
     from mlflow_server.cli_jobs import deploy_group, jobs_group
 
-    for group in (jobs_group, deploy_group):
+    for group in (jobs_group, deploy_group, deployments_group):
         for command in group.commands.values():
             if command.callback is not None:
                 command.callback = clean_errors(command.callback)

@@ -26,7 +26,13 @@ from mlflow_server.auth import current_user, is_admin
 from shared.deploy_rules import DATABASE_TARGET, check_database_job, tables_of
 from shared.deployments import DeploymentStore
 from shared.errors import InvalidPayload, NotAuthorized, NotFound
-from shared.handlers import ModelRef, Payload, UndeployDatabasePayload, UndeployKubernetesPayload
+from shared.handlers import (
+    ModelRef,
+    Payload,
+    ReconcilePayload,
+    UndeployDatabasePayload,
+    UndeployKubernetesPayload,
+)
 from shared.settings import get_settings
 
 # Payloads whose model reference only identifies the deployment to remove.
@@ -43,10 +49,19 @@ def authorize_job(engine: Engine, payload: Payload) -> Payload:
         check_database_job(
             engine.dialect.name, payload, active, current_user(), get_settings(), is_admin
         )
+    if isinstance(payload, ReconcilePayload) and payload.deployment_id is not None:
+        _require_own_deployment(engine, payload.deployment_id)
     if isinstance(payload, ModelRef) and not isinstance(payload, REMOVES_A_DEPLOYMENT):
         uri = readable_model_uri(payload.run_id, payload.model_uri)
         payload = payload.model_copy(update={"run_id": None, "model_uri": uri})
     return payload
+
+
+def _require_own_deployment(engine: Engine, deployment_id: int) -> None:
+    """Owner-or-admin: another user's deployment is a 404, as when reading it."""
+    deployment = DeploymentStore(engine).get(deployment_id)
+    if deployment.user != current_user() and not is_admin():
+        raise NotFound(f"no deployment {deployment_id}")
 
 
 def readable_model_uri(run_id: str | None, model_uri: str | None) -> str:

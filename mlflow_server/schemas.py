@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from shared.deployments import Deployment
+from shared.deployments import Deployment, DeploymentSpec, DeploymentStats
 from shared.handlers import SPECS
 from shared.ledger import Handler, Job, LogLine
 from shared.models import DEPLOYMENT_STATUSES, JOB_STATUSES
@@ -100,12 +100,27 @@ class LogsOut(BaseModel):
 
 class DeploymentOut(BaseModel):
     id: int
-    target: str
+    target: str = Field(
+        description="Where the model is deployed: database, kubernetes, sagemaker or azure; "
+        "it says which model `spec` follows"
+    )
     name: str
     status: Literal[DEPLOYMENT_STATUSES]  # type: ignore[valid-type]
     model_uri: str | None
     run_id: str | None
-    details: dict[str, Any]
+    spec: DeploymentSpec | None = Field(
+        description="The desired state the deploy recorded, typed per target "
+        "(null for a target without a spec model yet)"
+    )
+    stats: DeploymentStats = Field(description="What the worker measured while it ran")
+    drift: list[str] | None = Field(
+        None,
+        description="How the live target differs from `spec` (e.g. a trigger dropped by "
+        "hand); null when it matches, or when the deployment is not DEPLOYED",
+    )
+    details: dict[str, Any] = Field(
+        description="Deprecated: `spec` and `stats` in one untyped object, for older clients"
+    )
     job_id: int | None
     user: str
     created_at: str
@@ -120,6 +135,8 @@ class DeploymentOut(BaseModel):
             status=d.status,
             model_uri=d.model_uri,
             run_id=d.run_id,
+            spec=d.spec,
+            stats=d.stats,
             details=d.details,
             job_id=d.job_id,
             user=d.user,

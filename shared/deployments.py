@@ -2,29 +2,91 @@
 
 Handlers record deployments here; the server lists them; undeploy submits the
 matching job. All SQL on ``deployments`` lives in this module.
+
+A record holds the target's typed desired state (``spec``: one pydantic model
+per target, a discriminated union on ``target``) and, apart from it, what the
+worker measures while the deployment runs (``stats``: async lag, scoring
+errors). Nothing else reads the stored JSON by key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 
 from shared.errors import NotFound
 from shared.models import DeploymentRow, utcnow
 
 deployments: Table = DeploymentRow.__table__  # type: ignore[assignment]
 
-# Key of a DELETED deployment's details: the undeploy job that removed it.
-UNDEPLOYED_BY_JOB = "undeployed_by_job"
 # A rerun looks for its own undeploy among the latest DELETED records of the name only:
 # reruns follow their first attempt within minutes, not after dozens of redeploys.
 RETIRED_LOOKBACK = 20
 
 # Target -> the handler that undoes a deployment, and the payload it needs.
 UNDEPLOY_HANDLERS = {"database": "UNDEPLOY_DATABASE", "kubernetes": "UNDEPLOY_KUBERNETES"}
+
+
+class DatabaseDeploymentSpec(BaseModel):
+    """A model scoring the rows inserted into a table: what the deploy put in place."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Literal["database"] = "database"
+    db_schema: str
+    db_table: str
+    representation_id: int = Field(description="model_representations row the trigger scores")
+    format: str = Field(description="onnx, pyfunc or mojo")
+    kind: str = Field(description="classification, regression, clustering or key_value")
+    trigger: str = Field(description="name of the scoring (or notifying) trigger")
+    trigger_mode: Literal["row", "statement", "async"]
+    mode: Literal["sync", "async"]
+    keys: list[tuple[str, str]] = Field(description="(column, SQL type) of the primary key")
+    features: list[str] = Field(description="table column per model input, in input order")
+    input_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="model input name -> the table column feeding it (they differ where the "
+        "model's names are not SQL names, e.g. 'sepal length (cm)' -> sepal_length_cm)",
+    )
+    prediction_columns: list[str]
+    created_table: bool = False
+    max_batch_size: int = 10000
+
+
+# One model per target, chosen by ``target``. Kubernetes, SageMaker and Azure join it as
+# ``Annotated[DatabaseDeploymentSpec | KubernetesDeploymentSpec | ..., Field(discriminator=
+# "target")]``; pydantic refuses a discriminated "union" of one member, hence the alias.
+DeploymentSpec = DatabaseDeploymentSpec
+SPEC_MODELS: dict[str, type[BaseModel]] = {"database": DatabaseDeploymentSpec}
+
+
+class ScoringLag(BaseModel):
+    rows: int
+    p50_ms: float
+    p99_ms: float
+
+
+class DeploymentStats(BaseModel):
+    """What the worker measured while the deployment ran (not part of the desired state)."""
+
+    scoring_lag: ScoringLag | None = Field(
+        None, description="insert-to-scored lag of the latest async batches"
+    )
+    scoring_errors: int = Field(0, description="rows an async scorer could not score")
+    last_scoring_error: str | None = None
+
+
+def parse_spec(target: str, spec: dict[str, Any] | None) -> DeploymentSpec | None:
+    """The typed spec of a stored record; ``None`` for a target without a spec model yet."""
+    model = SPEC_MODELS.get(target)
+    if model is None or not spec:
+        return None
+    return model.model_validate({**spec, "target": target})  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -35,11 +97,24 @@ class Deployment:
     status: str
     model_uri: str | None
     run_id: str | None
-    details: dict[str, Any]
+    spec: DeploymentSpec | None
+    stats: DeploymentStats
     job_id: int | None
     user: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    undeployed_by_job: int | None = None
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The untyped form clients before the typed spec read (spec and stats merged)."""
+        out: dict[str, Any] = {}
+        if self.spec is not None:
+            out |= self.spec.model_dump(mode="json", exclude={"target"})
+        out |= self.stats.model_dump(mode="json", exclude_defaults=True)
+        if self.undeployed_by_job is not None:
+            out["undeployed_by_job"] = self.undeployed_by_job
+        return out
 
     def undeploy_job(self) -> tuple[str, dict[str, Any]] | None:
         """The (handler, payload) that removes this deployment, if the target has one."""
@@ -49,11 +124,8 @@ class Deployment:
         model: dict[str, Any] = (
             {"run_id": self.run_id} if self.run_id else {"model_uri": self.model_uri}
         )
-        if self.target == "database":
-            model |= {
-                "db_schema": self.details.get("db_schema"),
-                "db_table": self.details.get("db_table"),
-            }
+        if isinstance(self.spec, DatabaseDeploymentSpec):
+            model |= {"db_schema": self.spec.db_schema, "db_table": self.spec.db_table}
         return handler, model
 
 
@@ -65,6 +137,8 @@ class DeploymentStore:
     def _from_row(row: Any) -> Deployment:
         data = dict(row)
         data["user"] = data.pop("username")
+        data["spec"] = parse_spec(data["target"], data["spec"])
+        data["stats"] = DeploymentStats.model_validate(data["stats"] or {})
         return Deployment(**data)
 
     def list(
@@ -96,7 +170,7 @@ class DeploymentStore:
         status: str = "DEPLOYED",
         model_uri: str | None = None,
         run_id: str | None = None,
-        details: dict[str, Any] | None = None,
+        spec: DeploymentSpec | None = None,
         job_id: int | None = None,
         conn: Connection | None = None,
     ) -> Deployment:
@@ -112,7 +186,7 @@ class DeploymentStore:
             "status": status,
             "model_uri": model_uri,
             "run_id": run_id,
-            "details": details or {},
+            "spec": {} if spec is None else spec.model_dump(mode="json", exclude={"target"}),
             "job_id": job_id,
             "created_at": now,
             "updated_at": now,
@@ -162,14 +236,14 @@ class DeploymentStore:
 
     @staticmethod
     def retire(conn: Connection, deployment: Deployment, job_id: int) -> None:
-        """Mark ``deployment`` DELETED by undeploy job ``job_id`` (kept in its details, so a
+        """Mark ``deployment`` DELETED by undeploy job ``job_id`` (kept in the record, so a
         rerun of that job finds that it already happened: see :meth:`retired_by`)."""
         conn.execute(
             update(deployments)
             .where(deployments.c.id == deployment.id, deployments.c.status == "DEPLOYED")
             .values(
                 status="DELETED",
-                details={**deployment.details, UNDEPLOYED_BY_JOB: job_id},
+                undeployed_by_job=job_id,
                 updated_at=utcnow(),
             )
         )
@@ -177,7 +251,7 @@ class DeploymentStore:
     @classmethod
     def retired_by(cls, conn: Connection, target: str, name: str, job_id: int) -> Deployment | None:
         """The deployment of ``name`` that undeploy job ``job_id`` marked DELETED, if any."""
-        rows = conn.execute(
+        latest = (
             select(deployments)
             .where(
                 deployments.c.target == target,
@@ -186,11 +260,14 @@ class DeploymentStore:
             )
             .order_by(deployments.c.id.desc())
             .limit(RETIRED_LOOKBACK)
-        ).mappings()
-        for row in rows:
-            if row["details"].get(UNDEPLOYED_BY_JOB) == job_id:
-                return cls._from_row(row)
-        return None
+            .subquery()
+        )
+        row = (
+            conn.execute(select(latest).where(latest.c.undeployed_by_job == job_id))
+            .mappings()
+            .first()
+        )
+        return None if row is None else cls._from_row(row)
 
     @staticmethod
     def set_status(
@@ -215,3 +292,40 @@ class DeploymentStore:
         if row is None:
             raise NotFound(f"no deployment {deployment_id}")
         return self._from_row(row)
+
+    @classmethod
+    def deployed(
+        cls, conn: Connection, *, target: str | None = None, user: str | None = None
+    ) -> Sequence[Deployment]:
+        """Every DEPLOYED deployment (of ``target``, of ``user``), oldest first."""
+        query = select(deployments).where(deployments.c.status == "DEPLOYED")
+        if target is not None:
+            query = query.where(deployments.c.target == target)
+        if user is not None:
+            query = query.where(deployments.c.username == user)
+        rows = conn.execute(query.order_by(deployments.c.id)).mappings().all()
+        return [cls._from_row(r) for r in rows]
+
+    # The async scorer's statistics (PostgreSQL only, as async mode is): merged into
+    # ``stats`` in one statement, so replicas scoring the same table add up, not overwrite.
+    def add_scoring_errors(self, deployment_id: int, count: int, last: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE deployments SET stats = coalesce(stats, '{}'::jsonb) || "
+                    "jsonb_build_object('scoring_errors', "
+                    "coalesce((stats->>'scoring_errors')::int, 0) + :n, "
+                    "'last_scoring_error', CAST(:last AS text)) WHERE id = :id"
+                ),
+                {"n": count, "last": last[:500], "id": deployment_id},
+            )
+
+    def set_scoring_lag(self, deployment_id: int, lag: ScoringLag) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE deployments SET stats = coalesce(stats, '{}'::jsonb) || "
+                    "jsonb_build_object('scoring_lag', CAST(:lag AS jsonb)) WHERE id = :id"
+                ),
+                {"lag": lag.model_dump_json(), "id": deployment_id},
+            )

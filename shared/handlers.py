@@ -299,3 +299,24 @@ for _spec in (
     ),
 ):
     register_spec(_spec)
+
+
+class ReconcilePayload(Payload):
+    deployment_id: int | None = Field(
+        None,
+        ge=1,
+        description="The DEPLOYED deployment to re-apply; absent: every deployment of the "
+        "submitting user (of every user, for an administrator)",
+    )
+
+
+# Owner-or-admin (checked at submit and again by the worker). Idempotent: it observes the
+# target and re-applies only what differs from the record, under the deploy's table lock.
+RECONCILE = register_spec(
+    HandlerSpec(
+        "RECONCILE",
+        "Re-apply the recorded state of deployments (repair drift)",
+        ReconcilePayload,
+        idempotent=True,
+    )
+)

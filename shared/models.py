@@ -167,7 +167,11 @@ class DeploymentRow(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False, default="PENDING")
     model_uri: Mapped[str | None] = mapped_column(String(1024))
     run_id: Mapped[str | None] = mapped_column(String(64))
-    details: Mapped[dict[str, Any]] = mapped_column(Payload, nullable=False, default=dict)
+    # The target's typed desired state (``shared.deployments.DeploymentSpec``), apart from
+    # what the worker measures while it runs (``stats``, null until it records any).
+    spec: Mapped[dict[str, Any]] = mapped_column(Payload, nullable=False, default=dict)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(Payload)
+    undeployed_by_job: Mapped[int | None] = mapped_column(BigInteger)
     job_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("jobs.id", ondelete="SET NULL"))
     username: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     worker_sweep_seconds: float = Field(
         5.0, gt=0, description="How often the worker returns jobs with expired leases"
     )
+    reconcile_interval_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="How often a worker submits a RECONCILE of every deployment (0: never)",
+    )
     async_scoring_batch_size: int = Field(
         5000, ge=1, le=1_000_000, description="Rows an async scorer claims and scores at once"
     )

@@ -14,6 +14,7 @@ clear error and no change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -25,9 +26,22 @@ from bobby.handlers import register
 from bobby.handlers.base import Handler, Step
 from shared.db import quote_identifier, schema_of
 from shared.deploy_rules import DATABASE_TARGET, check_database_job, tables_of
-from shared.deployments import DeploymentStore
-from shared.errors import InvalidPayload, NotAuthorized, NotFound, TargetUnavailable
-from shared.handlers import SPECS, DeployDatabasePayload, UndeployDatabasePayload
+from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore
+from shared.errors import (
+    DeploymentConflict,
+    InvalidPayload,
+    MLManagerError,
+    NotAuthorized,
+    NotFound,
+    TargetUnavailable,
+)
+from shared.handlers import (
+    RECONCILE,
+    SPECS,
+    DeployDatabasePayload,
+    ReconcilePayload,
+    UndeployDatabasePayload,
+)
 from shared.scoring.kinds import RESERVED_COLUMNS, input_columns, method_from
 from shared.scoring.parity import SAMPLE_LIMIT
 from shared.scoring.plan import (
@@ -40,6 +54,7 @@ from shared.scoring.plan import (
 )
 from shared.scoring.representation import Representation
 from shared.scoring.runtime import import_mlflow
+from shared.targets import DatabaseTarget
 
 TARGET = DATABASE_TARGET
 # Rows of the table, reference table and input example the conversion is checked on
@@ -81,10 +96,17 @@ class _DatabaseHandler(Handler):
     def engine(self) -> Any:
         return self.ctx.ledger.engine
 
-    def _as_user(self, conn: Connection) -> None:
-        """Run the rest of the transaction's DDL with the requesting user's rights."""
+    @property
+    def _schema(self) -> str:
+        """Where the scoring functions live (PostgreSQL)."""
+        return schema_of(self.engine) or self.ctx.settings.db_schema
+
+    def _as_user(self, conn: Connection, user: str | None = None) -> None:
+        """Run the rest of the transaction's DDL with the requesting user's rights
+        (``user``'s, when given)."""
         if self.ctx.settings.auth_backend == "database" and conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SET LOCAL ROLE {quote_identifier(self.ctx.job.user, 'user')}")
+            role = quote_identifier(user or self.ctx.job.user, "user")
+            conn.exec_driver_sql(f"SET LOCAL ROLE {role}")
 
     @staticmethod
     def _lock_table(conn: Connection, schema: str, table: str) -> None:
@@ -296,10 +318,6 @@ class DeployDatabase(_DatabaseHandler):
         conn.exec_driver_sql(notify_function_sql(self._schema))
         return True
 
-    @property
-    def _schema(self) -> str:
-        return schema_of(self.engine) or self.ctx.settings.db_schema
-
     def _add_existing(self, plan: DeploymentPlan) -> None:
         if self.payload.score_existing:
             assert self.rep is not None
@@ -320,23 +338,24 @@ class DeployDatabase(_DatabaseHandler):
             model_uri=self.model_uri,
             run_id=rep.run_id or self.payload.run_id,
             job_id=self.ctx.job.id,
-            details={
-                "db_schema": plan.schema,
-                "db_table": plan.table,
-                "representation_id": rep_id,
-                "format": str(rep.format),
-                "kind": str(rep.kind),
-                "trigger": plan.trigger_name,
-                "trigger_mode": plan.trigger_mode,
-                "mode": "async" if plan.trigger_mode == "async" else "sync",
-                "keys": [list(k) for k in plan.binding.keys],
-                "features": list(plan.binding.features),
-                "input_columns": dict(
+            spec=DatabaseDeploymentSpec(
+                db_schema=plan.schema,
+                db_table=plan.table,
+                representation_id=rep_id,
+                format=str(rep.format),
+                kind=str(rep.kind),
+                trigger=plan.trigger_name,
+                trigger_mode=plan.trigger_mode,
+                mode="async" if plan.trigger_mode == "async" else "sync",
+                keys=list(plan.binding.keys),
+                features=list(plan.binding.features),
+                input_columns=dict(
                     zip((c.name for c in rep.inputs), plan.binding.features, strict=True)
                 ),
-                "prediction_columns": list(plan.binding.outputs),
-                "created_table": plan.creates_table,
-            },
+                prediction_columns=list(plan.binding.outputs),
+                created_table=plan.creates_table,
+                max_batch_size=plan.binding.max_batch_size,
+            ),
         )
 
     def _sample_rows(self) -> pd.DataFrame:
@@ -513,9 +532,14 @@ class UndeployDatabase(_DatabaseHandler):
         return True
 
     def _drop_columns(
-        self, conn: Connection, qualified: str, columns: dict[str, str], deployment: Any
+        self,
+        conn: Connection,
+        qualified: str,
+        columns: dict[str, str],
+        deployment: Deployment | None,
     ) -> None:
-        names = list(deployment.details.get("prediction_columns", [])) if deployment else []
+        spec = deployment.spec if deployment else None
+        names = spec.prediction_columns if isinstance(spec, DatabaseDeploymentSpec) else []
         if not names:
             logger.warning("no deployment record names the prediction columns: none dropped")
         present = {c.lower(): c for c in columns}
@@ -526,3 +550,97 @@ class UndeployDatabase(_DatabaseHandler):
                     f"ALTER TABLE {qualified} DROP COLUMN {quote_identifier(column, 'column')}"
                 )
                 logger.info("dropped column {}", column)
+
+
+@register
+class Reconcile(_DatabaseHandler):
+    """RECONCILE: re-apply the recorded state of deployments (``shared.targets``).
+
+    Each deployment is observed and repaired in its own transaction, under the table lock
+    of a deploy and with its owner's database rights (the rights that created it); a
+    deployment that matches its record is left alone, so a rerun only finishes the work.
+    """
+
+    spec = RECONCILE
+    payload: ReconcilePayload
+
+    def steps(self) -> list[Step]:
+        return [("re-applying the recorded deployments", self.reconcile)]
+
+    def reconcile(self) -> None:
+        chosen = self._chosen()
+        repaired = failed = 0
+        for deployment in chosen:
+            if deployment.target != DatabaseTarget.name:
+                logger.info(
+                    "deployment {}: {} cannot be reconciled yet", deployment.id, deployment.target
+                )
+                continue
+            target = DatabaseTarget(
+                self.engine, scoring_schema=self._schema, prepare=self._preparer(deployment)
+            )
+            try:
+                done = target.reconcile(deployment)
+            except MLManagerError as exc:
+                if self.payload.deployment_id is not None or exc.http_status >= 500:
+                    raise
+                # One deployment the user must fix (a table dropped) does not stop the rest.
+                failed += 1
+                logger.error("deployment {} ({}): {}", deployment.id, deployment.name, exc)
+                continue
+            except DBAPIError as exc:
+                raise _database_error(exc, deployment.user, f"change {deployment.name}") from exc
+            if done:
+                repaired += 1
+                logger.info(
+                    "deployment {} ({}) repaired: {}",
+                    deployment.id,
+                    deployment.name,
+                    "; ".join(done),
+                )
+            else:
+                logger.info("deployment {} ({}) matches its record", deployment.id, deployment.name)
+        logger.info(
+            "{} deployment(s) checked, {} repaired, {} could not be", len(chosen), repaired, failed
+        )
+
+    def _chosen(self) -> list[Deployment]:
+        """The deployments this job may reconcile: owner-or-admin, as undeploy."""
+        user, wanted = self.ctx.job.user, self.payload.deployment_id
+        store = DeploymentStore(self.engine)
+        if wanted is not None:
+            deployment = store.get(wanted)
+            if deployment.user != user and not self._submitter_is_admin():
+                raise NotAuthorized(
+                    f"{user} may not reconcile deployment {wanted}: it is {deployment.user}'s",
+                    field="deployment_id",
+                )
+            if deployment.status != "DEPLOYED":
+                raise DeploymentConflict(
+                    f"deployment {wanted} is {deployment.status}: only DEPLOYED ones are reconciled"
+                )
+            return [deployment]
+        with self.engine.connect() as conn:
+            every = list(DeploymentStore.deployed(conn))
+        # Asked only when it matters: other users' deployments are an admin's to reconcile.
+        if any(d.user != user for d in every) and not self._submitter_is_admin():
+            every = [d for d in every if d.user == user]
+        return every
+
+    def _preparer(
+        self, deployment: Deployment
+    ) -> Callable[[Connection, DatabaseDeploymentSpec], None]:
+        def prepare(conn: Connection, spec: DatabaseDeploymentSpec) -> None:
+            self._lock_table(conn, spec.db_schema, spec.db_table)
+            if conn.dialect.name == "postgresql":
+                # As a deploy: the functions are installed with the worker's rights.
+                from shared.scoring.asyncmode import notify_function_sql
+                from shared.scoring.postgres import ensure_scoring_installed
+
+                if spec.mode == "async":
+                    conn.exec_driver_sql(notify_function_sql(self._schema))
+                else:
+                    ensure_scoring_installed(conn, self._schema)
+            self._as_user(conn, deployment.user)
+
+        return prepare

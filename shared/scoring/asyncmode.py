@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from shared.db import quote_identifier, quote_qualified
+from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
 from shared.scoring.runtime import Scorer
 
 CHANNEL = "mlmanager_scoring"
@@ -63,31 +64,26 @@ class AsyncTable:
         return quote_qualified(self.schema, self.table)
 
     @classmethod
-    def from_details(cls, deployment_id: int, details: dict[str, Any]) -> AsyncTable:
+    def from_spec(cls, deployment_id: int, spec: DatabaseDeploymentSpec) -> AsyncTable:
         return cls(
             deployment_id=deployment_id,
-            schema=details["db_schema"],
-            table=details["db_table"],
-            representation_id=int(details["representation_id"]),
-            keys=tuple((str(k), str(t)) for k, t in details["keys"]),
-            features=tuple(details["features"]),
-            outputs=tuple(details["prediction_columns"]),
+            schema=spec.db_schema,
+            table=spec.db_table,
+            representation_id=spec.representation_id,
+            keys=tuple(spec.keys),
+            features=tuple(spec.features),
+            outputs=tuple(spec.prediction_columns),
         )
 
 
 def async_tables(conn: Connection) -> dict[int, AsyncTable]:
     """Every DEPLOYED async table, by table oid (tables dropped since are left out)."""
-    rows = conn.execute(
-        text(
-            "SELECT id, details FROM deployments WHERE target = 'database' "
-            "AND status = 'DEPLOYED' ORDER BY id"
-        )
-    ).all()
     found: dict[int, AsyncTable] = {}
-    for deployment_id, details in rows:
-        if details.get("mode") != ASYNC:
+    for deployment in DeploymentStore.deployed(conn, target="database"):
+        spec = deployment.spec
+        if not isinstance(spec, DatabaseDeploymentSpec) or spec.mode != ASYNC:
             continue
-        table = AsyncTable.from_details(deployment_id, details)
+        table = AsyncTable.from_spec(deployment.id, spec)
         oid = conn.execute(
             text("SELECT to_regclass(:name)::oid"), {"name": table.qualified}
         ).scalar()

@@ -531,3 +531,15 @@ def _trigger(
         f"{eval_time} = coalesce(NEW.{eval_time}, CURRENT_TIMESTAMP), "
         f"{q(RUN_ID)} = {_literal(run_id)} WHERE {where}; END"
     )
+
+
+def create_trigger_sql(plan: DeploymentPlan, scoring_schema: str | None, run_id: str | None) -> str:
+    """``plan``'s CREATE TRIGGER alone (reconcile re-creates a trigger dropped by hand)."""
+    return _trigger(plan, table_sql(plan.dialect, plan.schema, plan.table), scoring_schema, run_id)
+
+
+def missing_contract_columns(
+    table: TableInfo, rep: Representation, outputs: Sequence[str], run_id: str | None, dialect: str
+) -> list[tuple[str, str]]:
+    """(name, column definition) of the contract and prediction columns ``table`` lacks."""
+    return _missing_columns(table, rep, outputs, run_id, dialect)

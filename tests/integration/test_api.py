@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from shared.deployments import DeploymentStore
+from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
 from shared.handlers import SPECS
 from tests.pg import PostgresServer
 from tests.processes import clean_environment
@@ -715,7 +715,19 @@ def test_deployments_are_listed_per_user_and_delete_submits_the_undeploy_job(
         name="ml.iris",
         user="ann",
         run_id="run1",
-        details={"db_schema": "ml", "db_table": "iris"},
+        spec=DatabaseDeploymentSpec(
+            db_schema="ml",
+            db_table="iris",
+            representation_id=1,
+            format="onnx",
+            kind="regression",
+            trigger="RUNMODEL_iris_run1",
+            trigger_mode="row",
+            mode="sync",
+            keys=[("id", "BIGINT")],
+            features=["a"],
+            prediction_columns=["prediction"],
+        ),
     )
     cloud = store.record(target="sagemaker", name="iris-app", user="ann", run_id="run1")
     theirs = store.record(target="kubernetes", name="svc", user="bob", run_id="run2")

@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
 from shared.errors import NotAuthorized
 from shared.migrations import upgrade
 from shared.scoring.asyncmode import AsyncTable, backlog
@@ -146,10 +147,10 @@ def test_rows_are_scored_soon_after_insert_and_rows_inserted_while_no_worker_ran
     got = predictions(engine)
     assert [g[0] for g in got] == [str(v) for v in model.predict(x)]
     np.testing.assert_allclose([g[1:] for g in got], model.predict_proba(x), atol=1e-6)
+    spec = DeploymentStore(engine).get(1).spec
+    assert isinstance(spec, DatabaseDeploymentSpec)
     with engine.connect() as conn:
-        details = conn.execute(text("SELECT details FROM deployments")).scalar_one()
-        table = AsyncTable.from_details(1, details)
-        assert backlog(conn, table)["unscored_rows"] == 0
+        assert backlog(conn, AsyncTable.from_spec(1, spec))["unscored_rows"] == 0
     recorded = lambda: _details(engine).get("scoring_lag", {}).get("rows", 0)  # noqa: E731
     wait_until(lambda: recorded() == 80, 10, "the lag of every scored row recorded")
     lag = _details(engine)["scoring_lag"]
@@ -157,8 +158,9 @@ def test_rows_are_scored_soon_after_insert_and_rows_inserted_while_no_worker_ran
 
 
 def _details(engine: Engine) -> dict[str, Any]:
-    with engine.connect() as conn:
-        return dict(conn.execute(text("SELECT details FROM deployments")).scalar_one())
+    """The deployment's spec and stats in the one untyped form older clients read."""
+    (deployment,) = DeploymentStore(engine).list()
+    return deployment.details
 
 
 def test_two_workers_never_score_a_row_twice(
@@ -259,9 +261,8 @@ def test_auto_mode_scores_asynchronously_where_pl_python_cannot_be_installed(
     lines = run_job(engine, settings_for(deployer_url, tmp_path), "DEPLOY_DATABASE", payload)
     assert any("scoring asynchronously (mode async)" in line for line in lines), lines
     assert any("superuser" in line for line in lines)
-    with engine.connect() as conn:
-        details = conn.execute(text("SELECT details FROM deployments")).scalar_one()
-    assert details["mode"] == "async"
+    spec = DeploymentStore(engine).list()[0].spec
+    assert spec is not None and spec.mode == "async"
     with pytest.raises(NotAuthorized, match="superuser"):
         payload |= {"db_table": "forced", "mode": "sync"}
         run_job(engine, settings_for(deployer_url, tmp_path), "DEPLOY_DATABASE", payload)

@@ -698,3 +698,50 @@ def test_undeploy_whose_connection_drops_is_retryable_not_not_found(
     lines = run_steps(engine, settings, undeploy)
     assert any("no longer scores inserted rows" in ln for ln in lines)
     assert deployments_of(engine, f"{schema_for(url)}.dropped")[0][1] == "DELETED"
+
+
+def test_reconcile_re_creates_a_dropped_trigger_and_column_and_a_rerun_changes_nothing(
+    tracking: None, deployed_db: tuple[str, Engine, Settings]
+) -> None:
+    """RECONCILE (the handler, in-process) repairs from the record alone; on a deployment
+    that matches its record it does nothing, so it may run again (idempotent)."""
+    from shared.deployments import DeploymentStore
+    from shared.targets import DatabaseTarget
+
+    url, engine, settings = deployed_db
+    a, a_uri, _, _ = two_models()
+    make_table(url, engine, "healed", as_rows(features(3, 4)))
+    run_job(engine, settings, "DEPLOY_DATABASE", deploy_payload(url, a_uri, "healed"))
+    (deployment,) = DeploymentStore(engine).list()
+    spec = deployment.spec
+    assert spec is not None
+    target = DatabaseTarget(engine)
+    assert target.observe(deployment).in_sync
+    column = spec.prediction_columns[-1]
+    on = "" if url.startswith("sqlite") else f" ON {qualified(url, 'healed')}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP TRIGGER "{spec.trigger}"{on}')
+        conn.exec_driver_sql(f'ALTER TABLE {qualified(url, "healed")} DROP COLUMN "{column}"')
+    assert set(target.observe(deployment).drift) == {
+        f"trigger {spec.trigger} missing",
+        f"column {column} missing",
+    }
+
+    lines = run_job(engine, settings, "RECONCILE", {"deployment_id": deployment.id})
+    assert any(f"add column {column}" in line and "create the" in line for line in lines), lines
+    assert target.observe(deployment).in_sync
+    new = features(4, 5)
+    insert_rows(
+        url,
+        "healed",
+        ["id", "age", "income", "score"],
+        [(100 + i, *r) for i, r in enumerate(new.itertuples(index=False))],
+        schema_for(url),
+    )
+    got = read_rows(
+        url, f'SELECT "{column}" FROM {qualified(url, "healed")} WHERE id >= 100 ORDER BY id'
+    )
+    np.testing.assert_allclose([g[0] for g in got], a.predict_proba(new)[:, -1], atol=1e-5)
+
+    again = run_job(engine, settings, "RECONCILE", {})
+    assert any("matches its record" in line for line in again), again

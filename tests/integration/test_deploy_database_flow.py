@@ -7,8 +7,11 @@ embedded default, rows inserted through ``mlmanager.connect``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,9 +35,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from tests import custom_models  # (first: imports mlflow.pyfunc quietly)
-from tests.indb import insert_rows, read_rows
+from tests.indb import insert_rows, plain_pg, read_rows, sqlite_path
 from tests.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.pg import PostgresServer
+from tests.processes import clean_environment
 from tests.servers import ADMIN_PASSWORD, MLManagerProcess
 
 pytestmark = [
@@ -417,3 +421,97 @@ def test_async_mode_through_the_server_shows_its_backlog(server: MLManagerProces
     assert details["mode"] == "async" and details["backlog"]["unscored_rows"] == 0
     got = read_rows(server.db_url, "SELECT prediction FROM scored.async_events ORDER BY id")
     assert [r[0] for r in got] == [str(v) for v in model.predict(new)]
+
+
+def test_a_trigger_dropped_by_hand_shows_as_drift_and_reconcile_puts_it_back(
+    server: MLManagerProcess,
+) -> None:
+    """The record is the desired state: GET /deployments/{id} names what differs from it
+    live, another user may not reconcile it, and `mlmanager deployments reconcile ID`
+    re-creates the trigger so that inserted rows are scored again."""
+    sqlite = server.db_url.startswith("sqlite")
+    schema = "main" if sqlite else "scored"
+    qualified = "repaired" if sqlite else f"{schema}.repaired"
+    train, new = data(200, 7)[NUMERIC], data(10, 8)[NUMERIC]
+    model = LogisticRegression(max_iter=500).fit(train, _labels(train))
+    with mlflow.start_run():
+        info = _sk(model, train)
+    payload = {
+        "model_uri": info.model_uri,
+        "db_schema": schema,
+        "db_table": "repaired",
+        "create_model_table": True,
+        "primary_key": {"id": "BIGINT"},
+    }
+    job = submit(server, "DEPLOY_DATABASE", payload)
+    assert job["status"] == "SUCCESS", job["log"]
+    listed = requests.get(f"{server.api}/deployments", auth=ADMIN, timeout=30).json()
+    (deployment,) = [d for d in listed["deployments"] if d["name"] == f"{schema}.repaired"]
+    url = f"{server.api}/deployments/{deployment['id']}"
+    got = requests.get(url, auth=ADMIN, timeout=30).json()
+    assert got["drift"] is None, got
+    spec = got["spec"]
+    assert (spec["target"], spec["db_table"], spec["mode"]) == ("database", "repaired", "sync")
+    assert got["details"]["trigger"] == spec["trigger"]  # the old field, for old clients
+
+    trigger = spec["trigger"]
+    on = "" if sqlite else f" ON {qualified}"
+    _execute(server.db_url, f'DROP TRIGGER "{trigger}"{on}')
+    assert requests.get(url, auth=ADMIN, timeout=30).json()["drift"] == [
+        f"trigger {trigger} missing"
+    ]
+    rows = [(i, *r) for i, r in enumerate(new.itertuples(index=False))]
+    insert_rows(server.db_url, "repaired", ["id", *NUMERIC], rows[:5], schema)
+    assert read_rows(server.db_url, f"SELECT count(prediction) FROM {qualified}") == [(0,)]
+
+    server.create_user("mallory", "mallory-password-1")
+    theirs = requests.post(
+        f"{server.api}/jobs",
+        json={"handler_name": "RECONCILE", "payload": {"deployment_id": deployment["id"]}},
+        auth=("mallory", "mallory-password-1"),
+        timeout=30,
+    )
+    assert theirs.status_code == 404, theirs.text
+
+    env = clean_environment()
+    env.update(
+        MLFLOW_TRACKING_URI=server.url,
+        MLFLOW_TRACKING_USERNAME=ADMIN[0],
+        MLFLOW_TRACKING_PASSWORD=ADMIN[1],
+        PYTHONPATH=str(Path(__file__).parents[2]),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlflow_server.cli",
+            "deployments",
+            "reconcile",
+            str(deployment["id"]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SUCCESS" in proc.stderr and "repaired: create the" in proc.stdout, proc.stdout
+    assert requests.get(url, auth=ADMIN, timeout=30).json()["drift"] is None
+
+    insert_rows(server.db_url, "repaired", ["id", *NUMERIC], rows[5:], schema)
+    got_rows = read_rows(server.db_url, f"SELECT id, prediction FROM {qualified} ORDER BY id")
+    expected = [str(v) for v in model.predict(new)]
+    assert [r[1] for r in got_rows[5:]] == expected[5:]
+    assert all(r[1] is None for r in got_rows[:5])  # rows inserted while it drifted stay so
+
+
+def _execute(url: str, sql: str) -> None:
+    """Change the database behind ML Manager's back, as a DBA would."""
+    if url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as lite:
+            lite.execute(sql)
+            lite.commit()
+        return
+    with plain_pg(url) as conn:
+        conn.execute(sql)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from shared.db import schema_of
+from shared.deployments import DatabaseDeploymentSpec, DeploymentStats, DeploymentStore
 from shared.errors import SchemaOutdated
 from shared.migrations import VERSION_TABLE, head_revision, include_object, require_current, upgrade
 from shared.models import Base
@@ -70,3 +73,66 @@ def test_unknown_newer_revision_is_refused(sqlite_url: str, engine_for: EngineFo
         conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999_future'"))
     with pytest.raises(SchemaOutdated, match="does not know"):
         require_current(engine)
+
+
+def test_an_old_details_row_is_split_into_typed_spec_and_stats(
+    db_url: str, engine_for: EngineFor
+) -> None:
+    """0004 moves a deployment recorded before it (one untyped ``details``) into its typed
+    spec, its runtime stats and the undeploy job that retired it."""
+    engine = engine_for(db_url)
+    upgrade(engine, "0003_model_representations")
+    old = {
+        "db_schema": "ml",
+        "db_table": "iris",
+        "representation_id": 7,
+        "format": "onnx",
+        "kind": "classification",
+        "trigger": "RUNMODEL_iris_abc",
+        "trigger_mode": "async",
+        "mode": "async",
+        "keys": [["id", "BIGINT"]],
+        "features": ["a", "b"],
+        "prediction_columns": ["prediction"],
+        "created_table": True,
+        "scoring_lag": {"rows": 3, "p50_ms": 1.5, "p99_ms": 9.0},
+        "scoring_errors": 2,
+        "last_scoring_error": "bad row",
+        "undeployed_by_job": 42,
+    }
+    plain = {**old, "db_table": "plain", "mode": "sync", "trigger_mode": "row"}
+    for key in ("scoring_lag", "scoring_errors", "last_scoring_error", "undeployed_by_job"):
+        del plain[key]
+    with engine.begin() as conn:
+        for name, details, status in (("ml.iris", old, "DELETED"), ("ml.plain", plain, "DEPLOYED")):
+            conn.execute(
+                text(
+                    "INSERT INTO deployments (target, name, status, details, username, "
+                    "created_at, updated_at) VALUES ('database', :name, :status, :details, "
+                    "'ann', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"name": name, "status": status, "details": json.dumps(details)},
+            )
+
+    upgrade(engine)
+
+    store = DeploymentStore(engine)
+    moved, untouched = sorted(store.list(limit=10), key=lambda d: d.name)
+    assert isinstance(moved.spec, DatabaseDeploymentSpec)
+    assert (moved.spec.db_table, moved.spec.keys, moved.spec.mode) == (
+        "iris",
+        [("id", "BIGINT")],
+        "async",
+    )
+    assert moved.stats.scoring_errors == 2 and moved.stats.last_scoring_error == "bad row"
+    assert moved.stats.scoring_lag is not None and moved.stats.scoring_lag.p99_ms == 9.0
+    assert moved.undeployed_by_job == 42
+    # Old clients read the same JSON as before (plus the batch size, recorded since).
+    assert moved.details == {**old, "max_batch_size": 10000}
+    assert untouched.spec is not None and untouched.spec.trigger_mode == "row"
+    assert untouched.stats == DeploymentStats() and untouched.undeployed_by_job is None
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT spec FROM deployments WHERE name = 'ml.iris'"))
+        spec = stored.scalar_one()
+    spec = json.loads(spec) if isinstance(spec, str) else spec
+    assert "scoring_errors" not in spec and "undeployed_by_job" not in spec

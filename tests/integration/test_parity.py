@@ -10,7 +10,6 @@ compared with the model's own ``predict``/``predict_proba``.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sqlalchemy import Engine, text
 
+from shared.deployments import DeploymentStore
 from shared.migrations import upgrade
 from shared.scoring.kinds import column_name
 from shared.settings import Settings
@@ -231,11 +231,9 @@ def test_scikit_learn_column_names_become_sql_names_in_the_plan_and_the_record(
     table = "flowers" if url.startswith("sqlite") else f"{schema}.flowers"
     got = read_rows(url, f"SELECT prediction FROM {table} ORDER BY id")
     assert [r[0] for r in got] == [str(v) for v in model.predict(data.data)]
-    with engine.connect() as conn:
-        details = conn.execute(text("SELECT details FROM deployments")).scalar_one()
-    if isinstance(details, str):
-        details = json.loads(details)
-    assert details["input_columns"]["sepal length (cm)"] == "sepal_length_cm"
+    (deployment,) = DeploymentStore(engine).list()
+    assert deployment.spec is not None
+    assert deployment.spec.input_columns["sepal length (cm)"] == "sepal_length_cm"
 
 
 def test_the_tables_rows_and_the_input_example_are_all_checked(

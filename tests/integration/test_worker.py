@@ -133,7 +133,13 @@ def test_disable_service_job_switches_a_handler_off_and_on(
 def test_sigterm_lets_a_short_job_finish(ledger: Ledger, start_worker: StartWorker) -> None:
     worker = start_worker(worker_shutdown_grace_seconds=20)
     live = {wid: names for wid, names, _ in ledger.live_workers(60)}
-    builtin = ["DEPLOY_DATABASE", "UNDEPLOY_DATABASE", "DISABLE_SERVICE", "ENABLE_SERVICE"]
+    builtin = [
+        "DEPLOY_DATABASE",
+        "UNDEPLOY_DATABASE",
+        "RECONCILE",
+        "DISABLE_SERVICE",
+        "ENABLE_SERVICE",
+    ]
     assert live[next(w for w in live if w.endswith(f":{worker.pid}"))] == sorted(
         [*builtin, "NOOP", "RECORD"]
     )
@@ -157,3 +163,23 @@ def test_sigterm_releases_a_long_job_which_another_worker_finishes(
     done = wait_finished(ledger, job.id, timeout=30)
     assert done.status == "SUCCESS"
     assert scalar(engine, "SELECT count(*) FROM test_effects WHERE job_id = :j", j=job.id) == 1
+
+
+def test_two_workers_submit_one_periodic_reconcile_per_period(
+    ledger: Ledger, engine: Engine, start_worker: StartWorker
+) -> None:
+    """RECONCILE_INTERVAL_SECONDS on two replicas: each period's RECONCILE job is created
+    once (the ledger's unique key), not once per worker, and runs once."""
+    interval, seconds = 1.0, 6.0
+    started = time.time()
+    for _ in range(2):
+        start_worker(reconcile_interval_seconds=interval)
+    time.sleep(seconds)
+    elapsed = time.time() - started
+    jobs = ledger.list_jobs(handler_name="RECONCILE", limit=100)
+    assert 2 <= len(jobs) <= elapsed / interval + 2, [j.unique_key for j in jobs]
+    assert len({j.unique_key for j in jobs}) == len(jobs)
+    for job in jobs:
+        done = wait_finished(ledger, job.id)
+        assert (done.status, done.attempt) == ("SUCCESS", 1), done.error
+        assert done.user == "admin"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.deploy_rules import check_database_job, protected_reason
-from shared.deployments import Deployment
+from shared.deployments import Deployment, DeploymentStats
 from shared.errors import NotAuthorized
 from shared.handlers import DeployDatabasePayload, UndeployDatabasePayload
 from shared.settings import load_settings
@@ -63,7 +63,20 @@ def deploy(**extra: Any) -> DeployDatabasePayload:
 
 def deployment(user: str) -> Deployment:
     now = dt.datetime.now(dt.UTC)
-    return Deployment(1, "database", "apps.t", "DEPLOYED", None, None, {}, 1, user, now, now)
+    return Deployment(
+        id=1,
+        target="database",
+        name="apps.t",
+        status="DEPLOYED",
+        model_uri=None,
+        run_id=None,
+        spec=None,
+        stats=DeploymentStats(),
+        job_id=1,
+        user=user,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 class AdminQuestions:

@@ -27,3 +27,15 @@ def test_every_route_of_the_blueprint_is_in_the_openapi_document() -> None:
     # The document does not describe itself.
     assert routes - documented == {(f"{API_PREFIX}/openapi.json", "get")}
     assert documented - routes == set()
+
+
+def test_a_deployment_documents_its_target_and_a_typed_spec_per_target() -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    deployment = schemas["DeploymentOut"]["properties"]
+    assert "description" in deployment["target"]
+    specs = {ref["$ref"] for ref in deployment["spec"]["anyOf"] if "$ref" in ref}
+    assert specs == {"#/components/schemas/DatabaseDeploymentSpec"}
+    database = schemas["DatabaseDeploymentSpec"]["properties"]
+    assert database["target"]["const"] == "database"
+    assert {"db_schema", "db_table", "trigger", "representation_id", "mode"} <= set(database)
+    assert {"drift", "stats", "details"} <= set(deployment)
