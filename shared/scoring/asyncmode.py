@@ -20,13 +20,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, text
 
 from shared.db import quote_identifier, quote_qualified
 from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
-from shared.scoring.runtime import Scorer
+
+if TYPE_CHECKING:  # numpy and onnxruntime load only where rows are scored, not in the
+    # server, which reads catalogs and plans (drift) through this module
+    from shared.scoring.runtime import Scorer
 
 CHANNEL = "mlmanager_scoring"
 ASYNC = "async"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, inspect, text
 
@@ -27,7 +28,10 @@ from shared.scoring.asyncmode import unscored_index_name
 from shared.scoring.indb import NEW_ROWS, SQLITE_FUNCTION, TableBinding
 from shared.scoring.kinds import SqlType, input_columns
 from shared.scoring.representation import Representation
-from shared.scoring.runtime import Scorer
+
+if TYPE_CHECKING:  # numpy and onnxruntime load only where rows are scored, not in the
+    # server, which reads catalogs and plans (drift) through this module
+    from shared.scoring.runtime import Scorer
 
 TRIGGER_PREFIX = "RUNMODEL_"
 CUR_USER, EVAL_TIME, RUN_ID = "CUR_USER", "EVAL_TIME", "RUN_ID"
@@ -305,6 +309,8 @@ def add_score_existing(plan: DeploymentPlan, rep: Representation) -> None:
     """Append the step that fills predictions for rows already in the table."""
 
     def score_existing(conn: Connection) -> None:
+        from shared.scoring.runtime import Scorer
+
         score_existing_rows(conn, plan, Scorer.from_representation(rep))
 
     plan.steps.append(
