@@ -127,8 +127,9 @@ def test_an_old_details_row_is_split_into_typed_spec_and_stats(
     assert moved.stats.scoring_errors == 2 and moved.stats.last_scoring_error == "bad row"
     assert moved.stats.scoring_lag is not None and moved.stats.scoring_lag.p99_ms == 9.0
     assert moved.undeployed_by_job == 42
-    # Old clients read the same JSON as before (plus the batch size, recorded since).
-    assert moved.details == {**old, "max_batch_size": 10000}
+    # Old clients read the same JSON as before (plus the batch size and the input-column
+    # map, recorded since).
+    assert moved.details == {**old, "max_batch_size": 10000, "input_columns": {}}
     assert untouched.spec is not None and untouched.spec.trigger_mode == "row"
     assert untouched.stats == DeploymentStats() and untouched.undeployed_by_job is None
     with engine.connect() as conn:
