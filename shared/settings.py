@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     handler_modules: str = Field(
         "", description="Comma-separated Python modules with extra job handlers to load"
     )
+    handler_spec_modules: str = Field(
+        "",
+        description="Comma-separated Python modules with the payload specs of those handlers "
+        "(what the server imports; they must not import bobby)",
+    )
 
     startup_timeout_seconds: float = Field(
         60.0,

@@ -29,6 +29,7 @@ class MLManagerProcess:
             MLMANAGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
             MLMANAGER_SECRET_KEY="test-secret-key-0123456789abcdef",
             HANDLER_MODULES="tests.handlers",
+            HANDLER_SPEC_MODULES="tests.handler_specs",
             JOB_RETRY_BACKOFF_SECONDS="0.2",
             PYTHONPATH=str(ROOT),
         )

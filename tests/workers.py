@@ -25,6 +25,7 @@ class WorkerProcess:
             MLMANAGER_HOME=str(logdir / "home"),
             WORKER_PORT=str(self.port),
             HANDLER_MODULES="tests.handlers",
+            HANDLER_SPEC_MODULES="tests.handler_specs",
             PYTHONPATH=str(ROOT),
             LOG_LEVEL="DEBUG",
         )

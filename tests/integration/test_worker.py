@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import Engine, text
 
 from shared.ledger import Ledger
+from tests.handlers import SERVICE_FILE
 from tests.workers import StartWorker, scalar, wait_finished, wait_until
 
 
@@ -157,3 +159,14 @@ def test_sigterm_releases_a_long_job_which_another_worker_finishes(
     done = wait_finished(ledger, job.id, timeout=30)
     assert done.status == "SUCCESS"
     assert scalar(engine, "SELECT count(*) FROM test_effects WHERE job_id = :j", j=job.id) == 1
+
+
+def test_handler_module_registers_a_background_service_the_worker_runs(
+    engine: Engine, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    """A handler module's ``register_service`` hook (tests.handlers) runs in every worker that
+    loads it: the worker knows no service by name."""
+    worker = start_worker()
+    started = tmp_path / "home" / SERVICE_FILE
+    wait_until(started.exists, 30, "the test service to run")
+    assert started.read_text() == str(worker.pid)
