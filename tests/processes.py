@@ -20,7 +20,7 @@ def spawn_mlmanager(command: str, env: dict[str, str], log: Path) -> subprocess.
     """``mlmanager <command>`` with its output appended to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "mlflow_server.cli", command],
+            [sys.executable, "-m", "mlmanager", command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

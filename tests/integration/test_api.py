@@ -662,7 +662,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def test_command_line_lists_follows_and_cancels_jobs(server: MLManagerProcess) -> None:
     env = _client_env(server)
-    mlm = [sys.executable, "-m", "mlflow_server.cli"]
+    mlm = [sys.executable, "-m", "mlmanager"]
     ok = submit(server, "RECORD", {"steps": 2, "sleep": 0.4, "lines": 2})
     proc = _run([*mlm, "jobs", "logs", str(ok["id"]), "--follow"], env)
     assert proc.returncode == 0, proc.stderr
@@ -691,7 +691,7 @@ def test_command_line_deploy_validates_flags_with_the_payload_model(
     server: MLManagerProcess, known_run: str
 ) -> None:
     env = _client_env(server)
-    mlm = [sys.executable, "-m", "mlflow_server.cli", "deploy", "database"]
+    mlm = [sys.executable, "-m", "mlmanager", "deploy", "database"]
     proc = _run([*mlm, "--run-id", "abc", "--db-schema", "bad name", "--db-table", "t"], env)
     assert proc.returncode != 0
     assert "--db-schema" in proc.stderr and "Traceback" not in proc.stderr

@@ -520,7 +520,7 @@ def test_the_scoring_functions_install_once_with_the_cli(
     engine = engine_for(pg_url)
     upgrade(engine)
     env = clean_environment() | {"DB_URL": pg_url, "MLMANAGER_HOME": str(tmp_path / "home")}
-    command = [sys.executable, "-m", "mlflow_server.cli", "db", "install-scoring"]
+    command = [sys.executable, "-m", "mlmanager", "db", "install-scoring"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr

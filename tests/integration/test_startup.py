@@ -127,7 +127,7 @@ def test_server_whose_database_never_comes_back_exits_with_one_line(
     env = server_env(db_url, tmp_path / "home", free_port(), STARTUP_TIMEOUT_SECONDS="2")
     with database_down(pg_server):
         proc = subprocess.run(
-            [sys.executable, "-m", "mlflow_server.cli", "server"],
+            [sys.executable, "-m", "mlmanager", "server"],
             env=env,
             capture_output=True,
             text=True,
@@ -166,7 +166,7 @@ def test_the_command_switches_telemetry_off_unless_the_operator_opts_in(tmp_path
     CI markers are removed: MLflow switches itself off in CI."""
     code = (
         "import os, sys\n"
-        "from mlflow_server import cli\n"
+        "from mlmanager import cli\n"
         "try:\n"
         "    cli.main(['db', 'current'])\n"
         "except SystemExit:\n"
@@ -232,7 +232,7 @@ def spawn_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     which starts gunicorn: the group is how the test stops them all)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "mlflow_server.cli", "server"],
+            [sys.executable, "-m", "mlmanager", "server"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -175,7 +175,7 @@ def test_a_gateway_that_cannot_start_says_why(state: Path, monkeypatch: pytest.M
 def test_the_cli_starts_shows_and_stops_the_gateway(state: Path) -> None:
     from click.testing import CliRunner
 
-    from mlflow_server.cli import main
+    from mlmanager.cli import main
 
     cli = CliRunner()
     assert cli.invoke(main, ["mlrunner", "status"]).exit_code == 1

@@ -17,8 +17,8 @@ from typing import Any
 from mlflow.deployments import BaseDeploymentClient
 from mlflow.exceptions import MlflowException
 
-from mlflow_server.cli_jobs import DEPLOY_TARGETS
-from mlflow_server.client import MLManagerClient
+from mlmanager.cli_jobs import DEPLOY_TARGETS
+from mlmanager.client import MLManagerClient
 from shared.errors import MLManagerError
 from shared.handlers import SPECS
 from shared.settings import get_settings
