@@ -36,7 +36,7 @@ def _config_value(value: Any) -> Any:
     return value
 
 
-class MLManagerDeploymentClient(BaseDeploymentClient):  # type: ignore[misc]
+class MLManagerDeploymentClient(BaseDeploymentClient):
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
         self.api = MLManagerClient.from_settings(get_settings())
