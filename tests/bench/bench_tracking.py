@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from mlmanager.server import GUNICORN_OPTS
-from tests.pg import PostgresServer, free_port
+from tests.support.pg import PostgresServer, free_port
 
 ROUNDS = int(os.environ.get("BENCH_TRACKING_ROUNDS", "5"))
 CALLS_PER_ROUND = int(os.environ.get("BENCH_TRACKING_CALLS", "100"))

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from shared.migrations import head_revision
-from tests.pg import free_port
-from tests.processes import clean_environment
+from tests.support.pg import free_port
+from tests.support.processes import clean_environment
 
 pytestmark = pytest.mark.e2e
 

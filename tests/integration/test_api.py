@@ -18,9 +18,9 @@ import requests
 
 from shared.deployments import DeploymentStore
 from shared.handlers import SPECS
-from tests.pg import PostgresServer
-from tests.processes import clean_environment
-from tests.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.pg import PostgresServer
+from tests.support.processes import clean_environment
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 ANN = ("ann", "ann-password-1234")

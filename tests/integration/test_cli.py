@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import free_port
-from tests.processes import clean_environment
+from tests.support.pg import free_port
+from tests.support.processes import clean_environment
 
 BASE_ENV = clean_environment()
 

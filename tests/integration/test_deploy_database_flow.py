@@ -31,11 +31,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from tests import custom_models  # (first: imports mlflow.pyfunc quietly)
-from tests.indb import insert_rows, read_rows
-from tests.mlflow_store import INPUT_EXAMPLE_WARNING
-from tests.pg import PostgresServer
-from tests.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support import custom_models  # (first: imports mlflow.pyfunc quietly)
+from tests.support.indb import insert_rows, read_rows
+from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
+from tests.support.pg import PostgresServer
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 
 pytestmark = [
     pytest.mark.postgres,

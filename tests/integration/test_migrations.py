@@ -11,7 +11,7 @@ from shared.db import schema_of
 from shared.errors import SchemaOutdated
 from shared.migrations import VERSION_TABLE, head_revision, include_object, require_current, upgrade
 from shared.models import Base
-from tests.conftest import EngineFor
+from tests.support.engines import EngineFor
 
 
 def test_empty_database_upgrades_to_the_orm_without_drift(

@@ -21,11 +21,10 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from tests.integration.conftest import StartWorker
-from tests.pg import PostgresServer, free_port
-from tests.processes import ROOT, clean_environment
-from tests.servers import ADMIN_PASSWORD, MLManagerProcess
-from tests.workers import wait_until
+from tests.support.pg import PostgresServer, free_port
+from tests.support.processes import ROOT, clean_environment
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.workers import StartWorker, wait_until
 
 pytestmark = pytest.mark.postgres
 DOWN_SECONDS = 4.0
@@ -258,7 +257,7 @@ def test_a_database_that_refuses_is_not_waited_for(
     from shared.db import at_startup, make_engine
     from shared.errors import DatabaseUnavailable
     from shared.migrations import require_current
-    from tests.conftest import settings_for
+    from tests.support.engines import settings_for
 
     for url in (pg_server.url("postgres", password="wrong-password"), pg_server.url("nosuch")):
         settings = settings_for(url, tmp_path, startup_timeout_seconds=30)

@@ -11,8 +11,8 @@ import requests
 from sqlalchemy import Engine, text
 
 from shared.ledger import Ledger
-from tests.handlers import SERVICE_FILE
-from tests.workers import StartWorker, scalar, wait_finished, wait_until
+from tests.support.handlers import SERVICE_FILE
+from tests.support.workers import StartWorker, scalar, wait_finished, wait_until
 
 
 def test_worker_runs_a_job_and_writes_its_log_in_order(
@@ -164,8 +164,8 @@ def test_sigterm_releases_a_long_job_which_another_worker_finishes(
 def test_handler_module_registers_a_background_service_the_worker_runs(
     engine: Engine, tmp_path: Path, start_worker: StartWorker
 ) -> None:
-    """A handler module's ``register_service`` hook (tests.handlers) runs in every worker that
-    loads it: the worker knows no service by name."""
+    """A handler module's ``register_service`` hook (tests.support.handlers) runs in every
+    worker that loads it: the worker knows no service by name."""
     worker = start_worker()
     started = tmp_path / "home" / SERVICE_FILE
     wait_until(started.exists, 30, "the test service to run")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Settings of the developer's shell must not leak into the processes under test.
 OUR_PREFIXES = ("DB_", "MLMANAGER_", "MLFLOW_", "JOB_", "AUTH_", "WORKER_")
 

@@ -1,6 +1,6 @@
 """Job handlers used by the tests (loaded into real workers with HANDLER_MODULES).
 
-Their payload specs live in ``tests.handler_specs`` (HANDLER_SPEC_MODULES), which the
+Their payload specs live in ``tests.support.handler_specs`` (HANDLER_SPEC_MODULES), which the
 server imports without this module and so without the worker.
 
 RECORD writes what happened to test tables so the tests can prove, from the
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 
 from bobby.handlers import ServiceContext, register, register_service
 from bobby.handlers.base import Handler, Step
-from tests.handler_specs import NOOP, RECORD, RecordPayload
+from tests.support.handler_specs import NOOP, RECORD, RecordPayload
 
 TEST_TABLES = (
     "CREATE TABLE IF NOT EXISTS test_holds (job_id BIGINT, worker_id VARCHAR(128), "

@@ -26,8 +26,8 @@ from shared.scoring import jvm
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_columns
 from shared.scoring.representation import Representation, RepresentationFormat
 
-FIXTURES = Path(__file__).resolve().parents[3] / "mlrunner/src/test/resources/fixtures"
-JAR = Path(__file__).resolve().parents[3] / "mlrunner/target/mlrunner.jar"
+FIXTURES = Path(__file__).resolve().parents[2] / "mlrunner/src/test/resources/fixtures"
+JAR = Path(__file__).resolve().parents[2] / "mlrunner/target/mlrunner.jar"
 
 
 @pytest.fixture
