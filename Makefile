@@ -67,7 +67,7 @@ mlrunner:
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared
+	$(BIN)/mypy shared mlflow_server mlmanager bobby releases
 
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit

@@ -25,7 +25,7 @@ import psycopg
 from loguru import logger
 from sqlalchemy.exc import DBAPIError
 
-from bobby.handlers import load_handlers
+from bobby.handlers import SERVICES, ServiceContext, load_handlers
 from bobby.handlers.base import JobControl
 from bobby.http import WorkerEndpoint
 from bobby.metrics import Metrics
@@ -118,11 +118,10 @@ class Worker:
         ]
         watch = self._listen_loop if self.is_postgres else self._sqlite_watch_loop
         threads.append(threading.Thread(target=watch, name="watch", daemon=True))
-        if self.is_postgres and "DEPLOY_DATABASE" in self.registry:
-            from bobby.async_scoring import AsyncScoring
-
-            scoring = AsyncScoring(self.engine, self.settings, self.metrics, self._stopping)
-            threads.append(threading.Thread(target=scoring.run, name="scoring", daemon=True))
+        context = ServiceContext(self.engine, self.settings, self.metrics, self._stopping)
+        for name, service in SERVICES.items():
+            if (target := service(context)) is not None:
+                threads.append(threading.Thread(target=target, name=name, daemon=True))
         for t in threads:
             t.start()
         logger.info(

@@ -13,12 +13,12 @@ from typing import Any
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from bobby.handlers import load_handlers
 from mlflow_server.api import blueprint, error_response, seed_handlers
 from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
 from shared.db import get_engine
 from shared.errors import MLManagerError
+from shared.handlers import load_specs
 from shared.logging import configure_logging
 from shared.migrations import require_current
 from shared.settings import get_settings
@@ -34,8 +34,8 @@ def create_app() -> Any:
     # Refuse to serve on a schema older than the code (the launcher checked too,
     # but `mlflow server --app-name mlmanager` may be started by hand).
     require_current(get_engine(settings))
-    # Handler modules of HANDLER_MODULES bring their payload specs to the server too.
-    load_handlers(settings.handler_modules)
+    # Only the payload specs: the worker's code (bobby, pandas, onnxruntime) stays out.
+    load_specs(settings)
     seed_handlers()
     if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
         return create_auth_app(mlflow_app)

@@ -12,13 +12,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from shared.scoring.indb import register_sqlite_scoring
-
 __all__ = ["connect"]
 
 
 def connect(database: str | Path, **kwargs: Any) -> sqlite3.Connection:
     """``sqlite3.connect(database, **kwargs)`` plus ML Manager's scoring function."""
+    # Imported here: the package also holds the command line, which must not load the
+    # scoring core (onnxruntime) for every command.
+    from shared.scoring.indb import register_sqlite_scoring
+
     conn = sqlite3.connect(database, **kwargs)
     register_sqlite_scoring(conn)
     return conn

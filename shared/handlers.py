@@ -7,13 +7,17 @@ policy and who may submit it. The steps that do the work live in ``bobby``.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Literal, Self
 
+from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.db import check_identifier
+from shared.errors import ConfigError
+from shared.settings import Settings
 
 
 class Payload(BaseModel):
@@ -75,6 +79,38 @@ def register_spec(spec: HandlerSpec) -> HandlerSpec:
         raise ValueError(f"two different handler specs named {spec.name}")
     SPECS[spec.name] = spec
     return spec
+
+
+def import_modules(names: str, setting: str) -> None:
+    """Import the comma-separated modules of a setting; one that fails is a ConfigError."""
+    for name in (n.strip() for n in names.split(",")):
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"{setting}: cannot import {name!r} ({exc})") from None
+
+
+def load_specs(settings: Settings) -> dict[str, HandlerSpec]:
+    """The server's view of the handlers: built-in specs plus HANDLER_SPEC_MODULES.
+
+    Spec modules import ``shared`` only, so the server never loads the worker (``bobby``,
+    pandas, onnxruntime). Without HANDLER_SPEC_MODULES, the modules of HANDLER_MODULES are
+    imported as before (they register their specs too), at the cost of loading the worker's
+    code into every server process.
+    """
+    if settings.handler_spec_modules:
+        import_modules(settings.handler_spec_modules, "HANDLER_SPEC_MODULES")
+    elif settings.handler_modules:
+        logger.warning(
+            "HANDLER_SPEC_MODULES is not set: the server imports HANDLER_MODULES ({}) for their "
+            "payload specs, which loads the worker's code; name the modules holding only the "
+            "specs in HANDLER_SPEC_MODULES",
+            settings.handler_modules,
+        )
+        import_modules(settings.handler_modules, "HANDLER_MODULES")
+    return SPECS
 
 
 class ServicePayload(Payload):

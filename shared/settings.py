@@ -1,7 +1,12 @@
 """One typed settings object, read from the environment once.
 
-Nothing else in ML Manager reads ``os.environ``: child processes get their
-environment from :meth:`Settings.child_env`.
+ML Manager's configuration is read here only: child processes get their
+environment from :meth:`Settings.child_env`. Three places still touch
+``os.environ``, for code that is not ours: ``bobby.worker`` exports the MLflow
+client's server and credentials (MLflow reads them from the environment), and
+``shared.scoring.postgres`` and ``shared.scoring.jvm`` set thread limits for
+onnxruntime and read ``MLRUNNER_*``, because they also run inside PostgreSQL's
+PL/Python, where no Settings object exists.
 """
 
 from __future__ import annotations
@@ -143,6 +148,11 @@ class Settings(BaseSettings):
     )
     handler_modules: str = Field(
         "", description="Comma-separated Python modules with extra job handlers to load"
+    )
+    handler_spec_modules: str = Field(
+        "",
+        description="Comma-separated Python modules with the payload specs of those handlers "
+        "(what the server imports; they must not import bobby)",
     )
 
     startup_timeout_seconds: float = Field(

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from shared.db import make_engine
-from shared.settings import Settings, load_settings
-from tests.pg import PG_BIN, PostgresServer, binaries_available
-
-IN_CI = os.environ.get("CI") == "true"
+from tests.support.engines import IN_CI, EngineFor, settings_for
+from tests.support.pg import PG_BIN, PostgresServer, binaries_available
 
 
 @pytest.fixture(scope="session")
@@ -54,12 +51,8 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
-def settings_for(url: str | None, home: Path, **extra: object) -> Settings:
-    return load_settings(db_url=url, mlmanager_home=home, **extra)
-
-
 @pytest.fixture
-def engine_for(tmp_path: Path) -> Iterator[Callable[[str], Engine]]:
+def engine_for(tmp_path: Path) -> Iterator[EngineFor]:
     """Builds engines the way ML Manager does, disposing them after the test."""
     engines: list[Engine] = []
 
@@ -71,6 +64,3 @@ def engine_for(tmp_path: Path) -> Iterator[Callable[[str], Engine]]:
     yield build
     for engine in engines:
         engine.dispose()
-
-
-EngineFor = Callable[[str], Engine]

@@ -22,7 +22,7 @@ from loguru import logger
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from bobby.handlers import register
+from bobby.handlers import ServiceContext, register, register_service
 from bobby.handlers.base import Handler, Step
 from shared.db import quote_identifier, schema_of
 from shared.deploy_rules import DATABASE_TARGET, check_database_job, tables_of
@@ -644,3 +644,13 @@ class Reconcile(_DatabaseHandler):
             self._as_user(conn, deployment.user)
 
         return prepare
+
+
+@register_service("scoring")
+def async_scoring(ctx: ServiceContext) -> Callable[[], None] | None:
+    """Scores the rows of ``mode: async`` deployments (PostgreSQL only: it LISTENs)."""
+    if ctx.engine.dialect.name != "postgresql":
+        return None
+    from bobby.async_scoring import AsyncScoring
+
+    return AsyncScoring(ctx.engine, ctx.settings, ctx.metrics, ctx.stopping).run

@@ -46,10 +46,10 @@ from sqlalchemy import Engine
 from shared.deployments import DeploymentStore
 from shared.settings import Settings
 from tests.bench import bench_indb as indb
-from tests.indb import run_job
-from tests.mlflow_store import temporary_tracking_store
-from tests.pg import PostgresServer
-from tests.workers import WorkerProcess, wait_until
+from tests.support.indb import run_job
+from tests.support.mlflow_store import temporary_tracking_store
+from tests.support.pg import PostgresServer
+from tests.support.workers import WorkerProcess, wait_until
 
 ROWS = int(os.environ.get("BENCH_ASYNC_ROWS", "100000"))
 SINGLE_ROWS = int(os.environ.get("BENCH_ASYNC_SINGLE_ROWS", "5000"))
@@ -342,7 +342,7 @@ def run() -> dict[str, Any]:
             "throughput_method": f"from the insert's commit until no unscored row is left "
             f"(polled every {POLL_SECONDS * 1000:g} ms)",
             "cpus": os.cpu_count(),
-            "server": "PostgreSQL 15 (tests.pg.PostgresServer: fsync off, synchronous_commit on)",
+            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: fsync off, synchronous_commit on)",
         },
     }
     print_table(result)

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import text
 
-import tests.handlers  # noqa: F401  (NOOP handler spec)
+import tests.support.handlers  # noqa: F401  (NOOP handler spec)
 from shared.db import make_engine
 from shared.handlers import SPECS
 from shared.ledger import Ledger
@@ -32,8 +32,8 @@ from shared.migrations import upgrade
 from shared.models import utcnow
 from shared.settings import load_settings
 from tests.bench.procrastinate_app import app as procrastinate_app_template
-from tests.pg import PostgresServer
-from tests.workers import WorkerProcess
+from tests.support.pg import PostgresServer
+from tests.support.workers import WorkerProcess
 
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "300"))
 THROUGHPUT_JOBS = int(os.environ.get("BENCH_THROUGHPUT_JOBS", "3000"))

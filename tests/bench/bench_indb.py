@@ -59,10 +59,10 @@ from shared.scoring.indb import score_in_batches
 from shared.scoring.runtime import Scorer
 from shared.scoring.store import load_representation
 from shared.settings import Settings, load_settings
-from tests import mlflow_store
-from tests.indb import psql_dsn, run_job
-from tests.mlflow_store import temporary_tracking_store
-from tests.pg import PostgresServer
+from tests.support import mlflow_store
+from tests.support.indb import psql_dsn, run_job
+from tests.support.mlflow_store import temporary_tracking_store
+from tests.support.pg import PostgresServer
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
@@ -872,7 +872,7 @@ def run() -> dict[str, Any]:
             },
             "cpus": os.cpu_count(),
             "single_row_cpus": "client and its server process pinned to different CPUs",
-            "server": "PostgreSQL 15 (tests.pg.PostgresServer: fsync off, synchronous_commit on)",
+            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: fsync off, synchronous_commit on)",
         },
     }
     print_table(result)

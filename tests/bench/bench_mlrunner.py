@@ -67,7 +67,7 @@ def in_database(h2o: Any, model: Any, train: pd.DataFrame, frame: pd.DataFrame) 
     import mlflow.h2o
 
     from tests.bench import bench_indb as indb
-    from tests.mlflow_store import log_model, temporary_tracking_store
+    from tests.support.mlflow_store import log_model, temporary_tracking_store
 
     try:
         with indb.bench_postgres("bench-mlrunner-") as db:

@@ -20,8 +20,8 @@ from typing import Any
 
 import requests
 
-from mlflow_server.server import GUNICORN_OPTS
-from tests.pg import PostgresServer, free_port
+from mlmanager.server import GUNICORN_OPTS
+from tests.support.pg import PostgresServer, free_port
 
 ROUNDS = int(os.environ.get("BENCH_TRACKING_ROUNDS", "5"))
 CALLS_PER_ROUND = int(os.environ.get("BENCH_TRACKING_CALLS", "100"))
@@ -45,9 +45,9 @@ class Server:
             env.update(DB_URL=db_url, MLMANAGER_HOME=str(home), MLMANAGER_PORT=str(self.port),
                        MLMANAGER_ADMIN_PASSWORD=ADMIN[1], GUNICORN_WORKERS=str(WORKERS),
                        MLMANAGER_SECRET_KEY="bench-secret-key-0123456789")
-            subprocess.run([sys.executable, "-m", "mlflow_server.cli", "db", "upgrade"],
+            subprocess.run([sys.executable, "-m", "mlmanager", "db", "upgrade"],
                            env=env, check=True, capture_output=True)
-            cmd = [sys.executable, "-m", "mlflow_server.cli", "server"]
+            cmd = [sys.executable, "-m", "mlmanager", "server"]
         else:
             env["MLFLOW_BACKEND_STORE_URI"] = db_url
             cmd = [sys.executable, "-m", "mlflow", "server", *common,

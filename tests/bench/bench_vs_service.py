@@ -39,8 +39,8 @@ import requests
 
 from tests.bench import bench_async as common
 from tests.bench import bench_indb as indb
-from tests.pg import free_port
-from tests.workers import WorkerProcess
+from tests.support.pg import free_port
+from tests.support.workers import WorkerProcess
 
 SINGLE_ROWS = int(os.environ.get("BENCH_VS_SERVICE_SINGLE_ROWS", "2000"))
 BATCH_ROWS = int(os.environ.get("BENCH_VS_SERVICE_BATCH_ROWS", "100000"))
@@ -296,7 +296,7 @@ def run() -> dict[str, Any]:
             "service_output": "the service returns the class label only; the in-database tables "
             "also store the class probabilities",
             "cpus": os.cpu_count(),
-            "server": "PostgreSQL 15 (tests.pg.PostgresServer: fsync off, synchronous_commit on)",
+            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: fsync off, synchronous_commit on)",
         },
     }
     print_table(result)

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from shared.migrations import head_revision
-from tests.pg import free_port
-from tests.processes import clean_environment
+from tests.support.pg import free_port
+from tests.support.processes import clean_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def mlmanager_up(tmp_path: Path) -> Iterator[Up]:
     # Output goes to files: an unread pipe would fill up and block the children.
     with out.open("wb") as fout, err.open("wb") as ferr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_server.cli", "up"], env=env, stdout=fout, stderr=ferr
+            [sys.executable, "-m", "mlmanager", "up"], env=env, stdout=fout, stderr=ferr
         )
     up = Up(proc, home, f"http://127.0.0.1:{port}", worker_port, out, err)
     try:

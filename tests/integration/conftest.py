@@ -11,9 +11,9 @@ from sqlalchemy import Engine
 from shared.handlers import SPECS
 from shared.ledger import Ledger
 from shared.migrations import upgrade
-from tests.conftest import EngineFor
-from tests.handlers import create_test_tables
-from tests.workers import StartWorker, WorkerProcess
+from tests.support.engines import EngineFor
+from tests.support.handlers import create_test_tables
+from tests.support.workers import StartWorker, WorkerProcess
 
 
 @pytest.fixture

@@ -12,14 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
 from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
 from shared.handlers import SPECS
-from tests.pg import PostgresServer
-from tests.processes import clean_environment
-from tests.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.pg import PostgresServer
+from tests.support.processes import clean_environment
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 ANN = ("ann", "ann-password-1234")
@@ -137,6 +138,43 @@ def test_nothing_but_health_answers_without_a_user(server: MLManagerProcess) -> 
                 method, f"{server.url}{concrete}", json={}, auth=("ann", "wrong"), timeout=10
             )
             assert r.status_code == 401, (method, path, "wrong password")
+
+
+def test_server_processes_load_the_specs_but_not_the_worker(server: MLManagerProcess) -> None:
+    """The server imports payload specs only: RECORD (of HANDLER_SPEC_MODULES) is offered and
+    runs, yet no gunicorn process maps onnxruntime, and the app, built in the environment of
+    a real gunicorn worker, has imported no ``bobby`` module."""
+    handlers = {h["name"] for h in call(server, "GET", "/handlers").json()["handlers"]}
+    assert {"RECORD", "DEPLOY_DATABASE"} <= handlers
+    job = submit(server, "RECORD", {"steps": 1})
+    assert wait_job(server, job["id"])["status"] == "SUCCESS"
+    gunicorn = [
+        p
+        for p in psutil.Process(server.proc.pid).children(recursive=True)
+        if any("gunicorn" in part for part in p.cmdline())
+    ]
+    assert len(gunicorn) >= 2, "no gunicorn master and worker found"  # master + workers
+    for proc in gunicorn:
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "libpython" in maps or "/python3" in maps  # the map of a Python process
+        assert "onnxruntime" not in maps, f"gunicorn process {proc.pid} loaded onnxruntime"
+    env = gunicorn[-1].environ()
+    check = (
+        "import sys\n"
+        "from mlflow_server.app import create_app\n"
+        "create_app()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bobby', 'onnxruntime')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        env=env,
+        cwd=gunicorn[-1].cwd(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_only_admins_switch_handlers(server: MLManagerProcess) -> None:
@@ -624,7 +662,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 def test_command_line_lists_follows_and_cancels_jobs(server: MLManagerProcess) -> None:
     env = _client_env(server)
-    mlm = [sys.executable, "-m", "mlflow_server.cli"]
+    mlm = [sys.executable, "-m", "mlmanager"]
     ok = submit(server, "RECORD", {"steps": 2, "sleep": 0.4, "lines": 2})
     proc = _run([*mlm, "jobs", "logs", str(ok["id"]), "--follow"], env)
     assert proc.returncode == 0, proc.stderr
@@ -653,7 +691,7 @@ def test_command_line_deploy_validates_flags_with_the_payload_model(
     server: MLManagerProcess, known_run: str
 ) -> None:
     env = _client_env(server)
-    mlm = [sys.executable, "-m", "mlflow_server.cli", "deploy", "database"]
+    mlm = [sys.executable, "-m", "mlmanager", "deploy", "database"]
     proc = _run([*mlm, "--run-id", "abc", "--db-schema", "bad name", "--db-table", "t"], env)
     assert proc.returncode != 0
     assert "--db-schema" in proc.stderr and "Traceback" not in proc.stderr

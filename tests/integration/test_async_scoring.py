@@ -24,17 +24,17 @@ from shared.errors import NotAuthorized
 from shared.migrations import upgrade
 from shared.scoring.asyncmode import AsyncTable, backlog
 from shared.settings import Settings
-from tests import custom_models
-from tests.conftest import EngineFor, settings_for
-from tests.indb import features, plain_pg, run_job
-from tests.mlflow_store import (
+from tests.support import custom_models
+from tests.support.engines import EngineFor, settings_for
+from tests.support.indb import features, plain_pg, run_job
+from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_sklearn,
     temporary_tracking_store,
 )
-from tests.pg import PostgresServer
-from tests.workers import WorkerProcess, wait_until
+from tests.support.pg import PostgresServer
+from tests.support.workers import WorkerProcess, wait_until
 
 pytestmark = [
     pytest.mark.postgres,

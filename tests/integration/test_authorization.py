@@ -24,12 +24,12 @@ from sklearn.linear_model import LogisticRegression
 from sqlalchemy import Engine
 
 from shared.ledger import Ledger
-from tests import custom_models  # noqa: F401  (first: imports mlflow.pyfunc quietly)
-from tests.conftest import EngineFor
-from tests.indb import features, read_rows
-from tests.mlflow_store import INPUT_EXAMPLE_WARNING, log_sklearn
-from tests.pg import PostgresServer
-from tests.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support import custom_models  # noqa: F401  (first: imports mlflow.pyfunc quietly)
+from tests.support.engines import EngineFor
+from tests.support.indb import features, read_rows
+from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, log_sklearn
+from tests.support.pg import PostgresServer
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 
 pytestmark = [pytest.mark.postgres, INPUT_EXAMPLE_WARNING]
 

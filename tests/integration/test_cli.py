@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg import free_port
-from tests.processes import clean_environment
+from tests.support.pg import free_port
+from tests.support.processes import clean_environment
 
 BASE_ENV = clean_environment()
 
@@ -19,7 +19,7 @@ def mlmanager(
     *args: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mlflow_server.cli", *args],
+        [sys.executable, "-m", "mlmanager", *args],
         env={**BASE_ENV, **env},
         capture_output=True,
         text=True,

@@ -39,8 +39,8 @@ from shared.errors import (
 from shared.migrations import upgrade
 from shared.scoring.plan import DeploymentPlan, PlanStep
 from shared.settings import Settings
-from tests.conftest import EngineFor, settings_for
-from tests.indb import (
+from tests.support.engines import EngineFor, settings_for
+from tests.support.indb import (
     features,
     insert_rows,
     park_job,
@@ -50,14 +50,14 @@ from tests.indb import (
     run_steps,
     schema_for,
 )
-from tests.mlflow_store import (
+from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_sklearn,
     temporary_tracking_store,
 )
-from tests.pg import PostgresServer
-from tests.processes import clean_environment
+from tests.support.pg import PostgresServer
+from tests.support.processes import clean_environment
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
@@ -520,7 +520,7 @@ def test_the_scoring_functions_install_once_with_the_cli(
     engine = engine_for(pg_url)
     upgrade(engine)
     env = clean_environment() | {"DB_URL": pg_url, "MLMANAGER_HOME": str(tmp_path / "home")}
-    command = [sys.executable, "-m", "mlflow_server.cli", "db", "install-scoring"]
+    command = [sys.executable, "-m", "mlmanager", "db", "install-scoring"]
     first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr

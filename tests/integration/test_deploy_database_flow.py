@@ -34,12 +34,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from tests import custom_models  # (first: imports mlflow.pyfunc quietly)
-from tests.indb import insert_rows, plain_pg, read_rows, sqlite_path
-from tests.mlflow_store import INPUT_EXAMPLE_WARNING
-from tests.pg import PostgresServer
-from tests.processes import clean_environment
-from tests.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support import custom_models  # (first: imports mlflow.pyfunc quietly)
+from tests.support.indb import insert_rows, plain_pg, read_rows, sqlite_path
+from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
+from tests.support.pg import PostgresServer
+from tests.support.processes import clean_environment
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 
 pytestmark = [
     pytest.mark.postgres,
@@ -484,7 +484,7 @@ def test_a_trigger_dropped_by_hand_shows_as_drift_and_reconcile_puts_it_back(
         [
             sys.executable,
             "-m",
-            "mlflow_server.cli",
+            "mlmanager",
             "deployments",
             "reconcile",
             str(deployment["id"]),

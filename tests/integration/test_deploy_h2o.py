@@ -30,15 +30,15 @@ from shared.errors import InvalidPayload
 from shared.migrations import upgrade
 from shared.scoring import jvm
 from shared.settings import Settings
-from tests.conftest import EngineFor, settings_for
-from tests.indb import insert_rows, plain_pg, read_rows, run_job, schema_for
-from tests.mlflow_store import (
+from tests.support.engines import EngineFor, settings_for
+from tests.support.indb import insert_rows, plain_pg, read_rows, run_job, schema_for
+from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_model,
     temporary_tracking_store,
 )
-from tests.workers import WorkerProcess, wait_until
+from tests.support.workers import WorkerProcess, wait_until
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")

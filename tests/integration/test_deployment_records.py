@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from shared.deployments import DatabaseDeploymentSpec, DeploymentStats, DeploymentStore
 from shared.migrations import upgrade
-from tests.conftest import EngineFor
+from tests.support.engines import EngineFor
 
 SPEC = DatabaseDeploymentSpec(
     db_schema="ml",

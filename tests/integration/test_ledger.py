@@ -8,13 +8,13 @@ from collections import Counter
 
 import pytest
 
-import tests.handlers  # noqa: F401  (registers the test handler specs)
+import tests.support.handlers  # noqa: F401  (registers the test handler specs)
 from shared.errors import HandlerDisabled, InvalidPayload, NotFound
 from shared.handlers import SPECS
 from shared.ledger import Ledger, LogLine, backoff_seconds
 from shared.migrations import upgrade
 from shared.models import utcnow
-from tests.conftest import EngineFor
+from tests.support.engines import EngineFor
 
 
 @pytest.fixture

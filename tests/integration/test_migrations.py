@@ -14,7 +14,7 @@ from shared.deployments import DatabaseDeploymentSpec, DeploymentStats, Deployme
 from shared.errors import SchemaOutdated
 from shared.migrations import VERSION_TABLE, head_revision, include_object, require_current, upgrade
 from shared.models import Base
-from tests.conftest import EngineFor
+from tests.support.engines import EngineFor
 
 
 def test_empty_database_upgrades_to_the_orm_without_drift(

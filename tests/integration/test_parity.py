@@ -35,9 +35,9 @@ from shared.deployments import DeploymentStore
 from shared.migrations import upgrade
 from shared.scoring.kinds import column_name
 from shared.settings import Settings
-from tests.conftest import EngineFor, settings_for
-from tests.indb import features, insert_rows, read_rows, run_job, schema_for
-from tests.mlflow_store import (
+from tests.support.engines import EngineFor, settings_for
+from tests.support.indb import features, insert_rows, read_rows, run_job, schema_for
+from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_model,

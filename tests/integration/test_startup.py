@@ -21,11 +21,10 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from tests.integration.conftest import StartWorker
-from tests.pg import PostgresServer, free_port
-from tests.processes import ROOT, clean_environment
-from tests.servers import ADMIN_PASSWORD, MLManagerProcess
-from tests.workers import wait_until
+from tests.support.pg import PostgresServer, free_port
+from tests.support.processes import ROOT, clean_environment
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.workers import StartWorker, wait_until
 
 pytestmark = pytest.mark.postgres
 DOWN_SECONDS = 4.0
@@ -127,7 +126,7 @@ def test_server_whose_database_never_comes_back_exits_with_one_line(
     env = server_env(db_url, tmp_path / "home", free_port(), STARTUP_TIMEOUT_SECONDS="2")
     with database_down(pg_server):
         proc = subprocess.run(
-            [sys.executable, "-m", "mlflow_server.cli", "server"],
+            [sys.executable, "-m", "mlmanager", "server"],
             env=env,
             capture_output=True,
             text=True,
@@ -166,7 +165,7 @@ def test_the_command_switches_telemetry_off_unless_the_operator_opts_in(tmp_path
     CI markers are removed: MLflow switches itself off in CI."""
     code = (
         "import os, sys\n"
-        "from mlflow_server import cli\n"
+        "from mlmanager import cli\n"
         "try:\n"
         "    cli.main(['db', 'current'])\n"
         "except SystemExit:\n"
@@ -232,7 +231,7 @@ def spawn_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     which starts gunicorn: the group is how the test stops them all)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "mlflow_server.cli", "server"],
+            [sys.executable, "-m", "mlmanager", "server"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -258,7 +257,7 @@ def test_a_database_that_refuses_is_not_waited_for(
     from shared.db import at_startup, make_engine
     from shared.errors import DatabaseUnavailable
     from shared.migrations import require_current
-    from tests.conftest import settings_for
+    from tests.support.engines import settings_for
 
     for url in (pg_server.url("postgres", password="wrong-password"), pg_server.url("nosuch")):
         settings = settings_for(url, tmp_path, startup_timeout_seconds=30)

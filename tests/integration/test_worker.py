@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from sqlalchemy import Engine, text
 
 from shared.ledger import Ledger
-from tests.workers import StartWorker, scalar, wait_finished, wait_until
+from tests.support.handlers import SERVICE_FILE
+from tests.support.workers import StartWorker, scalar, wait_finished, wait_until
 
 
 def test_worker_runs_a_job_and_writes_its_log_in_order(
@@ -183,3 +185,14 @@ def test_two_workers_submit_one_periodic_reconcile_per_period(
         done = wait_finished(ledger, job.id)
         assert (done.status, done.attempt) == ("SUCCESS", 1), done.error
         assert done.user == "admin"
+
+
+def test_handler_module_registers_a_background_service_the_worker_runs(
+    engine: Engine, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    """A handler module's ``register_service`` hook (tests.support.handlers) runs in every
+    worker that loads it: the worker knows no service by name."""
+    worker = start_worker()
+    started = tmp_path / "home" / SERVICE_FILE
+    wait_until(started.exists, 30, "the test service to run")
+    assert started.read_text() == str(worker.pid)

@@ -17,16 +17,15 @@ from sqlalchemy import Engine, text
 from bobby.handlers.database import table_lock_key
 from shared.handlers import SPECS
 from shared.ledger import Ledger
-from tests.indb import features, insert_rows, plain_pg, read_rows
-from tests.integration.conftest import StartWorker
-from tests.mlflow_store import (
+from tests.support.indb import features, insert_rows, plain_pg, read_rows
+from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_sklearn,
     temporary_tracking_store,
 )
-from tests.pg import PostgresServer
-from tests.workers import WorkerProcess, scalar, wait_finished, wait_until
+from tests.support.pg import PostgresServer
+from tests.support.workers import StartWorker, WorkerProcess, scalar, wait_finished, wait_until
 
 with warnings.catch_warnings():  # MLflow's own, at the import of its pyfunc module
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")

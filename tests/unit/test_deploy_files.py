@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from mlflow_server.cli import main
+from mlmanager.cli import main
 from shared.scoring import jvm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def test_the_worker_image_can_deploy_h2o_models() -> None:
 
 
 def test_allowed_hosts_reach_the_mlflow_server_command(tmp_path: Path) -> None:
-    from mlflow_server.server import server_command
+    from mlmanager.server import server_command
     from shared.settings import load_settings
 
     cmd, _ = server_command(load_settings(mlmanager_home=tmp_path))

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 import pytest
 from loguru import logger
 from mlflow.models import infer_signature
 
-from tests.mlflow_store import temporary_tracking_store
+from tests.support.mlflow_store import LogModel, temporary_tracking_store
 
 # MLflow's own pyfunc module warns about its own type hints when first imported
 # (mlflow/types/responses.py); import it once here with just that warning ignored.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
     import mlflow.pyfunc
-
-LogModel = Callable[..., str]
 
 
 @pytest.fixture(scope="session")
@@ -56,16 +53,3 @@ def log_lines() -> Iterator[list[str]]:
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="DEBUG")
     yield lines
     logger.remove(sink)
-
-
-def frame(rows: int, seed: int, text: bool = False) -> pd.DataFrame:
-    """Generated features: three numeric columns and, optionally, a text column."""
-    rng = np.random.default_rng(seed)
-    data: dict[str, Any] = {
-        "age": rng.integers(18, 90, rows).astype(np.float64),
-        "income": rng.normal(50.0, 15.0, rows),
-        "score": rng.uniform(-1.0, 1.0, rows),
-    }
-    if text:
-        data["color"] = rng.choice(["red", "green", "blue"], rows).astype(object)
-    return pd.DataFrame(data)

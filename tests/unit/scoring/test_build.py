@@ -33,8 +33,7 @@ from shared.scoring import (
 )
 from shared.scoring import build as build_module
 from shared.scoring.onnx_convert import Conversion, convert
-from tests.mlflow_store import MLFLOW_SQLITE_STORE_WARNING
-from tests.unit.scoring.conftest import LogModel, frame
+from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING, LogModel, frame
 
 Row = tuple[Any, ...]
 # MLflow saves scikit-learn models with skops, which loads tree structures only when trusted.

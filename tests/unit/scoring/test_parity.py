@@ -30,7 +30,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from shared.errors import InvalidPayload
 from shared.scoring import RepresentationFormat, Scorer, build_representation
 from shared.scoring.kinds import ModelKind
-from tests.mlflow_store import MLFLOW_SQLITE_STORE_WARNING
+from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING
 from tests.unit.scoring.conftest import LogModel
 
 pytestmark = MLFLOW_SQLITE_STORE_WARNING

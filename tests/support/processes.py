@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Settings of the developer's shell must not leak into the processes under test.
 OUR_PREFIXES = ("DB_", "MLMANAGER_", "MLFLOW_", "JOB_", "AUTH_", "WORKER_")
 
@@ -20,7 +20,7 @@ def spawn_mlmanager(command: str, env: dict[str, str], log: Path) -> subprocess.
     """``mlmanager <command>`` with its output appended to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "mlflow_server.cli", command],
+            [sys.executable, "-m", "mlmanager", command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

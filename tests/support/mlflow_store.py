@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import mlflow.sklearn
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
@@ -19,6 +21,9 @@ MLFLOW_SQLITE_STORE_WARNING = pytest.mark.filterwarnings(
     "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
 )
 INPUT_EXAMPLE_WARNING = pytest.mark.filterwarnings("ignore:Operation with range is deprecated")
+
+# The log_model fixture of tests/unit/scoring: (flavor, model, features, **kwargs) -> model URI.
+LogModel = Callable[..., str]
 
 
 @contextmanager
@@ -56,3 +61,16 @@ def log_model(flavor: Any, model: Any, frame: Any, **kwargs: Any) -> str:
 def log_sklearn(model: Any, frame: Any, **kwargs: Any) -> str:
     """``log_model`` for a scikit-learn model."""
     return log_model(mlflow.sklearn, model, frame, **kwargs)
+
+
+def frame(rows: int, seed: int, text: bool = False) -> pd.DataFrame:
+    """Generated features: three numeric columns and, optionally, a text column."""
+    rng = np.random.default_rng(seed)
+    data: dict[str, Any] = {
+        "age": rng.integers(18, 90, rows).astype(np.float64),
+        "income": rng.normal(50.0, 15.0, rows),
+        "score": rng.uniform(-1.0, 1.0, rows),
+    }
+    if text:
+        data["color"] = rng.choice(["red", "green", "blue"], rows).astype(object)
+    return pd.DataFrame(data)

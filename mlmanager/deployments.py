@@ -17,8 +17,8 @@ from typing import Any
 from mlflow.deployments import BaseDeploymentClient
 from mlflow.exceptions import MlflowException
 
-from mlflow_server.cli_jobs import DEPLOY_TARGETS
-from mlflow_server.client import MLManagerClient
+from mlmanager.cli_jobs import DEPLOY_TARGETS
+from mlmanager.client import MLManagerClient
 from shared.errors import MLManagerError
 from shared.handlers import SPECS
 from shared.settings import get_settings
@@ -36,7 +36,7 @@ def _config_value(value: Any) -> Any:
     return value
 
 
-class MLManagerDeploymentClient(BaseDeploymentClient):  # type: ignore[misc]
+class MLManagerDeploymentClient(BaseDeploymentClient):
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
         self.api = MLManagerClient.from_settings(get_settings())

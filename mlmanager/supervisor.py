@@ -39,7 +39,7 @@ class Supervisor:
         env["MLMANAGER_HOME"] = str(self.settings.home)
         # Own process group: the whole tree (mlflow -> gunicorn -> workers) can be signalled.
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_server.cli", name],
+            [sys.executable, "-m", "mlmanager", name],
             env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,

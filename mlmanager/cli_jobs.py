@@ -15,7 +15,7 @@ from typing import Any
 import click
 from pydantic import BaseModel, ValidationError
 
-from mlflow_server.client import MLManagerClient
+from mlmanager.client import MLManagerClient
 from shared.errors import InvalidPayload
 from shared.handlers import SPECS, describe_validation_error
 from shared.settings import get_settings

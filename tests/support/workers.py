@@ -11,8 +11,8 @@ import requests
 from sqlalchemy import Engine, text
 
 from shared.ledger import Job, Ledger
-from tests.pg import free_port
-from tests.processes import ROOT, clean_environment, spawn_mlmanager
+from tests.support.pg import free_port
+from tests.support.processes import ROOT, clean_environment, spawn_mlmanager
 
 
 class WorkerProcess:
@@ -24,7 +24,8 @@ class WorkerProcess:
             DB_URL=db_url,
             MLMANAGER_HOME=str(logdir / "home"),
             WORKER_PORT=str(self.port),
-            HANDLER_MODULES="tests.handlers",
+            HANDLER_MODULES="tests.support.handlers",
+            HANDLER_SPEC_MODULES="tests.support.handler_specs",
             PYTHONPATH=str(ROOT),
             LOG_LEVEL="DEBUG",
         )

@@ -1,5 +1,8 @@
 """Job handlers used by the tests (loaded into real workers with HANDLER_MODULES).
 
+Their payload specs live in ``tests.support.handler_specs`` (HANDLER_SPEC_MODULES), which the
+server imports without this module and so without the worker.
+
 RECORD writes what happened to test tables so the tests can prove, from the
 database, how often each job's work ran and which worker held it when.
 """
@@ -8,14 +11,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from loguru import logger
-from pydantic import Field
 from sqlalchemy import Engine, text
 
-from bobby.handlers import register
+from bobby.handlers import ServiceContext, register, register_service
 from bobby.handlers.base import Handler, Step
-from shared.handlers import HandlerSpec, Payload, register_spec
+from tests.support.handler_specs import NOOP, RECORD, RecordPayload
 
 TEST_TABLES = (
     "CREATE TABLE IF NOT EXISTS test_holds (job_id BIGINT, worker_id VARCHAR(128), "
@@ -29,24 +32,6 @@ def create_test_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         for ddl in TEST_TABLES:
             conn.execute(text(ddl))
-
-
-class NoopPayload(Payload):
-    pass
-
-
-class RecordPayload(Payload):
-    # Bounded: the API fuzz test submits whatever the schema allows.
-    sleep: float = Field(0.0, ge=0, le=60)
-    steps: int = Field(1, ge=1, le=100)
-    fail_times: int = Field(0, ge=0, le=10)
-    lines: int = Field(0, ge=0, le=10_000)
-
-
-NOOP = register_spec(HandlerSpec("NOOP", "does nothing (benchmarks)", NoopPayload, idempotent=True))
-RECORD = register_spec(
-    HandlerSpec("RECORD", "records its runs (tests)", RecordPayload, idempotent=True)
-)
 
 
 @register
@@ -107,3 +92,17 @@ class Record(Handler):
             j=job.id,
             w=self.ctx.worker_id,
         )
+
+
+SERVICE_FILE = "test_service_started"
+
+
+@register_service("test-service")
+def announce(ctx: ServiceContext) -> Callable[[], None]:
+    """A background service: writes the worker's pid into MLMANAGER_HOME when it runs."""
+
+    def run() -> None:
+        ctx.settings.home.mkdir(parents=True, exist_ok=True)
+        (ctx.settings.home / SERVICE_FILE).write_text(str(os.getpid()))
+
+    return run

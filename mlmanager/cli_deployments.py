@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlflow_server.cli_jobs import _finish, client, follow
+from mlmanager.cli_jobs import _finish, client, follow
 from shared.handlers import RECONCILE
 
 

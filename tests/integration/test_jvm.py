@@ -26,8 +26,8 @@ from shared.scoring import jvm
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_columns
 from shared.scoring.representation import Representation, RepresentationFormat
 
-FIXTURES = Path(__file__).resolve().parents[3] / "mlrunner/src/test/resources/fixtures"
-JAR = Path(__file__).resolve().parents[3] / "mlrunner/target/mlrunner.jar"
+FIXTURES = Path(__file__).resolve().parents[2] / "mlrunner/src/test/resources/fixtures"
+JAR = Path(__file__).resolve().parents[2] / "mlrunner/target/mlrunner.jar"
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_a_gateway_that_cannot_start_says_why(state: Path, monkeypatch: pytest.M
 def test_the_cli_starts_shows_and_stops_the_gateway(state: Path) -> None:
     from click.testing import CliRunner
 
-    from mlflow_server.cli import main
+    from mlmanager.cli import main
 
     cli = CliRunner()
     assert cli.invoke(main, ["mlrunner", "status"]).exit_code == 1

@@ -53,7 +53,7 @@ def main() -> None:
 @clean_errors
 def up() -> None:
     """Run the server and one worker on the embedded default (or the configured database)."""
-    from mlflow_server.supervisor import run_up
+    from mlmanager.supervisor import run_up
 
     sys.exit(run_up(_settings("up")))
 
@@ -62,7 +62,7 @@ def up() -> None:
 @clean_errors
 def server() -> None:
     """Run the MLflow server with the ML Manager app plugin (gunicorn)."""
-    from mlflow_server.server import exec_server
+    from mlmanager.server import exec_server
 
     exec_server(_settings("server"))
 
@@ -185,8 +185,8 @@ def _show_gateway(found: dict[str, object] | None) -> None:
 
 
 def _register_client_commands() -> None:
-    from mlflow_server.cli_deployments import deployments_group
-    from mlflow_server.cli_jobs import deploy_group, jobs_group
+    from mlmanager.cli_deployments import deployments_group
+    from mlmanager.cli_jobs import deploy_group, jobs_group
 
     for group in (jobs_group, deploy_group, deployments_group):
         for command in group.commands.values():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import requests
 
-from tests.pg import free_port
-from tests.processes import ROOT, clean_environment, spawn_mlmanager
+from tests.support.pg import free_port
+from tests.support.processes import ROOT, clean_environment, spawn_mlmanager
 
 ADMIN_PASSWORD = "admin-test-password-42"
 
@@ -28,7 +28,8 @@ class MLManagerProcess:
             WORKER_PORT=str(self.worker_port),
             MLMANAGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
             MLMANAGER_SECRET_KEY="test-secret-key-0123456789abcdef",
-            HANDLER_MODULES="tests.handlers",
+            HANDLER_MODULES="tests.support.handlers",
+            HANDLER_SPEC_MODULES="tests.support.handler_specs",
             JOB_RETRY_BACKOFF_SECONDS="0.2",
             PYTHONPATH=str(ROOT),
         )

@@ -98,7 +98,10 @@ class MLManagerClient:
                 if r.status_code >= 400:
                     self._call("GET", f"{API}/jobs/{job_id}")  # raises the matching error
                 event: dict[str, str] = {}
-                for raw in r.iter_lines(decode_unicode=True):
+                # Decoded here: iter_lines(decode_unicode=True) yields bytes when the response
+                # names no charset, and Server-Sent Events are always UTF-8.
+                for line in r.iter_lines():
+                    raw = line.decode("utf-8")
                     if raw:
                         if not raw.startswith(":"):
                             key, _, value = raw.partition(": ")

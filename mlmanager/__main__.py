@@ -1,0 +1,5 @@
+"""`python -m mlmanager ...`: the `mlmanager` command."""
+
+from mlmanager.cli import main
+
+main()
