@@ -11,9 +11,29 @@ from sqlalchemy import Engine
 from shared.handlers import SPECS
 from shared.ledger import Ledger
 from shared.migrations import upgrade
-from tests.support.engines import EngineFor
+from shared.settings import Settings
+from tests.support.engines import EngineFor, settings_for
 from tests.support.handlers import create_test_tables
+from tests.support.mlflow_store import temporary_tracking_store
 from tests.support.workers import StartWorker, WorkerProcess
+
+
+@pytest.fixture(scope="module")
+def tracking(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """A throwaway MLflow tracking store for the module's tests (one experiment per module)."""
+    experiment = request.module.__name__.rsplit(".", 1)[-1]
+    with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), experiment):
+        yield
+
+
+@pytest.fixture
+def deployed_db(db_url: str, engine_for: EngineFor, tmp_path: Path) -> tuple[str, Engine, Settings]:
+    """A migrated database to deploy onto: (URL, engine, settings)."""
+    engine = engine_for(db_url)
+    upgrade(engine)
+    return db_url, engine, settings_for(db_url, tmp_path)
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_sklearn,
-    temporary_tracking_store,
 )
 from tests.support.pg import PostgresServer
 from tests.support.workers import WorkerProcess, wait_until
@@ -42,12 +41,6 @@ pytestmark = [
     INPUT_EXAMPLE_WARNING,
     pytest.mark.filterwarnings("ignore:.*Passing a Python object as `python_model`"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), "async"):
-        yield
 
 
 @pytest.fixture

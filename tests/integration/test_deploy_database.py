@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,6 @@ from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_sklearn,
-    temporary_tracking_store,
 )
 from tests.support.pg import PostgresServer
 from tests.support.processes import clean_environment
@@ -68,19 +66,6 @@ pytestmark = [
     MLFLOW_SQLITE_STORE_WARNING,
     INPUT_EXAMPLE_WARNING,
 ]
-
-
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), "indb"):
-        yield
-
-
-@pytest.fixture
-def deployed_db(db_url: str, engine_for: EngineFor, tmp_path: Path) -> tuple[str, Engine, Settings]:
-    engine = engine_for(db_url)
-    upgrade(engine)
-    return db_url, engine, settings_for(db_url, tmp_path)
 
 
 def test_classifier_scores_every_inserted_row_on_a_new_table(

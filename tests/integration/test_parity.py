@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import lightgbm
@@ -32,16 +30,14 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sqlalchemy import Engine, text
 
 from shared.deployments import DeploymentStore
-from shared.migrations import upgrade
 from shared.scoring.kinds import column_name
 from shared.settings import Settings
-from tests.support.engines import EngineFor, settings_for
+from tests.support.datasets import churn_with_nulls
 from tests.support.indb import features, insert_rows, read_rows, run_job, schema_for
 from tests.support.mlflow_store import (
     INPUT_EXAMPLE_WARNING,
     MLFLOW_SQLITE_STORE_WARNING,
     log_model,
-    temporary_tracking_store,
 )
 
 with warnings.catch_warnings():  # MLflow's own type hints, when pyfunc is first imported
@@ -60,19 +56,6 @@ TRUSTED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    with temporary_tracking_store(tmp_path_factory.mktemp("mlflow"), "parity"):
-        yield
-
-
-@pytest.fixture
-def deployed_db(db_url: str, engine_for: EngineFor, tmp_path: Path) -> tuple[str, Engine, Settings]:
-    engine = engine_for(db_url)
-    upgrade(engine)
-    return db_url, engine, settings_for(db_url, tmp_path)
-
-
 def plain(frame: pd.DataFrame) -> pd.DataFrame:
     """Column names made plain for the boosting libraries (LightGBM refuses some characters)."""
     return frame.rename(columns=column_name)
@@ -80,18 +63,7 @@ def plain(frame: pd.DataFrame) -> pd.DataFrame:
 
 def null_pipeline() -> tuple[Any, pd.DataFrame]:
     """The case of issue 21: OneHotEncoder + StandardScaler feeding a forest, NULLs at scoring."""
-    rng = np.random.default_rng(5)
-    rows = 1500
-    features = pd.DataFrame(
-        {
-            "plan": rng.choice(["basic", "plus", "pro"], rows).astype(object),
-            "usage": rng.gamma(2.0, 30.0, rows),
-            "tenure": rng.integers(0, 60, rows).astype(np.float64),
-        }
-    )
-    target = np.where(
-        (features.usage > 60) ^ (features.plan == "pro") ^ (features.tenure < 12), "yes", "no"
-    )
+    features, with_nulls, target = churn_with_nulls()
     encode = ColumnTransformer(
         [
             ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
@@ -100,9 +72,7 @@ def null_pipeline() -> tuple[Any, pd.DataFrame]:
     )
     model = make_pipeline(encode, RandomForestClassifier(n_estimators=40, random_state=0))
     model.fit(features, target)
-    for column in features.columns:
-        features.loc[rng.random(rows) < 0.1, column] = None
-    return model, features
+    return model, with_nulls
 
 
 def case(name: str) -> tuple[Any, Any, pd.DataFrame]:

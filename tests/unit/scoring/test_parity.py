@@ -30,8 +30,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from shared.errors import InvalidPayload
 from shared.scoring import RepresentationFormat, Scorer, build_representation
 from shared.scoring.kinds import ModelKind
-from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING
-from tests.unit.scoring.conftest import LogModel
+from tests.support.datasets import churn_with_nulls
+from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING, LogModel
 
 pytestmark = MLFLOW_SQLITE_STORE_WARNING
 # MLflow saves scikit-learn models with skops, which loads tree structures only when trusted.
@@ -159,29 +159,10 @@ def test_regressors_reproduce_every_row_of_diabetes(log_model: LogModel, make: A
     assert_reproduces(model, rep, features)
 
 
-def null_pipeline_data() -> tuple[pd.DataFrame, np.ndarray]:
-    """A text and two numeric features, a tenth of them missing, and a yes/no target."""
-    rng = np.random.default_rng(5)
-    rows = 1500
-    features = pd.DataFrame(
-        {
-            "plan": rng.choice(["basic", "plus", "pro"], rows).astype(object),
-            "usage": rng.gamma(2.0, 30.0, rows),
-            "tenure": rng.integers(0, 60, rows).astype(np.float64),
-        }
-    )
-    target = np.where(
-        (features.usage > 60) ^ (features.plan == "pro") ^ (features.tenure < 12), "yes", "no"
-    )
-    for column in features.columns:
-        features.loc[rng.random(rows) < 0.1, column] = None
-    return features, target
-
-
 def test_pipeline_with_null_features_scores_as_the_model_does(log_model: LogModel) -> None:
     """The case of issue 21: NULL numbers went right at every split where scikit-learn
     sends a missing value down the child with more samples."""
-    features, target = null_pipeline_data()
+    _, features, target = churn_with_nulls()
     encode = ColumnTransformer(
         [
             ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
