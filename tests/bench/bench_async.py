@@ -342,7 +342,8 @@ def run() -> dict[str, Any]:
             "throughput_method": f"from the insert's commit until no unscored row is left "
             f"(polled every {POLL_SECONDS * 1000:g} ms)",
             "cpus": os.cpu_count(),
-            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: fsync off, synchronous_commit on)",
+            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: "
+            "fsync off, synchronous_commit on)",
         },
     }
     print_table(result)

@@ -872,7 +872,8 @@ def run() -> dict[str, Any]:
             },
             "cpus": os.cpu_count(),
             "single_row_cpus": "client and its server process pinned to different CPUs",
-            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: fsync off, synchronous_commit on)",
+            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: "
+            "fsync off, synchronous_commit on)",
         },
     }
     print_table(result)

@@ -139,7 +139,8 @@ def run() -> dict[str, Any]:
     for op in ("log_metric", "get_run"):
         for q in ("p50_ms", "p99_ms"):
             ours = result["mlmanager"][op][q]
-            ratios[f"{op}_{q}_mlmanager_over_basic_auth"] = round(ours / result["basic-auth"][op][q], 3)
+            basic = result["basic-auth"][op][q]
+            ratios[f"{op}_{q}_mlmanager_over_basic_auth"] = round(ours / basic, 3)
             ratios[f"{op}_{q}_mlmanager_over_stock"] = round(ours / result["stock"][op][q], 3)
     result["ratios"] = ratios
     result["settings"] = {"gunicorn_workers": WORKERS, "gunicorn_opts": GUNICORN_OPTS,

@@ -296,7 +296,8 @@ def run() -> dict[str, Any]:
             "service_output": "the service returns the class label only; the in-database tables "
             "also store the class probabilities",
             "cpus": os.cpu_count(),
-            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: fsync off, synchronous_commit on)",
+            "server": "PostgreSQL 15 (tests.support.pg.PostgresServer: "
+            "fsync off, synchronous_commit on)",
         },
     }
     print_table(result)
