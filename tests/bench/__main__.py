@@ -32,7 +32,9 @@ def main(argv: list[str]) -> int:
     wanted = argv or names
     unknown = sorted(set(wanted) - set(names))
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names) or 'none'}")
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(names) or 'none'}"
+        )
         return 2
     if not wanted:
         print("no benchmarks yet (add tests/bench/bench_<name>.py)")

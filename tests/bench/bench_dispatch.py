@@ -132,11 +132,23 @@ class ProcrastinateWorker:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "procrastinate", "--app",
-                    "tests.bench.procrastinate_app.app", "worker", "--queues", "bench",
-                    "--concurrency", str(THREADS), "--fetch-job-polling-interval", "0.1",
+                    sys.executable,
+                    "-m",
+                    "procrastinate",
+                    "--app",
+                    "tests.bench.procrastinate_app.app",
+                    "worker",
+                    "--queues",
+                    "bench",
+                    "--concurrency",
+                    str(THREADS),
+                    "--fetch-job-polling-interval",
+                    "0.1",
                 ],
-                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
             )
 
     def stop(self) -> None:

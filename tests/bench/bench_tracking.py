@@ -39,19 +39,44 @@ class Server:
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         home = workdir / kind
         home.mkdir()
-        common = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(WORKERS),
-                  "--gunicorn-opts", GUNICORN_OPTS]
+        common = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(WORKERS),
+            "--gunicorn-opts",
+            GUNICORN_OPTS,
+        ]
         if kind == "mlmanager":
-            env.update(DB_URL=db_url, MLMANAGER_HOME=str(home), MLMANAGER_PORT=str(self.port),
-                       MLMANAGER_ADMIN_PASSWORD=ADMIN[1], GUNICORN_WORKERS=str(WORKERS),
-                       MLMANAGER_SECRET_KEY="bench-secret-key-0123456789")
-            subprocess.run([sys.executable, "-m", "mlmanager", "db", "upgrade"],
-                           env=env, check=True, capture_output=True)
+            env.update(
+                DB_URL=db_url,
+                MLMANAGER_HOME=str(home),
+                MLMANAGER_PORT=str(self.port),
+                MLMANAGER_ADMIN_PASSWORD=ADMIN[1],
+                GUNICORN_WORKERS=str(WORKERS),
+                MLMANAGER_SECRET_KEY="bench-secret-key-0123456789",
+            )
+            subprocess.run(
+                [sys.executable, "-m", "mlmanager", "db", "upgrade"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             cmd = [sys.executable, "-m", "mlmanager", "server"]
         else:
             env["MLFLOW_BACKEND_STORE_URI"] = db_url
-            cmd = [sys.executable, "-m", "mlflow", "server", *common,
-                   "--serve-artifacts", "--artifacts-destination", str(home / "artifacts")]
+            cmd = [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                *common,
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(home / "artifacts"),
+            ]
             if kind == "basic-auth":
                 ini = home / "auth.ini"
                 ini.write_text(
@@ -60,12 +85,21 @@ class Server:
                     "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
                     "auth_cache_ttl_seconds = 30\n"
                 )
-                env.update(MLFLOW_AUTH_CONFIG_PATH=str(ini), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
-                           MLFLOW_FLASK_SERVER_SECRET_KEY="bench-secret-key-0123456789")
+                env.update(
+                    MLFLOW_AUTH_CONFIG_PATH=str(ini),
+                    MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
+                    MLFLOW_FLASK_SERVER_SECRET_KEY="bench-secret-key-0123456789",
+                )
                 cmd += ["--app-name", "basic-auth"]
         self.log = (workdir / f"{kind}.log").open("wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=ROOT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -107,8 +141,11 @@ def measure(server: Server, state: dict[str, Any], samples: dict[str, list[float
 
 def summary(values: list[float]) -> dict[str, float]:
     q = statistics.quantiles(sorted(values), n=100, method="inclusive")
-    return {"p50_ms": round(q[49] * 1000, 3), "p99_ms": round(q[98] * 1000, 3),
-            "samples": len(values)}
+    return {
+        "p50_ms": round(q[49] * 1000, 3),
+        "p99_ms": round(q[98] * 1000, 3),
+        "samples": len(values),
+    }
 
 
 def run() -> dict[str, Any]:
@@ -143,14 +180,20 @@ def run() -> dict[str, Any]:
             ratios[f"{op}_{q}_mlmanager_over_basic_auth"] = round(ours / basic, 3)
             ratios[f"{op}_{q}_mlmanager_over_stock"] = round(ours / result["stock"][op][q], 3)
     result["ratios"] = ratios
-    result["settings"] = {"gunicorn_workers": WORKERS, "gunicorn_opts": GUNICORN_OPTS,
-                          "rounds": ROUNDS, "calls_per_round": CALLS_PER_ROUND,
-                          "backend": "postgresql"}
+    result["settings"] = {
+        "gunicorn_workers": WORKERS,
+        "gunicorn_opts": GUNICORN_OPTS,
+        "rounds": ROUNDS,
+        "calls_per_round": CALLS_PER_ROUND,
+        "backend": "postgresql",
+    }
     print(f"{'':12} {'log_metric p50':>15} {'p99':>8} {'get_run p50':>12} {'p99':>8}  (ms)")
     for kind in kinds:
         r = result[kind]
-        print(f"{kind:12} {r['log_metric']['p50_ms']:15.2f} {r['log_metric']['p99_ms']:8.2f} "
-              f"{r['get_run']['p50_ms']:12.2f} {r['get_run']['p99_ms']:8.2f}")
+        print(
+            f"{kind:12} {r['log_metric']['p50_ms']:15.2f} {r['log_metric']['p99_ms']:8.2f} "
+            f"{r['get_run']['p50_ms']:12.2f} {r['get_run']['p99_ms']:8.2f}"
+        )
     for key, value in ratios.items():
         print(f"{key}: {value}")
     return result
