@@ -117,9 +117,11 @@ class _DatabaseHandler(Handler):
                 {"name": table_lock_key(schema, table)},
             )
 
-    def _authorize(self, conn: Connection) -> None:
+    def _authorize(self, conn: Connection) -> Deployment | None:
         """The server's submit-time rules again (``shared.deploy_rules``): the table's
-        deployments may have changed since, or the job was not submitted through it."""
+        deployments may have changed since, or the job was not submitted through it.
+
+        Returns the deployment active on the table (read here once for the check)."""
         active = DeploymentStore.active(conn, TARGET, tables_of(self.payload)[0].name)
         check_database_job(
             conn.dialect.name,
@@ -129,6 +131,7 @@ class _DatabaseHandler(Handler):
             self.ctx.settings,
             self._submitter_is_admin,
         )
+        return active
 
     def _submitter_is_admin(self) -> bool:
         """Whether the job's user is an admin now, asked of MLflow's user store.
@@ -480,8 +483,7 @@ class UndeployDatabase(_DatabaseHandler):
         with self.engine.begin() as conn:
             dialect = conn.dialect.name
             self._lock_table(conn, payload.db_schema, payload.db_table)
-            self._authorize(conn)
-            deployment = store.active(conn, TARGET, name)
+            deployment = self._authorize(conn)
             if deployment is None and self._undeployed_by_earlier_attempt(conn, name):
                 return
             if deployment is not None and payload.run_id and deployment.run_id != payload.run_id:
