@@ -26,7 +26,8 @@ from bobby.metrics import Metrics
 from shared.deployments import DeploymentStore, ScoringLag
 from shared.models import utcnow
 from shared.scoring.asyncmode import CHANNEL, AsyncTable, async_tables, score_batch
-from shared.scoring.runtime import Scorer
+from shared.scoring.runtime import scorer_for
+from shared.scoring.scorer import Scorer
 from shared.scoring.store import load_representation
 from shared.settings import Settings
 
@@ -112,7 +113,7 @@ class AsyncScoring:
         if scorer is None:
             with self.engine.connect() as conn:
                 rep = load_representation(conn, table.representation_id)
-            scorer = self._scorers[table.representation_id] = Scorer.from_representation(rep)
+            scorer = self._scorers[table.representation_id] = scorer_for(rep)
         return scorer
 
     def _drain(self, table: AsyncTable) -> None:

@@ -42,6 +42,7 @@ from shared.handlers import (
     ReconcilePayload,
     UndeployDatabasePayload,
 )
+from shared.model_source import ModelSource
 from shared.scoring.kinds import RESERVED_COLUMNS, input_columns, method_from
 from shared.scoring.parity import SAMPLE_LIMIT
 from shared.scoring.plan import (
@@ -178,6 +179,7 @@ class DeployDatabase(_DatabaseHandler):
 
     def steps(self) -> list[Step]:
         self.rep: Representation | None = None
+        self.source: ModelSource | None = None
         self.model_uri = ""
         return [
             ("reading the model and sample rows", self.read_model),
@@ -191,19 +193,26 @@ class DeployDatabase(_DatabaseHandler):
         with self.engine.connect() as conn:
             self._authorize(conn)
         self.model_uri = resolve_model_uri(self.payload.run_id, self.payload.model_uri)
-        logger.info("model {}", self.model_uri)
-        self.sample = self._sample_rows()
+        # Downloaded once for the whole job; close() removes it.
+        self.source = source = ModelSource.open(self.model_uri)
+        logger.info("model {} ({})", self.model_uri, source.kind)
+        self.sample = self._sample_rows(source)
         logger.info(
             "{} sample rows to check the model's representation on ({})",
             len(self.sample),
             self.sample_sources,
         )
 
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
     def build(self) -> None:
         from shared.scoring.build import build_representation
 
+        assert self.source is not None
         method = method_from(self.payload.library_specific)
-        self.rep = build_representation(self.model_uri, self.sample, method)
+        self.rep = build_representation(self.source, self.sample, method)
         rep = self.rep
         logger.info(
             "{} {} model ({}), scored as {}; inputs {}; prediction columns {}",
@@ -361,7 +370,7 @@ class DeployDatabase(_DatabaseHandler):
             ),
         )
 
-    def _sample_rows(self) -> pd.DataFrame:
+    def _sample_rows(self, source: ModelSource) -> pd.DataFrame:
         """Rows to check the conversion on: the table's, the reference table's and the
         input example's together, up to ``SAMPLE_ROWS`` (the parity check also makes NULL
         and split-threshold variants of them, ``shared.scoring.parity``)."""
@@ -372,13 +381,13 @@ class DeployDatabase(_DatabaseHandler):
         found: list[tuple[str, pd.DataFrame]] = []
         with self.engine.connect() as conn:
             for schema, table in sources:
-                frame = self._table_sample(conn, schema, table)
+                frame = self._table_sample(conn, schema, table, source)
                 if frame is not None and not frame.empty:
                     found.append((f"{schema}.{table}", frame))
-        example = _input_example(self.model_uri)
+        example = source.input_example()
         if example is not None and not example.empty:
             found.append(("the input example", example))
-        inputs = _signature_names(self.model_uri)
+        inputs = source.input_names
         if inputs is not None:  # a source lacking a model input cannot be checked on
             found = [(n, f[inputs]) for n, f in found if set(inputs) <= set(f.columns)]
         if not found:
@@ -397,7 +406,9 @@ class DeployDatabase(_DatabaseHandler):
         frames = [f for _, f in kept]
         return frames[0] if len(frames) == 1 else pd.concat(frames, join="inner", ignore_index=True)
 
-    def _table_sample(self, conn: Connection, schema: str, table: str) -> pd.DataFrame | None:
+    def _table_sample(
+        self, conn: Connection, schema: str, table: str, source: ModelSource
+    ) -> pd.DataFrame | None:
         dialect = conn.dialect.name
         if dialect == "sqlite" and schema != "main":
             return None
@@ -420,52 +431,19 @@ class DeployDatabase(_DatabaseHandler):
             text(f"SELECT {read} FROM {table_sql(dialect, schema, table)} LIMIT {SAMPLE_ROWS}")
         ).all()
         frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
-        inputs = _signature_names(self.model_uri)
+        inputs = source.input_names
         if self.payload.model_cols and inputs is not None and len(inputs) == len(columns):
             return frame.set_axis(inputs, axis=1)  # model_cols name the inputs in order
-        return _renamed_to_signature(frame, self.model_uri)
+        return _renamed_to_signature(frame, inputs)
 
 
-def _signature_names(model_uri: str) -> list[str] | None:
-    """The model's input names from its signature, if it has named inputs."""
-    from mlflow.models import get_model_info
-
-    from shared.scoring.flavors import is_mojo_artifact
-
-    if is_mojo_artifact(model_uri):  # a MOJO names its inputs itself
-        return None
-    signature = get_model_info(model_uri).signature
-    if signature is None or not signature.inputs.has_input_names():
-        return None
-    return [str(n) for n in signature.inputs.input_names()]
-
-
-def _renamed_to_signature(frame: pd.DataFrame, model_uri: str) -> pd.DataFrame:
+def _renamed_to_signature(frame: pd.DataFrame, inputs: list[str] | None) -> pd.DataFrame:
     """Table columns renamed to the model's input names where they match ignoring case."""
-    inputs = _signature_names(model_uri)
     if inputs is None:
         return frame
     names = {column.lower(): name for name, column in input_columns(inputs).items()}
     names.update({n.lower(): n for n in inputs})
     return frame.rename(columns={c: names.get(str(c).lower(), c) for c in frame.columns})
-
-
-def _input_example(model_uri: str) -> pd.DataFrame | None:
-    import tempfile
-
-    import mlflow
-    from mlflow.models import Model
-
-    from shared.scoring.flavors import is_mojo_artifact
-
-    if is_mojo_artifact(model_uri):  # an artifact, not an MLflow model: no example
-        return None
-    with tempfile.TemporaryDirectory(prefix="mlmanager-example-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        example = Model.load(local).load_input_example(local)
-    if example is None:
-        return None
-    return example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
 
 
 @register

@@ -29,7 +29,7 @@ from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only where rows are scored, not in the
     # server, which reads catalogs and plans (drift) through this module
-    from shared.scoring.runtime import Scorer
+    from shared.scoring.scorer import Scorer
 
 CHANNEL = "mlmanager_scoring"
 ASYNC = "async"

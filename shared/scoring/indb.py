@@ -28,7 +28,7 @@ from shared.scoring.kinds import column_name
 from shared.scoring.representation import Representation, representation_from
 
 if TYPE_CHECKING:
-    from shared.scoring.runtime import Scorer
+    from shared.scoring.scorer import Scorer
 
 # The transition table a statement trigger reads (REFERENCING NEW TABLE AS ...).
 NEW_ROWS = "mlmanager_new_rows"
@@ -87,9 +87,9 @@ class ScorerCache:
     def get(self, representation_id: int) -> Scorer:
         scorer = self._scorers.get(representation_id)
         if scorer is None:
-            from shared.scoring.runtime import Scorer  # numpy, onnxruntime: on first use
+            from shared.scoring.runtime import scorer_for  # numpy, onnxruntime: on first use
 
-            scorer = Scorer.from_representation(self._fetch(representation_id))
+            scorer = scorer_for(self._fetch(representation_id))
             self._scorers[representation_id] = scorer
             while len(self._scorers) > self._size:
                 self._scorers.popitem(last=False)

@@ -31,7 +31,7 @@ from shared.scoring.representation import Representation
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only where rows are scored, not in the
     # server, which reads catalogs and plans (drift) through this module
-    from shared.scoring.runtime import Scorer
+    from shared.scoring.scorer import Scorer
 
 TRIGGER_PREFIX = "RUNMODEL_"
 CUR_USER, EVAL_TIME, RUN_ID = "CUR_USER", "EVAL_TIME", "RUN_ID"
@@ -309,9 +309,9 @@ def add_score_existing(plan: DeploymentPlan, rep: Representation) -> None:
     """Append the step that fills predictions for rows already in the table."""
 
     def score_existing(conn: Connection) -> None:
-        from shared.scoring.runtime import Scorer
+        from shared.scoring.runtime import scorer_for
 
-        score_existing_rows(conn, plan, Scorer.from_representation(rep))
+        score_existing_rows(conn, plan, scorer_for(rep))
 
     plan.steps.append(
         PlanStep(

@@ -30,8 +30,11 @@ from shared.errors import NotAuthorized, TargetUnavailable
 # Modules the database imports, served from the source embedded in scoring_load().
 EMBEDDED_MODULES = (
     "shared.errors",
+    "shared.model_source",
     "shared.scoring.kinds",
     "shared.scoring.representation",
+    "shared.scoring.columns",
+    "shared.scoring.scorer",
     "shared.scoring.runtime",
     "shared.scoring.flavors",
     "shared.scoring.jvm",
