@@ -25,7 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from bobby.metrics import Metrics
 from shared.deployments import DeploymentStore, ScoringLag
 from shared.models import utcnow
-from shared.scoring.asyncmode import CHANNEL, AsyncTable, async_tables, score_batch
+from shared.scoring.asyncmode import AsyncTable, async_tables, score_batch
+from shared.scoring.contract import NOTIFY_CHANNEL
 from shared.scoring.runtime import scorer_for
 from shared.scoring.scorer import Scorer
 from shared.scoring.store import load_representation
@@ -58,7 +59,7 @@ class AsyncScoring:
         while not self.stopping.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self.sweep()
                     next_sweep = time.monotonic() + sweep
                     while not self.stopping.is_set():

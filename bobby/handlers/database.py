@@ -43,14 +43,15 @@ from shared.handlers import (
     UndeployDatabasePayload,
 )
 from shared.model_source import ModelSource
-from shared.scoring.kinds import RESERVED_COLUMNS, input_columns, method_from
+from shared.scoring.catalog import read_catalog, read_table
+from shared.scoring.contract import RESERVED_COLUMNS, contract_name
+from shared.scoring.kinds import input_columns, method_from
 from shared.scoring.parity import SAMPLE_LIMIT
 from shared.scoring.plan import (
     DeploymentPlan,
     add_score_existing,
-    contract_name,
     plan_deployment,
-    read_table,
+    plan_undeploy,
     table_sql,
 )
 from shared.scoring.representation import Representation
@@ -236,15 +237,7 @@ class DeployDatabase(_DatabaseHandler):
                 logger.info("SQLite triggers run per row: trigger_mode row")
             if payload.dry_run:
                 self._authorize(conn)
-                plan = plan_deployment(
-                    conn,
-                    payload,
-                    rep,
-                    None,
-                    scoring_schema=self._schema,
-                    asynchronous=payload.mode == "async",
-                )
-                self._add_existing(plan)
+                plan = self._plan(conn, None)
                 logger.info("dry run: the deployment plan, not executed:\n{}", plan.render())
                 conn.rollback()
                 return
@@ -252,22 +245,14 @@ class DeployDatabase(_DatabaseHandler):
             self._authorize(conn)
             if self._deployed_by_earlier_attempt(conn):
                 return
-            asynchronous = self._choose_mode(conn)
             from shared.scoring.store import save_representation
 
             rep_id = save_representation(conn, rep, self.ctx.job.user)
+            plan = self._plan(conn, rep_id)
+            logger.info("deployment plan:\n{}", plan.render())
             try:
+                plan.run_setup(conn)  # the scoring functions, with the worker's rights
                 self._as_user(conn)
-                plan = plan_deployment(
-                    conn,
-                    payload,
-                    rep,
-                    rep_id,
-                    scoring_schema=self._schema,
-                    asynchronous=asynchronous,
-                )
-                self._add_existing(plan)
-                logger.info("deployment plan:\n{}", plan.render())
                 plan.execute(conn)
                 self._back_to_worker(conn)
             except DBAPIError as exc:
@@ -282,6 +267,18 @@ class DeployDatabase(_DatabaseHandler):
             plan.trigger_mode,
             plan.trigger_name,
         )
+
+    def _plan(self, conn: Connection, rep_id: int | None) -> DeploymentPlan:
+        """The plan from the catalog as the worker reads it (a dry run's and a real run's:
+        the same steps after the same sync/async decision)."""
+        assert self.rep is not None
+        catalog = read_catalog(conn, self.payload, self._schema)
+        plan = plan_deployment(catalog, self.payload, self.rep, rep_id, scoring_schema=self._schema)
+        if self.payload.score_existing:
+            add_score_existing(plan, self.rep)
+        for note in plan.notes:
+            logger.info("{}", note)
+        return plan
 
     def _deployed_by_earlier_attempt(self, conn: Connection) -> bool:
         """True if an earlier attempt of this job committed its deployment (its worker died
@@ -303,37 +300,6 @@ class DeployDatabase(_DatabaseHandler):
             mine.status,
         )
         return True
-
-    def _choose_mode(self, conn: Connection) -> bool:
-        """Install what the mode needs; True for async (PostgreSQL without PL/Python).
-
-        (On SQLite, an explicit async is passed on for the plan to refuse.)
-        """
-        payload = self.payload
-        if conn.dialect.name != "postgresql":
-            return payload.mode == "async"
-        from shared.scoring.asyncmode import notify_function_sql
-        from shared.scoring.postgres import ensure_scoring_installed
-
-        if payload.mode != "async":
-            savepoint = conn.begin_nested()
-            try:
-                if ensure_scoring_installed(conn, self._schema):
-                    logger.info("installed the PL/Python scoring functions in {}", self._schema)
-                savepoint.commit()
-                return False
-            except (TargetUnavailable, NotAuthorized) as exc:
-                savepoint.rollback()
-                if payload.mode == "sync":
-                    raise
-                logger.info("scoring asynchronously (mode async): {}", exc.message)
-        conn.exec_driver_sql(notify_function_sql(self._schema))
-        return True
-
-    def _add_existing(self, plan: DeploymentPlan) -> None:
-        if self.payload.score_existing:
-            assert self.rep is not None
-            add_score_existing(plan, self.rep)
 
     def _record(
         self, conn: Connection, plan: DeploymentPlan, rep: Representation, rep_id: int
@@ -474,21 +440,23 @@ class UndeployDatabase(_DatabaseHandler):
             info = read_table(conn, payload.db_schema, payload.db_table)
             if info is None or (not info.triggers and deployment is None):
                 raise NotFound(f"no model is deployed on {name}")
-            qualified = table_sql(dialect, payload.db_schema, payload.db_table)
+            spec = deployment.spec if deployment else None
+            plan = plan_undeploy(
+                dialect,
+                payload.db_schema,
+                payload.db_table,
+                info,
+                prediction_columns=(
+                    spec.prediction_columns if isinstance(spec, DatabaseDeploymentSpec) else ()
+                ),
+                drop_columns=payload.drop_columns,
+            )
+            for note in plan.notes:
+                logger.warning("{}", note)
+            logger.info("undeploy plan:\n{}", plan.render())
             try:
                 self._as_user(conn)
-                for trigger in info.triggers:
-                    on = f" ON {qualified}" if dialect == "postgresql" else ""
-                    conn.exec_driver_sql(f"DROP TRIGGER {quote_identifier(trigger)}{on}")
-                    logger.info("dropped trigger {}", trigger)
-                if dialect == "postgresql":
-                    from shared.scoring.asyncmode import unscored_index_name
-
-                    index = unscored_index_name(payload.db_table)
-                    schema = quote_identifier(payload.db_schema, "schema")
-                    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {schema}.{index}")
-                if payload.drop_columns:
-                    self._drop_columns(conn, qualified, info.columns, deployment)
+                plan.execute(conn)
                 self._back_to_worker(conn)
             except DBAPIError as exc:
                 raise _database_error(exc, self.ctx.job.user, f"change {name}") from exc
@@ -510,26 +478,6 @@ class UndeployDatabase(_DatabaseHandler):
             mine.id,
         )
         return True
-
-    def _drop_columns(
-        self,
-        conn: Connection,
-        qualified: str,
-        columns: dict[str, str],
-        deployment: Deployment | None,
-    ) -> None:
-        spec = deployment.spec if deployment else None
-        names = spec.prediction_columns if isinstance(spec, DatabaseDeploymentSpec) else []
-        if not names:
-            logger.warning("no deployment record names the prediction columns: none dropped")
-        present = {c.lower(): c for c in columns}
-        for name in names:
-            column = present.get(name.lower())
-            if column is not None:
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {qualified} DROP COLUMN {quote_identifier(column, 'column')}"
-                )
-                logger.info("dropped column {}", column)
 
 
 @register

@@ -24,15 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import InvalidPayload, NotFound
+from shared.scoring.contract import NEW_ROWS, SQLITE_FUNCTION
 from shared.scoring.kinds import column_name
 from shared.scoring.representation import Representation, representation_from
 
 if TYPE_CHECKING:
     from shared.scoring.scorer import Scorer
 
-# The transition table a statement trigger reads (REFERENCING NEW TABLE AS ...).
-NEW_ROWS = "mlmanager_new_rows"
-SQLITE_FUNCTION = "mlmanager_score"
 _CACHED_SCORERS = 16
 _REPRESENTATION_COLUMNS = (
     "format, payload, inputs, outputs, kind, classes, method, flavor, model_uri, run_id, "
