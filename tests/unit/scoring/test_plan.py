@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from shared.errors import DeploymentConflict, InvalidPayload, NotAuthorized, TargetUnavailable
+from shared.errors import (
+    DeploymentConflict,
+    InvalidPayload,
+    NotAuthorized,
+    NotFound,
+    TargetUnavailable,
+)
 from shared.handlers import DeployDatabasePayload
 from shared.scoring.catalog import Catalog, ScoringFunctions, TableInfo
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_columns
@@ -141,8 +147,8 @@ def test_missing_functions_are_installed_by_the_plan_with_the_workers_rights() -
     )
     # The embedded scoring code is shown by its size, not printed.
     assert (
-        'CREATE OR REPLACE FUNCTION "mlmanager".scoring_load() RETURNS void LANGUAGE plpython3u AS ... ;'
-        in rendered
+        'CREATE OR REPLACE FUNCTION "mlmanager".scoring_load() RETURNS void '
+        "LANGUAGE plpython3u AS ... ;" in rendered
     )
     assert "class _Embedded" not in rendered
 
@@ -243,8 +249,6 @@ def test_a_missing_table_without_create_model_table_and_a_keyless_table_are_refu
             7,
             scoring_schema=None,
         )
-    from shared.errors import NotFound
-
     with pytest.raises(NotFound, match="does not exist"):
         plan_deployment(new_table("sqlite"), payload(db_schema="main"), REP, 7, scoring_schema=None)
 
