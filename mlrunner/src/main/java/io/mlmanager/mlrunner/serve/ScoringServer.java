@@ -34,8 +34,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * every request thread at once. It listens before the model is loaded, so that a readiness probe
  * sees 503 until the model is loaded and has scored one sample row; then 200.
  *
- * <p>{@link #drain()} (on SIGTERM) refuses new requests with 503, lets the requests in flight
- * finish for up to the grace period, then closes the model.
+ * <p>{@link #drain()} (on SIGTERM) answers new requests 503 with {@code Connection: close}, lets
+ * the requests in flight finish for up to the grace period, then stops and closes the model.
  */
 public final class ScoringServer {
     private static final String JSON = "application/json";
@@ -108,21 +108,28 @@ public final class ScoringServer {
     }
 
     /**
-     * Stops taking requests (new ones get 503, the listening socket closes), waits up to the
-     * grace period for the requests in flight, then frees the model.
+     * Stops taking requests (new ones get 503), waits up to the grace period for the requests in
+     * flight, then stops listening and frees the model.
      */
     public void drain() {
         draining = true;
         Log.info("draining: " + inFlight.get() + " requests in flight, grace " + options.graceSeconds() + " s");
-        server.stop(options.graceSeconds());
-        executor.shutdown();
-        try {
-            executor.awaitTermination(options.graceSeconds(), TimeUnit.SECONDS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        // Waited here, not by HttpServer.stop(grace): on Java 17 that always sleeps the whole grace
+        // period, even with nothing in flight (JDK-8304065, fixed in 21).
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(options.graceSeconds());
+        while (inFlight.get() > 0 && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
         }
+        int left = inFlight.get();
+        server.stop(0);
+        executor.shutdownNow();
         cache.close();
-        Log.info("stopped");
+        Log.info(left == 0 ? "stopped" : "stopped with " + left + " requests unfinished after the grace period");
     }
 
     /** Stops at once (a model that could not be loaded). */
