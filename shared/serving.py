@@ -27,7 +27,8 @@ def unservable_reason(representation: Representation) -> str | None:
     if representation.format not in _SERVED_FORMATS:
         return f"it has no ONNX or MOJO representation (format {representation.format.value})"
     if representation.kind not in _SERVED_KINDS:
-        return f"its outputs are {representation.kind.value} ({representation.method}), not labels or values"
+        kind = representation.kind.value
+        return f"its outputs are {kind} ({representation.method}), not labels or values"
     return None
 
 
