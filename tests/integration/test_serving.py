@@ -1,0 +1,384 @@
+"""`mlrunner serve` answers as `mlflow models serve` does, for every model kind of the database flow.
+
+One real `mlflow models serve` process (``--env-manager local``, its default single
+worker) per model is the reference; the mlrunner process is started from the plan
+`mlmanager serve` makes (the representation built and checked as a database deploy
+does). Every accepted request format is sent to both and the predictions compared:
+labels and cluster indexes exactly (with their JSON types), numbers within 1e-4
+relative (ONNX scores trees in float32). Both are started once per module, in parallel,
+since `mlflow models serve` takes seconds to start. H2O MOJOs are covered by mlrunner's
+own JUnit tests, not here (an H2O cluster would double this module's time).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import mlflow
+import mlflow.artifacts
+import mlflow.lightgbm
+import mlflow.sklearn
+import mlflow.xgboost
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import xgboost
+from sklearn.cluster import KMeans
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from mlmanager.serve import plan
+from shared.scoring.kinds import column_name
+from tests.support.custom_models import Doubler
+from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, MLFLOW_SQLITE_STORE_WARNING, frame
+from tests.support.mlflow_store import log_model as log
+from tests.support.serving import MLRUNNER_JAR, ServingProcess
+
+with warnings.catch_warnings():  # MLflow's own type hints, when pyfunc is first imported
+    warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
+    import mlflow.pyfunc
+
+pytestmark = [MLFLOW_SQLITE_STORE_WARNING, INPUT_EXAMPLE_WARNING]
+
+TRUSTED = ["sklearn.tree._tree.Tree", "sklearn._loss.link.MultinomialLogit"]
+TOLERANCE = 1e-4
+MODEL_NAMES = (
+    "logistic_multiclass",
+    "forest_regression",
+    "kmeans",
+    "xgboost",
+    "lightgbm",
+    "onehot_pipeline",
+)
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs", "csv")
+
+
+@dataclass
+class Served:
+    rows: pd.DataFrame  # the rows every request sends
+    reference: ServingProcess  # mlflow models serve
+    candidate: ServingProcess  # what mlmanager serve plans
+    runtime: str
+
+
+def models() -> dict[str, tuple[Any, Any, pd.DataFrame, dict[str, Any]]]:
+    """name -> (MLflow flavor, fitted model, features, log_model extras)."""
+    iris = load_iris(as_frame=True)
+    diabetes = load_diabetes(as_frame=True)
+    cancer = load_breast_cancer(as_frame=True)
+    plain_cancer = cancer.data.rename(columns=column_name)
+    plain_diabetes = diabetes.data.rename(columns=column_name)
+    texts = frame(300, seed=3, text=True)
+    labels = np.where(texts["income"] + 10 * (texts["color"] == "red") > 52, "yes", "no")
+    encode = ColumnTransformer(
+        [("color", OneHotEncoder(handle_unknown="ignore"), ["color"])], remainder="passthrough"
+    )
+    trusted = {"skops_trusted_types": TRUSTED}
+    return {
+        "logistic_multiclass": (
+            mlflow.sklearn,
+            LogisticRegression(max_iter=1000).fit(iris.data, iris.target),
+            iris.data,
+            trusted,
+        ),
+        "forest_regression": (
+            mlflow.sklearn,
+            RandomForestRegressor(n_estimators=15, max_depth=6, random_state=0).fit(
+                diabetes.data, diabetes.target
+            ),
+            diabetes.data,
+            trusted,
+        ),
+        "kmeans": (
+            mlflow.sklearn,
+            KMeans(n_clusters=3, n_init=3, random_state=0).fit(iris.data),
+            iris.data,
+            trusted,
+        ),
+        "xgboost": (
+            mlflow.xgboost,
+            xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(plain_cancer, cancer.target),
+            plain_cancer,
+            {},
+        ),
+        "lightgbm": (
+            mlflow.lightgbm,
+            lightgbm.LGBMRegressor(n_estimators=20, verbose=-1).fit(
+                plain_diabetes, diabetes.target
+            ),
+            plain_diabetes,
+            {},
+        ),
+        "onehot_pipeline": (
+            mlflow.sklearn,
+            make_pipeline(encode, LogisticRegression(max_iter=1000)).fit(texts, labels),
+            texts,
+            trusted,
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def served(tracking: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+    root = tmp_path_factory.mktemp("serving")
+    started: dict[str, Served] = {}
+    try:
+        for name, (flavor, model, features, extra) in models().items():
+            uri = log(flavor, model, features, **extra)
+            local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(root / name)))
+            reference = ServingProcess.mlflow(local, root / f"{name}.mlflow.log")
+            work = root / f"{name}.work"
+            work.mkdir()
+            chosen = plan(uri, "127.0.0.1", reference.port + 1, 2, work)
+            candidate = _start(chosen.command, root / f"{name}.mlrunner.log")
+            started[name] = Served(
+                features.sample(7, random_state=1), reference, candidate, chosen.runtime
+            )
+        for entry in started.values():
+            entry.reference.wait_ready()
+            entry.candidate.wait_ready()
+        yield started
+    finally:
+        for entry in started.values():
+            entry.reference.stop()
+            entry.candidate.stop()
+
+
+def _start(command: list[str], log: Path) -> ServingProcess:
+    port = int(command[command.index("--port") + 1])
+    return ServingProcess("mlmanager serve", command, log, port)
+
+
+def body(rows: pd.DataFrame, fmt: str) -> tuple[str, str]:
+    """(content type, body) of a request in one of MLflow's formats."""
+    if fmt == "csv":
+        return "text/csv", rows.to_csv(index=False)
+    records = json.loads(rows.to_json(orient="records"))
+    payload: Any = {
+        "dataframe_split": json.loads(rows.to_json(orient="split", index=False)),
+        "dataframe_records": records,
+        "instances": records,
+        "inputs": {c: json.loads(rows[c].to_json(orient="values")) for c in rows.columns},
+    }[fmt]
+    return "application/json", json.dumps({fmt: payload})
+
+
+def post(server: ServingProcess, content_type: str, data: str | bytes) -> requests.Response:
+    return requests.post(
+        f"{server.url}/invocations", data=data, headers={"Content-Type": content_type}, timeout=30
+    )
+
+
+def assert_same(expected: list[Any], actual: list[Any], where: str) -> None:
+    assert len(expected) == len(actual), where
+    for row, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        if isinstance(want, float):
+            assert isinstance(got, float), f"{where} row {row}: {got!r} for {want!r}"
+            if math.isnan(want):
+                assert math.isnan(got), f"{where} row {row}"
+            else:
+                assert math.isclose(got, want, rel_tol=TOLERANCE, abs_tol=TOLERANCE), (
+                    f"{where} row {row}: {got} for {want}"
+                )
+        else:
+            assert type(got) is type(want) and got == want, (
+                f"{where} row {row}: {got!r} for {want!r}"
+            )
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_request_format_answers_as_mlflow_models_serve(
+    served: dict[str, Served], name: str
+) -> None:
+    entry = served[name]
+    assert entry.runtime == "mlrunner", f"{name} should have an ONNX representation"
+    for fmt in FORMATS:
+        content_type, data = body(entry.rows, fmt)
+        expected = post(entry.reference, content_type, data)
+        actual = post(entry.candidate, content_type, data)
+        assert expected.status_code == 200, f"{fmt}: mlflow answered {expected.text[:500]}"
+        assert actual.status_code == 200, f"{fmt}: mlrunner answered {actual.text[:500]}"
+        assert list(actual.json()) == ["predictions"]
+        assert_same(expected.json()["predictions"], actual.json()["predictions"], f"{name} {fmt}")
+
+
+def test_extra_columns_are_ignored_as_mlflow_ignores_them(served: dict[str, Served]) -> None:
+    entry = served["onehot_pipeline"]
+    rows = entry.rows.assign(unused=1.5)
+    content_type, data = body(rows, "dataframe_records")
+    expected = post(entry.reference, content_type, data).json()["predictions"]
+    assert_same(expected, post(entry.candidate, content_type, data).json()["predictions"], "extra")
+
+
+BAD_INPUTS = {
+    "missing column": ("application/json", '{"dataframe_records": [{"age": 30, "income": 50}]}'),
+    "text in a number column": (
+        "application/json",
+        '{"dataframe_records": [{"age": 30, "income": "high", "score": 0.1, "color": "red"}]}',
+    ),
+    "number in a text column": (
+        "application/json",
+        '{"dataframe_records": [{"age": 30, "income": 50, "score": 0.1, "color": 7}]}',
+    ),
+    "malformed JSON": ("application/json", '{"dataframe_records": [{"age": 30'),
+    "no format key": ("application/json", '{"rows": [[1, 2, 3, "red"]]}'),
+    "short split row": (
+        "application/json",
+        '{"dataframe_split": {"columns": ["age", "income", "score", "color"], "data": [[1, 2]]}}',
+    ),
+    "malformed CSV": ("text/csv", 'age,income,score,color\n30,50,0.1,"red\n'),
+    "CSV lacking a column": ("text/csv", "age,income\n30,50\n"),
+    "empty body": ("application/json", ""),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_bad_request_never_a_500(served: dict[str, Served], case: str) -> None:
+    """mlrunner answers MLflow's error JSON with 400 where `mlflow models serve` refuses
+    too (it answers some of these with a 500: a missing column is its INTERNAL_ERROR)."""
+    entry = served["onehot_pipeline"]
+    content_type, data = BAD_INPUTS[case]
+    assert post(entry.reference, content_type, data).status_code != 200
+    answer = post(entry.candidate, content_type, data)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()
+    assert error["error_code"] == "BAD_REQUEST" and error["message"], error
+
+
+def test_probes_version_and_metrics(served: dict[str, Served]) -> None:
+    server = served["xgboost"].candidate
+    assert requests.get(f"{server.url}/ping", timeout=5).status_code == 200
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+    assert requests.get(f"{server.url}/version", timeout=5).text
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert 'mlrunner_requests_total{route="/invocations",status="200"}' in metrics
+    assert "mlrunner_rows_scored_total" in metrics
+    assert "mlrunner_model_info{" in metrics and "sha256=" in metrics
+
+
+@pytest.fixture
+def xgboost_bundle(served: dict[str, Served], tmp_path: Path) -> tuple[Path, str]:
+    """The bundle the xgboost server serves, copied."""
+    command = served["xgboost"].candidate.proc.args
+    assert isinstance(command, list)
+    source = Path(command[command.index("--model") + 1])
+    target = tmp_path / "model.bundle"
+    target.write_bytes(source.read_bytes())
+    return target, str(command[command.index("--sha256") + 1])
+
+
+def test_a_bundle_whose_checksum_differs_is_refused_at_start(
+    xgboost_bundle: tuple[Path, str],
+) -> None:
+    path, sha256 = xgboost_bundle
+    wrong = ("0" if sha256[0] != "0" else "1") + sha256[1:]
+    done = subprocess.run(
+        [
+            "java",
+            "-jar",
+            MLRUNNER_JAR,
+            "serve",
+            "--model",
+            str(path),
+            "--sha256",
+            wrong,
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert f"SHA-256 is {sha256}, not the expected {wrong}: refusing to serve it" in done.stderr
+
+
+def test_a_body_over_the_limit_is_answered_413(
+    xgboost_bundle: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, sha256 = xgboost_bundle
+    server = ServingProcess.mlrunner(
+        path, sha256, tmp_path / "limit.log", "--max-body-bytes", "2000"
+    )
+    try:
+        server.wait_ready()
+        rows = load_breast_cancer(as_frame=True).data.rename(columns=column_name).head(50)
+        answer = post(server, *body(rows, "dataframe_split"))
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error_code"] == "BAD_REQUEST" and "2000" in answer.json()["message"]
+        assert post(server, *body(rows.head(1), "dataframe_split")).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_refuses_new_ones(
+    served: dict[str, Served], xgboost_bundle: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, sha256 = xgboost_bundle
+    server = ServingProcess.mlrunner(path, sha256, tmp_path / "drain.log", "--grace-seconds", "20")
+    server.wait_ready()
+    rows = load_breast_cancer(as_frame=True).data.rename(columns=column_name).head(3)
+    data = body(rows, "dataframe_split")[1].encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+        # A request in flight: its headers and half its body are sent, the rest comes later.
+        head = (
+            f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        client.sendall(head + data[: len(data) // 2])
+        time.sleep(0.3)
+        stopping = time.monotonic()
+        server.proc.terminate()
+        time.sleep(0.5)
+        refused = post(server, "application/json", data)
+        assert refused.status_code == 503, refused.text
+        client.sendall(data[len(data) // 2 :])
+        answer = _read_http(client)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    expected = post(served["xgboost"].reference, "application/json", data).json()
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == expected
+    assert server.proc.wait(20) == 143  # the JVM's exit code after SIGTERM
+    assert time.monotonic() - stopping < 20
+
+
+def _read_http(client: socket.socket) -> bytes:
+    """One HTTP answer with a Content-Length, read whole."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += client.recv(65536)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(rest) < length:
+        rest += client.recv(65536)
+    return head + b"\r\n\r\n" + rest
+
+
+def test_a_model_without_representation_is_served_by_mlflow(tracking: None, tmp_path: Path) -> None:
+    """A custom pyfunc has no ONNX form: `mlmanager serve` runs MLflow's own server on the
+    same host and port, which answers the model's predictions."""
+    rows = frame(4, seed=5)
+    uri = log(mlflow.pyfunc, Doubler(), rows)
+    chosen = plan(uri, "127.0.0.1", 0, None, tmp_path)
+    assert chosen.runtime == "mlflow", chosen
+    assert "no ONNX or MOJO representation" in chosen.reason
+    assert chosen.command[1:5] == ["-m", "mlflow", "models", "serve"]
+    assert "--env-manager" in chosen.command and "local" in chosen.command
