@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -112,6 +113,16 @@ def plan(
     return ServePlan(command, "mlrunner", why)
 
 
+def serving_environment() -> dict[str, str]:
+    """The serving process's environment: MLflow's server runs ``uvicorn`` through a shell,
+    found on the PATH only when this Python's scripts directory is on it (a virtualenv that
+    is not activated)."""
+    env = inherited_environment()
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
+    return env
+
+
 def run(model_uri: str, host: str, port: int, threads: int | None) -> int:
     """Serve ``model_uri`` until stopped; the serving process's exit code.
 
@@ -128,7 +139,7 @@ def run(model_uri: str, host: str, port: int, threads: int | None) -> int:
             )
         else:
             logger.info("serving {} with mlrunner ({})", model_uri, chosen.reason)
-        process = subprocess.Popen(chosen.command, env=inherited_environment())
+        process = subprocess.Popen(chosen.command, env=serving_environment())
 
         def forward(signum: int, _frame: FrameType | None) -> None:
             with contextlib.suppress(ProcessLookupError):

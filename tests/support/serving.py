@@ -13,9 +13,9 @@ from pathlib import Path
 
 import requests
 
+from mlmanager.serve import SERVE_JAVA_OPTS, serving_environment
 from shared.scoring.representation import Representation
 from shared.serving import bundle
-from shared.settings import inherited_environment
 from tests.support.pg import free_port
 
 MLRUNNER_JAR = os.environ.get("MLRUNNER_JAR", "/opt/mlmanager/mlrunner/mlrunner.jar")
@@ -33,7 +33,7 @@ class ServingProcess:
         self.ready_seconds: float | None = None
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=inherited_environment()
+                command, stdout=out, stderr=subprocess.STDOUT, env=serving_environment()
             )
 
     @classmethod
@@ -49,8 +49,6 @@ class ServingProcess:
         cls, bundle_file: Path, sha256: str, log: Path, *extra: str, jar: str = MLRUNNER_JAR
     ) -> ServingProcess:
         """`java -jar mlrunner.jar serve` on a bundle file."""
-        from mlmanager.serve import SERVE_JAVA_OPTS
-
         port = free_port()
         command = ["java", *SERVE_JAVA_OPTS, "-jar", jar, "serve", "--model", str(bundle_file)]
         command += ["--sha256", sha256, "--host", "127.0.0.1", "--port", str(port), *extra]

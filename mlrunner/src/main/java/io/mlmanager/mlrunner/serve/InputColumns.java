@@ -34,10 +34,8 @@ final class InputColumns {
         JsonPrimitive value = cell.getAsJsonPrimitive();
         switch (spec.type()) {
             case TEXT:
-                if (!value.isString()) {
-                    throw bad(row, "holds " + value + ", not text");
-                }
-                texts[row] = value.getAsString();
+                // MLflow casts a number sent for a string column to its text (7 is "7").
+                texts[row] = value.isBoolean() ? (value.getAsBoolean() ? "True" : "False") : value.getAsString();
                 return;
             case BOOLEAN:
                 if (!value.isBoolean()) {
