@@ -12,6 +12,7 @@ own JUnit tests, not here (an H2O cluster would double this module's time).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import socket
@@ -42,13 +43,21 @@ from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
+from sqlalchemy import create_engine, update
 
 from mlmanager.serve import plan
-from shared.scoring.kinds import column_name
+from shared.deployment_tokens import issue
+from shared.deployments import DeploymentStore
+from shared.models import DeploymentRow
+from shared.scoring.kinds import Column, ModelKind, SqlType, column_name
+from shared.scoring.representation import Representation, RepresentationFormat
+from shared.scoring.store import save_representation
 from tests.support.custom_models import Doubler
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, MLFLOW_SQLITE_STORE_WARNING, frame
 from tests.support.mlflow_store import log_model as log
 from tests.support.pg import free_port
+from tests.support.processes import ROOT
+from tests.support.servers import MLManagerProcess
 from tests.support.serving import MLRUNNER_JAR, ServingProcess
 
 with warnings.catch_warnings():  # MLflow's own type hints, when pyfunc is first imported
@@ -409,3 +418,76 @@ def test_a_model_without_representation_is_served_by_mlflow(tracking: None, tmp_
         assert_same((rows["income"] * 2.0 + rows["score"]).tolist(), values, "pyfunc")
     finally:
         fallback.stop()
+
+
+LOGREG_FIXTURE = ROOT / "mlrunner/src/test/resources/fixtures/logreg.onnx"
+
+
+def test_a_pod_fetches_its_model_with_the_deployment_token_until_undeploy(
+    tmp_path: Path,
+) -> None:
+    """The model route of a real server (`mlmanager up` on SQLite): the deployment's token
+    reads its bundle, which `mlrunner serve --model URL` fetches and serves; other tokens
+    and no token get 401, and undeploying revokes the token."""
+    representation = Representation(
+        format=RepresentationFormat.ONNX,
+        payload=LOGREG_FIXTURE.read_bytes(),
+        inputs=tuple(Column(f"x{i}", SqlType.DOUBLE) for i in (1, 2, 3)),
+        outputs=(Column("PREDICTION", SqlType.TEXT),),
+        kind=ModelKind.CLASSIFICATION,
+        classes=("alpha", "beta", "gamma"),
+        method="predict",
+        flavor="sklearn",
+        model_uri="runs:/fixture/logreg",
+    )
+    server = MLManagerProcess(tmp_path / "home")
+    try:
+        server.wait_ready()
+        engine = create_engine(server.db_url)
+        with engine.begin() as conn:
+            representation_id = save_representation(conn, representation, "ann")
+            deployment = DeploymentStore(engine).record(
+                target="kubernetes", name="logreg", user="ann", conn=conn
+            )
+            conn.execute(
+                update(DeploymentRow.__table__)
+                .where(DeploymentRow.id == deployment.id)
+                .values(spec={"representation_id": representation_id})
+            )
+            token = issue(conn, deployment.id)
+        url = f"{server.api}/deployments/{deployment.id}/model"
+        assert requests.get(url, timeout=30).status_code == 401
+        wrong = {"Authorization": "Bearer " + token[::-1]}
+        assert (
+            requests.get(url, headers=wrong, timeout=30).json()["error_code"] == "UNAUTHENTICATED"
+        )
+        fetched = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert fetched.status_code == 200, fetched.text
+        sha256 = fetched.headers["X-Model-SHA256"]
+        assert hashlib.sha256(fetched.content).hexdigest() == sha256
+        assert token not in (tmp_path / "home.log").read_text()
+
+        token_file = tmp_path / "token"
+        token_file.write_text(token)
+        pod = ServingProcess.mlrunner(
+            url,
+            sha256,
+            tmp_path / "pod.log",
+            "--token-file",
+            str(token_file),  # type: ignore[arg-type]
+        ).wait_ready()
+        try:
+            rows = '{"inputs": {"x1": [0.55], "x2": [-0.99], "x3": [-0.42]}}'
+            assert post(pod, "application/json", rows).json() == {"predictions": ["gamma"]}
+        finally:
+            pod.stop()
+        assert token not in (tmp_path / "pod.log").read_text()
+
+        with engine.begin() as conn:
+            DeploymentStore.retire(conn, deployment, job_id=1)
+        assert (
+            requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code
+            == 401
+        )
+    finally:
+        server.stop()

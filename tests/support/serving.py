@@ -46,7 +46,7 @@ class ServingProcess:
 
     @classmethod
     def mlrunner(
-        cls, bundle_file: Path, sha256: str, log: Path, *extra: str, jar: str = MLRUNNER_JAR
+        cls, bundle_file: Path | str, sha256: str, log: Path, *extra: str, jar: str = MLRUNNER_JAR
     ) -> ServingProcess:
         """`java -jar mlrunner.jar serve` on a bundle file."""
         port = free_port()
