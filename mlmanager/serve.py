@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -38,7 +37,7 @@ SERVE_JAVA_OPTS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC")
 
 @dataclass(frozen=True)
 class ServePlan:
-    """What ``mlmanager serve`` runs: the command, and the bundle file it serves (if any)."""
+    """What ``mlmanager serve`` runs: the command, which runtime that is, and why."""
 
     command: list[str]
     runtime: str  # "mlrunner" or "mlflow"
@@ -86,14 +85,13 @@ def plan(
     port: int,
     threads: int | None,
     workdir: Path,
-    build: Callable[[str], Representation] = build_for_serving,
 ) -> ServePlan:
     """The serving process for ``model_uri``: mlrunner on a bundle written under ``workdir``,
     or MLflow's scoring server when mlrunner cannot serve the model."""
     from shared.scoring.jvm import find_jar, find_java
 
     try:
-        representation = build(model_uri)
+        representation = build_for_serving(model_uri)
         reason = unservable_reason(representation)
     except InvalidPayload as exc:
         reason = exc.message
