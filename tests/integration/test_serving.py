@@ -17,6 +17,7 @@ import json
 import math
 import socket
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -418,6 +419,32 @@ def test_a_model_without_representation_is_served_by_mlflow(tracking: None, tmp_
         assert_same((rows["income"] * 2.0 + rows["score"]).tolist(), values, "pyfunc")
     finally:
         fallback.stop()
+
+
+def test_mlmanager_serve_serves_a_logged_model_and_passes_sigterm_on(
+    tracking: None, tmp_path: Path
+) -> None:
+    """The command itself: `mlmanager serve MODEL_URI --port P` builds the representation,
+    starts mlrunner, answers; SIGTERM reaches the JVM, which drains and exits."""
+    iris = load_iris(as_frame=True)
+    model = LogisticRegression(max_iter=1000).fit(iris.data, iris.target)
+    uri = log(mlflow.sklearn, model, iris.data, skops_trusted_types=TRUSTED)
+    port = free_port()
+    command = [sys.executable, "-m", "mlmanager", "serve", uri, "--port", str(port)]
+    log_file = tmp_path / "serve.log"
+    served = ServingProcess(
+        "mlmanager serve", command, log_file, port, MLFLOW_TRACKING_URI=mlflow.get_tracking_uri()
+    ).wait_ready()
+    try:
+        rows = iris.data.head(3)
+        answer = post(served, *body(rows, "dataframe_split")).json()
+        assert answer == {"predictions": model.predict(rows).tolist()}
+    finally:
+        code = served.stop()
+    assert code == 143, log_file.read_text()[-2000:]  # the JVM's exit after SIGTERM
+    log_text = log_file.read_text()
+    assert "serving " + uri + " with mlrunner (onnx representation" in log_text
+    assert "draining" in log_text and "stopped" in log_text
 
 
 LOGREG_FIXTURE = ROOT / "mlrunner/src/test/resources/fixtures/logreg.onnx"

@@ -24,7 +24,7 @@ MLRUNNER_JAR = os.environ.get("MLRUNNER_JAR", "/opt/mlmanager/mlrunner/mlrunner.
 class ServingProcess:
     """A scoring server on a free local port; ``wait_ready`` waits for ``GET /ping`` to be 200."""
 
-    def __init__(self, name: str, command: list[str], log: Path, port: int) -> None:
+    def __init__(self, name: str, command: list[str], log: Path, port: int, **env: str) -> None:
         self.name = name
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -33,7 +33,7 @@ class ServingProcess:
         self.ready_seconds: float | None = None
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=serving_environment()
+                command, stdout=out, stderr=subprocess.STDOUT, env={**serving_environment(), **env}
             )
 
     @classmethod
