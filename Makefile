@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
-# Java 17 and Maven build mlrunner, the JVM scorer of H2O models.
-DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven
+# Java 17 and Maven build mlrunner, the JVM scorer of H2O models; wrk drives the serving benchmark.
+DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven wrk
 BENCH ?=
 # Where PostgreSQL's PL/Python (Debian's /usr/bin/python3, run as the postgres user)
 # finds numpy and onnxruntime; the database reads it from mlmanager.plpython_path.
