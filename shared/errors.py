@@ -84,3 +84,10 @@ class TargetUnavailable(MLManagerError):
 
     http_status = 502
     error_code = "TARGET_UNAVAILABLE"
+
+
+class WatchFailed(MLManagerError):
+    """A watched workload reported failure, or went silent (not retried: it would again)."""
+
+    http_status = 422
+    error_code = "WATCH_FAILED"
