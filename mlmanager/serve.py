@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import pandas as pd
 from loguru import logger
 
 from shared.errors import InvalidPayload
+from shared.model_source import ModelSource
 from shared.scoring.representation import Representation
 from shared.serving import bundle, unservable_reason
 from shared.settings import inherited_environment
@@ -45,37 +45,18 @@ class ServePlan:
 
 
 def build_for_serving(model_uri: str) -> Representation:
-    """The model's representation, built and checked as a database deploy builds it.
+    """The model's representation, built and checked as a database deploy builds it: the
+    model read once (``ModelSource``), checked on its input example with the method
+    MLflow's pyfunc calls."""
+    from shared.scoring.build import build_representation, source_sample
 
-    The one call into the representation builder (branch ``core`` re-points it at
-    ``ModelSource`` at merge).
-    """
-    from shared.scoring.build import build_representation
-
-    return build_representation(model_uri, _input_example(model_uri), _logged_method(model_uri))
-
-
-def _input_example(model_uri: str) -> pd.DataFrame:
-    import mlflow.artifacts
-    from mlflow.models import Model
-
-    with tempfile.TemporaryDirectory(prefix="mlmanager-example-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        example = Model.load(local).load_input_example(local)
-    if example is None:
-        raise InvalidPayload(
-            f"{model_uri} has no input example to check its ONNX conversion on "
-            "(log it with input_example=...)"
-        )
-    return example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
+    with ModelSource.open(model_uri) as source:
+        return build_representation(source, source_sample(source), _logged_method(source))
 
 
-def _logged_method(model_uri: str) -> str | None:
+def _logged_method(source: ModelSource) -> str | None:
     """The method MLflow's pyfunc calls (``pyfunc_predict_fn`` of a scikit-learn model)."""
-    from mlflow.models import get_model_info
-
-    flavor = get_model_info(model_uri).flavors.get("sklearn", {})
-    method = flavor.get("pyfunc_predict_fn")
+    method = (source.flavors.get("sklearn") or {}).get("pyfunc_predict_fn")
     return None if method in (None, "predict") else str(method)
 
 
