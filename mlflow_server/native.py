@@ -73,9 +73,9 @@ class RequireUser:
             result = authenticate(ours=False)
             if isinstance(result, Response):
                 return result
-            if mlflow_auth._find_fastapi_validator(scope["path"], scope["method"]) is None:
-                if not mlflow_auth.store.get_user(result.username).is_admin:
-                    return mlflow_auth.make_forbidden_response()
+            unchecked = mlflow_auth._find_fastapi_validator(scope["path"], scope["method"]) is None
+            if unchecked and not mlflow_auth.store.get_user(result.username).is_admin:
+                return mlflow_auth.make_forbidden_response()
         return None
 
 
@@ -112,5 +112,5 @@ class Dispatcher:
         if path.startswith(self.prefixes) and self.serves(environ["REQUEST_METHOD"], path) == (
             "fastapi"
         ):
-            return self.native(environ, start_response)  # type: ignore[no-any-return]
-        return self.flask_app(environ, start_response)  # type: ignore[no-any-return]
+            return self.native(environ, start_response)  # type: ignore[arg-type]
+        return self.flask_app(environ, start_response)

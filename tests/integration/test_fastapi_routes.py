@@ -36,7 +36,8 @@ from mlflow.server import app as flask_app
 from mlflow_server.native import Dispatcher, native_routes
 def sample(path):
     return re.sub(r"<[^>]+>|\\{[^}]+\\}", "x", path)
-routes = [(m, r.rule) for r in flask_app.url_map.iter_rules() for m in r.methods - {"HEAD", "OPTIONS"}]
+skip = {"HEAD", "OPTIONS"}
+routes = [(m, r.rule) for r in flask_app.url_map.iter_rules() for m in r.methods - skip]
 natives = [(m, r.path) for r in native_routes(reference) for m in r.methods]
 ours = Dispatcher(flask_app)
 print(json.dumps({
@@ -122,9 +123,14 @@ def test_v1_traces_needs_a_user_and_permission(server: MLManagerProcess) -> None
     assert r.status_code == 403, r.text
 
 
-def _table() -> dict[str, list[list[str]]]:
+def _table(server: MLManagerProcess) -> dict[str, list[list[str]]]:
     env = clean_environment()
-    env.update(PYTHONPATH=str(ROOT), MLFLOW_FLASK_SERVER_SECRET_KEY="route-table-key")
+    env.update(
+        PYTHONPATH=str(ROOT),
+        MLFLOW_FLASK_SERVER_SECRET_KEY="route-table-key",
+        MLFLOW_AUTH_CONFIG_PATH=str(server.home / "basic_auth.ini"),
+        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
     proc = subprocess.run(
         [sys.executable, "-c", ROUTE_TABLE], env=env, capture_output=True, text=True, cwd=ROOT
     )
@@ -135,7 +141,7 @@ def _table() -> dict[str, list[list[str]]]:
 def test_every_route_of_mlflow_server_is_ours_and_every_native_one_needs_a_user(
     server: MLManagerProcess,
 ) -> None:
-    table = _table()
+    table = _table(server)
     assert table["unserved"] == []
     assert any(path == "/v1/traces" for _, path in table["native"])
     public = re.compile(r"^/health$|/mlflow/server-info$")
