@@ -3,7 +3,8 @@
 MLflow's basic-auth app wraps the MLflow Flask app; our routes are Flask
 blueprints registered on that same app *before* the auth app is applied, so its
 ``before_request`` check guards them too. (Routes added to MLflow's FastAPI app
-after the auth app would not be authenticated.)
+after the auth app would not be authenticated; ``native.py`` serves MLflow's FastAPI
+routes beside this app, behind the same authentication.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mlflow_server.api import blueprint, error_response, seed_handlers
 from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
 from mlflow_server.model_route import model_blueprint
+from mlflow_server.native import Dispatcher
 from shared.db import get_engine
 from shared.errors import MLManagerError
 from shared.handlers import load_specs
@@ -39,7 +41,7 @@ def create_app() -> Any:
     load_specs(settings)
     seed_handlers()
     if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
-        return create_auth_app(mlflow_app)
+        return Dispatcher(create_auth_app(mlflow_app))
     mlflow_app.register_blueprint(blueprint)
     mlflow_app.register_blueprint(model_blueprint)
     # Every get_json of the app (ours, MLflow's handlers, its permission checks) parses
@@ -50,7 +52,8 @@ def create_app() -> Any:
     mlflow_app.register_error_handler(405, _json_for_our_routes)
     app = create_auth_app(mlflow_app)
     guard(mlflow_app)
-    return app
+    # MLflow's FastAPI routes (OTLP /v1/traces, ...) beside the Flask app: native.py.
+    return Dispatcher(app)
 
 
 def _json_for_our_routes(exc: HTTPException) -> Any:

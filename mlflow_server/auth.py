@@ -58,13 +58,9 @@ def guard(app: Flask) -> None:
         if is_model_route(request.path):
             return None  # a serving pod's token, checked by the route itself
         ours = request.path.startswith(OUR_PREFIXES)
-        problem = unusable_credentials()
-        if problem is not None:
-            return _unauthenticated(problem)
-        result = mlflow_auth.authenticate_request()
+        result = authenticate(ours)
         if isinstance(result, Response):
-            # Ours answer JSON like every other answer of our API; MLflow's keep its reply.
-            return _unauthenticated("log in with HTTP basic auth") if ours else result
+            return result
         check_body(request, ours)
         if not ours:
             # Authenticates again (MLflow caches the check), then authorizes.
@@ -73,6 +69,23 @@ def guard(app: Flask) -> None:
         return None
 
     funcs[position] = check
+
+
+def authenticate(ours: bool) -> Any:
+    """The caller's MLflow ``Authorization``, or the 401 response that refuses the request.
+
+    Used by the Flask guard and by the native FastAPI routes (``native.RequireUser``).
+    """
+    from mlflow.server import auth as mlflow_auth
+
+    problem = unusable_credentials()
+    if problem is not None:
+        return _unauthenticated(problem)
+    result = mlflow_auth.authenticate_request()
+    if isinstance(result, Response):
+        # Ours answer JSON like every other answer of our API; MLflow's keep its reply.
+        return _unauthenticated("log in with HTTP basic auth") if ours else result
+    return result
 
 
 def unusable_credentials() -> str | None:
