@@ -25,6 +25,7 @@ plain ``mlflow-artifacts:`` URIs and never need database credentials.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -33,7 +34,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlparse
 
 from mlflow.entities import FileInfo
@@ -44,7 +45,7 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 from mlflow.store.artifact.artifact_repo import ArtifactRepository, StreamUploadMixin
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared.db import SQLITE_READ_ONLY
@@ -63,8 +64,8 @@ ORPHAN_AGE = dt.timedelta(hours=24)
 # Two uploads publishing one new path at once on PostgreSQL: the loser retries.
 PUBLISH_ATTEMPTS = 3
 
-_files = ArtifactFileRow.__table__
-_chunks = ArtifactChunkRow.__table__
+_files = cast(Table, ArtifactFileRow.__table__)
+_chunks = cast(Table, ArtifactChunkRow.__table__)
 
 
 class ArtifactChanged(MLManagerError):
@@ -211,9 +212,8 @@ class ArtifactStore:
                             f"upload of {record.path} lost chunks ({written} of "
                             f"{record.chunks} left, swept as abandoned?); upload it again"
                         )
-                    old = conn.execute(
-                        delete(_files).where(_files.c.path == record.path).returning(_files.c.blob_id)
-                    ).scalar_one_or_none()
+                    replaced = delete(_files).where(_files.c.path == record.path)
+                    old = conn.execute(replaced.returning(_files.c.blob_id)).scalar_one_or_none()
                     if old is not None:
                         conn.execute(delete(_chunks).where(_chunks.c.blob_id == old))
                     conn.execute(
@@ -235,11 +235,9 @@ class ArtifactStore:
 
     def _drop_blob(self, blob_id: str) -> None:
         """Best effort: the chunks of a failed upload (the sweep gets them otherwise)."""
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(delete(_chunks).where(_chunks.c.blob_id == blob_id))
-        except Exception:  # noqa: S110 - the upload's own error is the one to report
-            pass
+        # The upload's own error is the one to report, not a failure to clean up after it.
+        with contextlib.suppress(Exception), self.engine.begin() as conn:
+            conn.execute(delete(_chunks).where(_chunks.c.blob_id == blob_id))
 
     # --- reading -----------------------------------------------------------
     def stat(self, path: str) -> ArtifactFile | None:
@@ -306,9 +304,7 @@ class ArtifactStore:
         key = clean_path(path)
         with self.engine.begin() as conn:
             blobs = list(
-                conn.execute(
-                    delete(_files).where(_at_or_under(key)).returning(_files.c.blob_id)
-                )
+                conn.execute(delete(_files).where(_at_or_under(key)).returning(_files.c.blob_id))
             )
             for (blob_id,) in blobs:
                 conn.execute(delete(_chunks).where(_chunks.c.blob_id == blob_id))
