@@ -32,7 +32,7 @@ import os
 import posixpath
 import tempfile
 import uuid
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlparse
@@ -247,30 +247,43 @@ class ArtifactStore:
         return None if row is None else ArtifactFile(**row)
 
     def read(self, path: str) -> Iterator[bytes]:
-        """The file's bytes, one chunk per query, checked against its size and sha256."""
+        """The file's bytes, one chunk per query, checked against its size and sha256.
+
+        A database that stops answering midway is DatabaseUnavailable (the caller may
+        read again from the start once it is back)."""
         record = self.stat(path)
         if record is None:
             raise NotFound(f"no artifact at {clean_path(path)!r}")
         digest = hashlib.sha256()
         size = 0
         query = select(_chunks.c.data).where(_chunks.c.blob_id == record.blob_id)
-        with self._reader() as conn:
-            for seq in range(record.chunks):
-                with conn.begin():
-                    data = conn.execute(query.where(_chunks.c.seq == seq)).scalar_one_or_none()
-                if data is None:
-                    raise ArtifactChanged(
-                        f"artifact {record.path} was replaced or deleted while it was read; "
-                        "read it again"
-                    )
-                digest.update(data)
-                size += len(data)
-                yield data
+        try:
+            with self._reader() as conn:
+                for seq in range(record.chunks):
+                    with conn.begin():
+                        data = conn.execute(query.where(_chunks.c.seq == seq)).scalar_one_or_none()
+                    if data is None:
+                        raise ArtifactChanged(
+                            f"artifact {record.path} was replaced or deleted while it was "
+                            "read; read it again"
+                        )
+                    digest.update(data)
+                    size += len(data)
+                    yield data
+        except OperationalError as exc:
+            raise _unavailable(exc) from None
         if size != record.size or digest.hexdigest() != record.sha256:
             raise ArtifactCorrupt(
                 f"artifact {record.path}: stored bytes do not match its checksum "
                 f"({size} bytes, expected {record.size})"
             )
+
+    def checksum(self, path: str) -> str:
+        """sha256 of the bytes read back from the database (checked on the way)."""
+        digest = hashlib.sha256()
+        for data in self.read(path):
+            digest.update(data)
+        return digest.hexdigest()
 
     def list_folder(self, path: str) -> list[Entry]:
         """The files and sub-folders directly in folder ``path`` ('' is the root)."""
@@ -331,6 +344,68 @@ class ArtifactStore:
                     continue
                 conn.execute(delete(_chunks).where(_chunks.c.blob_id == blob_id))
             return len(blobs)
+
+
+# --- copying another store in ---------------------------------------------
+@dataclass
+class CopyReport:
+    copied: int = 0
+    skipped: int = 0
+    bytes: int = 0
+
+
+def _sha256_of(local_file: str) -> str:
+    digest = hashlib.sha256()
+    with open(local_file, "rb") as fh:
+        while data := fh.read(CHUNK_SIZE):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _source_files(source: ArtifactRepository, path: str | None = None) -> Iterator[str]:
+    for info in source.list_artifacts(path):
+        if info.is_dir:
+            yield from _source_files(source, info.path)
+        else:
+            yield info.path
+
+
+def copy_from(
+    source: ArtifactRepository,
+    store: ArtifactStore,
+    prefix: str = "",
+    on_file: Callable[[str, str], None] | None = None,
+) -> CopyReport:
+    """Copy every file of ``source`` into ``store`` (under ``prefix``), one file at a time
+    through a temporary folder, and check each: the sha256 of the source file, of the
+    bytes written, and of the bytes read back from the database must agree.
+
+    A file already stored with the same checksum is skipped, so an interrupted copy can
+    simply be run again. ``on_file(path, "copied" | "skipped")`` reports progress.
+    """
+    report = CopyReport()
+    for rel in _source_files(source):
+        key = "/".join(p for p in (clean_path(prefix), clean_path(rel)) if p)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = source.download_artifacts(rel, tmp)
+            expected = _sha256_of(local)
+            existing = store.stat(key)
+            if existing is not None and existing.sha256 == expected:
+                report.skipped += 1
+                if on_file:
+                    on_file(key, "skipped")
+                continue
+            with open(local, "rb") as fh:
+                written = store.write(key, fh)
+        if written.sha256 != expected or store.checksum(key) != expected:
+            raise ArtifactCorrupt(
+                f"{key}: the database copy does not match the source's sha256 {expected}"
+            )
+        report.copied += 1
+        report.bytes += written.size
+        if on_file:
+            on_file(key, "copied")
+    return report
 
 
 # --- the MLflow plugin -----------------------------------------------------
