@@ -7,8 +7,8 @@ CHUNK_SIZE pieces under the file's ``blob_id``. Guarantees:
 - **Bounded memory both ways.** A write reads its stream CHUNK_SIZE at a time and
   inserts each chunk at once; a read fetches one chunk per query. Nothing holds a
   whole file, whatever its size.
-- **A partial upload is never visible.** Chunks go under a fresh ``blob_id``, in
-  short transactions (SQLite has one writer at a time: one long transaction would
+- **A partial upload is never visible.** Chunks go under a fresh ``blob_id``, one
+  short transaction each (SQLite has one writer at a time: one long transaction would
   stop the job ledger for the whole upload). The file row is published last, in one
   transaction that also drops the chunks of the file it replaces, after checking
   every chunk is there. An upload that dies leaves only chunks no file row names;
@@ -57,8 +57,6 @@ DATABASE_DESTINATION = f"{SCHEME}:/"
 # 1 MiB: large enough that a 1 GB file is 1,000 round trips, small enough that the
 # server holds little per transfer.
 CHUNK_SIZE = 1024 * 1024
-# Chunks per write transaction (SQLite: how long another writer may wait for us).
-CHUNKS_PER_TRANSACTION = 8
 # An upload that wrote nothing for this long is dead: its chunks are swept.
 ORPHAN_AGE = dt.timedelta(hours=24)
 # Two uploads publishing one new path at once on PostgreSQL: the loser retries.
@@ -177,22 +175,18 @@ class ArtifactStore:
         size = seq = 0
         try:
             with self.engine.connect() as conn:
-                done = False
-                while not done:
+                # The chunk is read before its transaction begins: a slow or stalled
+                # client must not hold SQLite's write lock while we wait for its bytes.
+                while data := _read_full(stream, CHUNK_SIZE):
                     with conn.begin():
-                        for _ in range(CHUNKS_PER_TRANSACTION):
-                            data = _read_full(stream, CHUNK_SIZE)
-                            if not data:
-                                done = True
-                                break
-                            conn.execute(
-                                insert(_chunks).values(
-                                    blob_id=blob_id, seq=seq, data=data, written_at=utcnow()
-                                )
+                        conn.execute(
+                            insert(_chunks).values(
+                                blob_id=blob_id, seq=seq, data=data, written_at=utcnow()
                             )
-                            digest.update(data)
-                            size += len(data)
-                            seq += 1
+                        )
+                    digest.update(data)
+                    size += len(data)
+                    seq += 1
             record = ArtifactFile(key, size, digest.hexdigest(), utcnow(), blob_id, seq)
             self._publish(record)
             return record
