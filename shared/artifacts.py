@@ -73,6 +73,13 @@ class ArtifactChanged(MLManagerError):
     error_code = "RESOURCE_CONFLICT"
 
 
+class IncompleteUpload(MLManagerError):
+    """The client's body ended before the length it announced."""
+
+    http_status = 400
+    error_code = "INVALID_PARAMETER_VALUE"
+
+
 class ArtifactCorrupt(MLManagerError):
     """Stored bytes do not match the stored checksum or size."""
 
@@ -165,8 +172,9 @@ class ArtifactStore:
         return self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True})
 
     # --- writing -----------------------------------------------------------
-    def write(self, path: str, stream: BinaryIO) -> ArtifactFile:
-        """Store ``stream`` as the file ``path`` (replacing any file there) and publish it."""
+    def write(self, path: str, stream: BinaryIO, expected_size: int | None = None) -> ArtifactFile:
+        """Store ``stream`` as the file ``path`` (replacing any file there) and publish it;
+        a stream that ends before ``expected_size`` bytes publishes nothing."""
         key = clean_path(path)
         if not key:
             raise InvalidPayload("an artifact needs a file name")
@@ -187,6 +195,11 @@ class ArtifactStore:
                     digest.update(data)
                     size += len(data)
                     seq += 1
+            if expected_size is not None and size != expected_size:
+                raise IncompleteUpload(
+                    f"upload of {key} ended after {size} of {expected_size} bytes "
+                    "(client gone?); nothing was stored, upload it again"
+                )
             record = ArtifactFile(key, size, digest.hexdigest(), utcnow(), blob_id, seq)
             self._publish(record)
             return record
@@ -408,7 +421,7 @@ def _mlflow_error(exc: MLManagerError) -> MlflowException:
         code = RESOURCE_DOES_NOT_EXIST
     elif isinstance(exc, DatabaseUnavailable):
         code = TEMPORARILY_UNAVAILABLE
-    elif isinstance(exc, InvalidPayload):
+    elif isinstance(exc, InvalidPayload | IncompleteUpload):
         code = INVALID_PARAMETER_VALUE
     else:
         return MlflowException(exc.message)
@@ -486,8 +499,14 @@ class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
         self, stream: BinaryIO, artifact_file_name: str, artifact_path: str | None = None
     ) -> None:
         key = self._key(artifact_path, posixpath.basename(artifact_file_name))
+        # The server hands us werkzeug's LimitedStream over the body: its ``limit`` is the
+        # Content-Length. gunicorn's reader ends quietly when the client disconnects, so a
+        # short body is only noticed by counting.
+        limit = getattr(stream, "limit", None)
+        is_max = getattr(stream, "_limit_is_max", False)
+        expected = limit if isinstance(limit, int) and not is_max else None
         with _Translated():
-            self.store.write(key, stream)
+            self.store.write(key, stream, expected)
 
     async def log_artifact_from_async_stream(
         self,
