@@ -499,12 +499,14 @@ class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
         self, stream: BinaryIO, artifact_file_name: str, artifact_path: str | None = None
     ) -> None:
         key = self._key(artifact_path, posixpath.basename(artifact_file_name))
-        # The server hands us werkzeug's LimitedStream over the body: its ``limit`` is the
-        # Content-Length. gunicorn's reader ends quietly when the client disconnects, so a
-        # short body is only noticed by counting.
-        limit = getattr(stream, "limit", None)
-        is_max = getattr(stream, "_limit_is_max", False)
-        expected = limit if isinstance(limit, int) and not is_max else None
+        # Inside the server's upload route the stream is the request body: gunicorn's
+        # reader ends quietly when the client disconnects, so a short body is only
+        # noticed against the Content-Length.
+        expected = None
+        from flask import has_request_context, request
+
+        if has_request_context() and request.stream is stream:
+            expected = request.content_length
         with _Translated():
             self.store.write(key, stream, expected)
 
