@@ -57,9 +57,13 @@ class Served:
         """What the database holds under ``prefix``: path -> (size, sha256)."""
         return {f.path: (f.size, f.sha256) for f in self.store.walk(prefix)}
 
-    def chunks(self) -> int:
+    def chunks(self, orphans_only: bool = False) -> int:
+        """Chunks stored (only those no published file names: ``orphans_only``)."""
+        query = select(func.count()).select_from(ArtifactChunkRow)
+        if orphans_only:
+            query = query.where(ArtifactChunkRow.blob_id.not_in(select(ArtifactFileRow.blob_id)))
         with self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True}) as conn:
-            return int(conn.execute(select(func.count()).select_from(ArtifactChunkRow)).scalar())
+            return int(conn.execute(query).scalar_one())
 
     def get(self, path: str, auth: Any = ADMIN, **kw: Any) -> requests.Response:
         return requests.get(f"{self.proc.url}{path}", auth=auth, timeout=60, **kw)
@@ -330,19 +334,20 @@ def test_a_client_killed_mid_upload_leaves_no_file(served: Served) -> None:
     assert proc.stdout is not None and proc.stdout.readline().strip() == "sent"
     # Let the server write some of what it received, then kill the client.
     deadline = time.monotonic() + 30
-    while served.chunks() == 0 and time.monotonic() < deadline:
+    while served.chunks(orphans_only=True) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert served.chunks(orphans_only=True) > 0
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
 
-    # The server notices the short body, drops the chunks; no file was ever published.
+    # The server notices the short body and drops the chunks; no file was ever published.
     deadline = time.monotonic() + 30
-    while served.chunks() and time.monotonic() < deadline:
+    while served.chunks(orphans_only=True) and time.monotonic() < deadline:
         assert served.files(prefix) == {}
         time.sleep(0.2)
     assert served.files(prefix) == {}
-    assert served.chunks() == 0
+    assert served.chunks(orphans_only=True) == 0
     assert served.client.list_artifacts(run_id) == []
 
 
