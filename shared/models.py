@@ -229,3 +229,38 @@ class ModelRepresentationRow(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+
+
+# Artifact paths compare byte by byte on every dialect (listing a folder is the range
+# ``path >= 'dir/' AND path < 'dir0'``): SQLite's default collation already does, a
+# PostgreSQL database created with a linguistic locale would not.
+ArtifactPath = String(1024).with_variant(String(1024, collation="C"), "postgresql")
+
+
+class ArtifactFileRow(Base):
+    """A published artifact file (``shared.artifacts``); its bytes are the ``chunks`` rows
+    of ``artifact_chunks`` under ``blob_id``. A row appears only once every chunk is written,
+    in the transaction that publishes it, so a file is never visible half written."""
+
+    __tablename__ = "artifact_files"
+
+    path: Mapped[str] = mapped_column(ArtifactPath, primary_key=True)
+    blob_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    chunks: Mapped[int] = mapped_column(Integer, nullable=False)
+    mtime: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class ArtifactChunkRow(Base):
+    """One chunk of an artifact's bytes. Chunks no file row names are an upload in
+    progress or one that died; ``shared.artifacts`` sweeps the old ones."""
+
+    __tablename__ = "artifact_chunks"
+
+    blob_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    written_at: Mapped[dt.datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, index=True
+    )

@@ -97,7 +97,9 @@ class Settings(BaseSettings):
         "embedded, else the same database as ours)",
     )
     mlflow_artifacts_destination: str | None = Field(
-        None, description="Where the server stores artifacts (default MLMANAGER_HOME/artifacts)"
+        None,
+        description="Where the server stores artifacts (default: our database, "
+        "mlmanager-db:/; a folder, file:// or s3:// URI names another store)",
     )
     gunicorn_workers: int = Field(2, ge=1, description="gunicorn worker processes of the server")
     worker_threads: int = Field(4, ge=1, description="Jobs one Bobby worker runs at once")
@@ -275,7 +277,10 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_destination(self) -> str:
-        return self.mlflow_artifacts_destination or str(self.home / "artifacts")
+        """The server's artifact store: our database unless MLFLOW_ARTIFACTS_DESTINATION
+        names another (``shared.artifacts.DATABASE_DESTINATION``, spelled out here so the
+        settings import no MLflow)."""
+        return self.mlflow_artifacts_destination or "mlmanager-db:/"
 
     @property
     def server_url(self) -> str:

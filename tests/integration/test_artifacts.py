@@ -1,0 +1,454 @@
+"""Artifacts stored in the database (shared.artifacts), through a real `mlmanager up`.
+
+Each test runs on SQLite (the embedded default) and on a real PostgreSQL: the server
+starts with no artifact setting, so it stores artifacts in its database; clients use
+plain ``mlflow-artifacts:`` URIs, as they do with any MLflow server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+from sqlalchemy import Engine, func, select
+
+from shared.artifacts import CHUNK_SIZE, ArtifactStore
+from shared.db import SQLITE_READ_ONLY, make_engine
+from shared.errors import DatabaseUnavailable
+from shared.models import ArtifactChunkRow, ArtifactFileRow
+from tests.support.engines import settings_for
+from tests.support.pg import PostgresServer, free_port
+from tests.support.processes import clean_environment
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+
+pytestmark = pytest.mark.postgres
+ADMIN = ("admin", ADMIN_PASSWORD)
+BOB = ("bob", "bob-password-1234")
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
+
+
+class Served:
+    """The running server, a client as admin, and the server's database."""
+
+    def __init__(self, proc: MLManagerProcess, engine: Engine, kind: str) -> None:
+        self.proc = proc
+        self.engine = engine
+        self.kind = kind
+        self.client = MlflowClient(tracking_uri=proc.url)
+        self.store = ArtifactStore(engine)
+
+    def run_id(self, experiment: str) -> tuple[str, str]:
+        exp = mlflow.set_experiment(experiment).experiment_id
+        return exp, self.client.create_run(exp).info.run_id
+
+    def files(self, prefix: str) -> dict[str, tuple[int, str]]:
+        """What the database holds under ``prefix``: path -> (size, sha256)."""
+        return {f.path: (f.size, f.sha256) for f in self.store.walk(prefix)}
+
+    def chunks(self, orphans_only: bool = False) -> int:
+        """Chunks stored (only those no published file names: ``orphans_only``)."""
+        query = select(func.count()).select_from(ArtifactChunkRow)
+        if orphans_only:
+            query = query.where(ArtifactChunkRow.blob_id.not_in(select(ArtifactFileRow.blob_id)))
+        with self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True}) as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def get(self, path: str, auth: Any = ADMIN, **kw: Any) -> requests.Response:
+        return requests.get(f"{self.proc.url}{path}", auth=auth, timeout=60, **kw)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    base = tmp_path_factory.mktemp(f"artifacts-{request.param}")
+    home = base / "home"
+    cleanup = None
+    if request.param == "sqlite":
+        proc = MLManagerProcess(home)
+    else:
+        pg: PostgresServer = request.getfixturevalue("pg_server")
+        cleanup = pg.database(f"artifacts_{time.time_ns()}")
+        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    previous_uri = mlflow.get_tracking_uri()
+    engine = make_engine(settings_for(proc.db_url, base))
+    try:
+        proc.wait_ready()
+        proc.create_user(*BOB)
+        os.environ.update(dict(zip(keys, ADMIN, strict=True)))
+        mlflow.set_tracking_uri(proc.url)
+        yield Served(proc, engine, request.param)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        engine.dispose()
+        proc.stop()
+        if cleanup is not None:
+            cleanup.__exit__(None, None, None)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_logged_artifacts_live_in_the_database_and_come_back_intact(
+    served: Served, tmp_path: Path
+) -> None:
+    exp, run_id = served.run_id("round-trip")
+    run = served.client.get_run(run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    big = os.urandom(3 * CHUNK_SIZE + 123)  # several chunks, the last one short
+    (tmp_path / "big.bin").write_bytes(big)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("alpha")
+    (tree / "sub" / "b.json").write_text('{"b": 1}')
+    (tree / "empty.txt").write_bytes(b"")
+
+    served.client.log_artifact(run_id, str(tmp_path / "big.bin"), "data")
+    served.client.log_artifacts(run_id, str(tree), "tree")
+
+    prefix = f"{exp}/{run_id}/artifacts"
+    assert served.files(prefix) == {
+        f"{prefix}/data/big.bin": (len(big), sha(big)),
+        f"{prefix}/tree/a.txt": (5, sha(b"alpha")),
+        f"{prefix}/tree/empty.txt": (0, sha(b"")),
+        f"{prefix}/tree/sub/b.json": (8, sha(b'{"b": 1}')),
+    }
+    # Nothing went to the folder the server used before the database was the default.
+    assert not (served.proc.home / "artifacts").exists()
+
+    listed = {(f.path, f.is_dir, f.file_size) for f in served.client.list_artifacts(run_id)}
+    assert listed == {("data", True, None), ("tree", True, None)}
+    listed = {(f.path, f.file_size) for f in served.client.list_artifacts(run_id, "tree")}
+    # (MLflow's JSON leaves out a size of 0, as protobuf omits default values.)
+    assert listed == {("tree/a.txt", 5), ("tree/empty.txt", None), ("tree/sub", None)}
+
+    out = Path(served.client.download_artifacts(run_id, "", str(tmp_path / "down")))
+    assert (out / "data" / "big.bin").read_bytes() == big
+    assert (out / "tree" / "sub" / "b.json").read_text() == '{"b": 1}'
+    assert (out / "tree" / "empty.txt").read_bytes() == b""
+
+    # Logging the same path again replaces the file; the old chunks go with it.
+    chunks_before = served.chunks()
+    (tmp_path / "big.bin").write_bytes(b"smaller")
+    served.client.log_artifact(run_id, str(tmp_path / "big.bin"), "data")
+    assert served.files(f"{prefix}/data") == {f"{prefix}/data/big.bin": (7, sha(b"smaller"))}
+    assert served.chunks() == chunks_before - 4 + 1
+
+    r = served.get(f"{ARTIFACTS_API}/{prefix}/no-such-file")
+    assert r.status_code == 404, r.text
+
+
+def test_mlflow_gc_of_a_deleted_run_removes_its_artifacts(served: Served, tmp_path: Path) -> None:
+    exp, doomed = served.run_id("gc")
+    _, kept = served.run_id("gc")
+    for run_id in (doomed, kept):
+        (tmp_path / "m.txt").write_text(run_id)
+        served.client.log_artifact(run_id, str(tmp_path / "m.txt"), "model")
+    served.client.delete_run(doomed)
+    backend = served.proc.db_url
+    if served.kind == "sqlite":
+        backend = f"sqlite:///{served.proc.home / 'mlflow.db'}"
+    env = clean_environment()
+    env.update(
+        MLFLOW_TRACKING_URI=served.proc.url,
+        MLFLOW_TRACKING_USERNAME=ADMIN[0],
+        MLFLOW_TRACKING_PASSWORD=ADMIN[1],
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    gc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend, "--run-ids", doomed],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert gc.returncode == 0, gc.stderr[-3000:]
+    assert served.files(f"{exp}/{doomed}") == {}
+    assert list(served.files(f"{exp}/{kept}")) == [f"{exp}/{kept}/artifacts/model/m.txt"]
+
+
+# --- permissions and paths -------------------------------------------------
+@pytest.fixture(scope="module")
+def private_run(served: Served, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A run of an experiment bob may not read (everyone else reads by default)."""
+    exp, run_id = served.run_id("private")
+    secret = tmp_path_factory.mktemp("secret") / "secret.txt"
+    secret.write_text("the secret")
+    served.client.log_artifact(run_id, str(secret), "s")
+    # MLflow 3.17's DENY grant (it refuses NO_PERMISSIONS as a grant).
+    r = requests.post(
+        f"{served.proc.url}/api/3.0/mlflow/users/permissions/grant",
+        json={
+            "username": BOB[0],
+            "resource_type": "experiment",
+            "resource_id": exp,
+            "permission": "DENY",
+        },
+        auth=ADMIN,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return f"{exp}/{run_id}/artifacts"
+
+
+def test_a_user_without_read_cannot_list_download_or_write_artifacts(
+    served: Served, private_run: str
+) -> None:
+    file_url = f"{ARTIFACTS_API}/{private_run}/s/secret.txt"
+    assert served.get(file_url).text == "the secret"
+    assert served.get(ARTIFACTS_API, params={"path": private_run}).status_code == 200
+
+    assert served.get(file_url, auth=BOB).status_code == 403
+    assert served.get(ARTIFACTS_API, auth=BOB, params={"path": private_run}).status_code == 403
+    r = requests.put(f"{served.proc.url}{file_url}", data=b"x", auth=BOB, timeout=30)
+    assert r.status_code == 403
+    r = requests.delete(f"{served.proc.url}{file_url}", auth=BOB, timeout=30)
+    assert r.status_code == 403
+    assert served.get(file_url).text == "the secret"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{run}/../../{run}/s/secret.txt",
+        "../{run}/s/secret.txt",
+        "{run}/s/../s/secret.txt",
+        "%2e%2e/{run}/s/secret.txt",
+        "{run}/%2e%2e/%2e%2e/{run}/s/secret.txt",
+        "{run}%2f..%2f..%2f{run}/s/secret.txt",
+        "/{run}/s/secret.txt",
+        "%2f{run}/s/secret.txt",
+        "//etc/passwd",
+        "%2fetc%2fpasswd",
+        "..%5c..%5c{run}/s/secret.txt",
+    ],
+)
+def test_path_traversal_is_refused(served: Served, private_run: str, path: str) -> None:
+    """Bob may read the public experiment 0: no spelling of a path reaches the private
+    run's files through it; nobody reaches the server's own files. (Clients may resolve
+    plain ``..`` segments before sending: the server then judges the resolved path.)"""
+    target = path.format(run=private_run)
+    for url in (f"{ARTIFACTS_API}/0/{target}", f"{ARTIFACTS_API}/{target}"):
+        r = served.get(url, auth=BOB)
+        assert r.status_code in (400, 403, 404), (url, r.status_code, r.text[:200])
+        assert "the secret" not in r.text
+        r = served.get(ARTIFACTS_API, auth=BOB, params={"path": url.split("artifacts/", 1)[1]})
+        assert r.status_code in (400, 403, 404) or "secret" not in r.text, r.text[:200]
+        r = served.get(url, auth=ADMIN)
+        assert "root:" not in r.text
+
+
+# --- concurrency -----------------------------------------------------------
+def test_two_clients_uploading_to_one_run_both_land(served: Served, tmp_path: Path) -> None:
+    exp, run_id = served.run_id("two-clients")
+    contents = {f"c{c}/f{i}.bin": os.urandom(50_000 + i) for c in (1, 2) for i in range(15)}
+    errors: list[BaseException] = []
+
+    def upload(client_no: int) -> None:
+        client = MlflowClient(tracking_uri=served.proc.url)
+        folder = tmp_path / f"c{client_no}"
+        folder.mkdir()
+        try:
+            for name, data in contents.items():
+                if name.startswith(f"c{client_no}/"):
+                    local = folder / name.split("/")[1]
+                    local.write_bytes(data)
+                    client.log_artifact(run_id, str(local), f"c{client_no}")
+            # Both clients also write one shared path: one of the two wins, whole.
+            shared = folder / "shared.bin"
+            shared.write_bytes(bytes([client_no]) * 3 * CHUNK_SIZE)
+            client.log_artifact(run_id, str(shared))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=upload, args=(c,)) for c in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    prefix = f"{exp}/{run_id}/artifacts"
+    stored = served.files(prefix)
+    expected = {f"{prefix}/{n}": (len(d), sha(d)) for n, d in contents.items()}
+    assert {k: v for k, v in stored.items() if not k.endswith("shared.bin")} == expected
+    winner = {sha(bytes([c]) * 3 * CHUNK_SIZE) for c in (1, 2)}
+    assert stored[f"{prefix}/shared.bin"][1] in winner
+    assert served.store.checksum(f"{prefix}/shared.bin") == stored[f"{prefix}/shared.bin"][1]
+
+
+KILLED_UPLOADER = """
+import socket, sys, time
+host, port, path, auth = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection((host, port))
+s.sendall(
+    f"PUT {path} HTTP/1.1\\r\\nHost: {host}:{port}\\r\\nAuthorization: Basic {auth}\\r\\n"
+    f"Content-Length: {40 * 1024 * 1024}\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\n"
+    .encode()
+)
+s.sendall(b"x" * (12 * 1024 * 1024))
+print("sent", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_client_killed_mid_upload_leaves_no_file(served: Served) -> None:
+    import base64
+
+    exp, run_id = served.run_id("killed")
+    prefix = f"{exp}/{run_id}/artifacts"
+    auth = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_UPLOADER,
+            "127.0.0.1",
+            str(served.proc.port),
+            f"{ARTIFACTS_API}/{prefix}/half.bin",
+            auth,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "sent"
+    # Let the server write some of what it received, then kill the client.
+    deadline = time.monotonic() + 30
+    while served.chunks(orphans_only=True) == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert served.chunks(orphans_only=True) > 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+
+    # The server notices the short body and drops the chunks; no file was ever published.
+    deadline = time.monotonic() + 30
+    while served.chunks(orphans_only=True) and time.monotonic() < deadline:
+        assert served.files(prefix) == {}
+        time.sleep(0.2)
+    assert served.files(prefix) == {}
+    assert served.chunks(orphans_only=True) == 0
+    assert served.client.list_artifacts(run_id) == []
+
+
+def test_a_database_restart_mid_read_is_a_clear_error_and_a_retry_works(
+    served: Served, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if served.kind != "postgresql":
+        pytest.skip("SQLite is a file: there is no database server to restart")
+    pg: PostgresServer = request.getfixturevalue("pg_server")
+    exp, run_id = served.run_id("restart")
+    data = os.urandom(6 * CHUNK_SIZE)
+    (tmp_path / "big.bin").write_bytes(data)
+    served.client.log_artifact(run_id, str(tmp_path / "big.bin"))
+    key = f"{exp}/{run_id}/artifacts/big.bin"
+
+    reading = served.store.read(key)
+    assert next(reading) == data[:CHUNK_SIZE]
+    pg.restart()
+    with pytest.raises(DatabaseUnavailable, match=r"did not answer.*retry"):
+        for _ in reading:
+            pass
+    assert b"".join(served.store.read(key)) == data
+    # Through the server too (its pool lost its connections in the restart).
+    out = served.client.download_artifacts(run_id, "big.bin", str(tmp_path / "down"))
+    assert Path(out).read_bytes() == data
+
+
+def test_a_database_that_does_not_answer_is_mlflows_retryable_503(tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from shared.artifacts import DatabaseArtifactRepository
+
+    nobody = f"postgresql+psycopg://u:p@127.0.0.1:{free_port()}/x"
+    engine = make_engine(settings_for(nobody, tmp_path), pre_ping=False)
+    repo = DatabaseArtifactRepository("mlmanager-db:/x", store=ArtifactStore(engine))
+    try:
+        with pytest.raises(MlflowException) as caught:
+            repo.list_artifacts()
+    finally:
+        engine.dispose()
+    assert caught.value.get_http_status_code() == 503
+    assert "retry" in caught.value.message
+
+
+def test_files_rows_reference_only_complete_uploads(served: Served) -> None:
+    """Every published file has all its chunks (checked on what the other tests left)."""
+    with served.engine.connect().execution_options(**{SQLITE_READ_ONLY: True}) as conn:
+        rows = conn.execute(select(ArtifactFileRow.blob_id, ArtifactFileRow.chunks)).all()
+        assert rows
+        for blob_id, chunks in rows:
+            n = conn.execute(
+                select(func.count()).where(ArtifactChunkRow.blob_id == blob_id)
+            ).scalar()
+            assert n == chunks
+
+
+# --- moving an existing store in -------------------------------------------
+def test_migrate_copies_a_file_store_into_the_database_with_checksums(
+    served: Served, tmp_path: Path
+) -> None:
+    """A run logged while the server used a folder finds its files after the migration."""
+    exp, run_id = served.run_id("migrated")
+    old_store = tmp_path / "old-artifacts"
+    model = old_store / exp / run_id / "artifacts" / "model"
+    model.mkdir(parents=True)
+    payload = os.urandom(2 * CHUNK_SIZE + 7)
+    (model / "model.pkl").write_bytes(payload)
+    (model / "MLmodel").write_text("flavors: {}")
+    assert served.client.list_artifacts(run_id) == []
+
+    env = clean_environment()
+    env.update(DB_URL=served.proc.db_url, MLFLOW_DISABLE_TELEMETRY="true")
+    if served.kind == "sqlite":
+        env["MLMANAGER_HOME"] = str(served.proc.home)
+
+    def migrate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlmanager", "artifacts", "migrate", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    done = migrate("--from", str(old_store))
+    assert done.returncode == 0, done.stderr
+    assert "copied 2 files" in done.stdout and "skipped 0" in done.stdout
+    prefix = f"{exp}/{run_id}/artifacts/model"
+    assert served.files(prefix) == {
+        f"{prefix}/model.pkl": (len(payload), sha(payload)),
+        f"{prefix}/MLmodel": (11, sha(b"flavors: {}")),
+    }
+    out = served.client.download_artifacts(run_id, "model/model.pkl", str(tmp_path / "d"))
+    assert Path(out).read_bytes() == payload
+    assert (model / "model.pkl").exists()  # the source is left as it was
+
+    again = migrate("--from", f"file://{old_store}", "-q")
+    assert again.returncode == 0, again.stderr
+    assert "copied 0 files" in again.stdout and "skipped 2" in again.stdout
+
+    missing = migrate("--from", str(tmp_path / "nowhere"))
+    assert missing.returncode == 1
+    assert "no such folder" in missing.stderr
