@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from mlflow_server.api import blueprint, error_response, seed_handlers
 from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
+from mlflow_server.ui import ui
 from shared.db import get_engine
 from shared.errors import MLManagerError
 from shared.handlers import load_specs
@@ -40,6 +41,7 @@ def create_app() -> Any:
     if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
         return create_auth_app(mlflow_app)
     mlflow_app.register_blueprint(blueprint)
+    mlflow_app.register_blueprint(ui)
     # Every get_json of the app (ours, MLflow's handlers, its permission checks) parses
     # strictly; what it refuses is an MLManagerError, answered here for every route.
     mlflow_app.json = StrictJSONProvider(mlflow_app)
