@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
-# Java 17 and Maven build mlrunner, the JVM scorer of H2O models.
-DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven
+# Java 17 and Maven build mlrunner, the JVM scorer of H2O models; the browser tests
+# (tests/ui) drive Debian's chromium and inject axe-core installed with npm.
+DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven chromium npm
 BENCH ?=
 # Where PostgreSQL's PL/Python (Debian's /usr/bin/python3, run as the postgres user)
 # finds numpy and onnxruntime; the database reads it from mlmanager.plpython_path.
@@ -16,7 +17,7 @@ PLPYTHON_PACKAGES := numpy onnxruntime mlflow-skinny pandas py4j
 # Where `make mlrunner` installs the JVM scorer's jar (readable by the database's user).
 MLRUNNER_HOME ?= /opt/mlmanager/mlrunner
 
-.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps mlrunner lock clean
+.PHONY: install run test lint unit integration e2e ui ui-deps bench system-deps plpython-deps mlrunner lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,12 @@ mlrunner:
 	mvn -B -ntp -f mlrunner/pom.xml package | grep -E "Tests run:|BUILD|ERROR|FAIL" ; test $${PIPESTATUS[0]} -eq 0
 	install -D -m 0644 mlrunner/target/mlrunner.jar $(MLRUNNER_HOME)/mlrunner.jar
 
+# axe-core for the accessibility checks of the browser tests, pinned by its lock file.
+tests/ui/node_modules/.package-lock.json: tests/ui/package.json tests/ui/package-lock.json
+	npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
+
+ui-deps: tests/ui/node_modules/.package-lock.json
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -78,7 +85,10 @@ integration: system-deps plpython-deps mlrunner $(VENV)/.installed-test
 e2e: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/e2e
 
-test: system-deps plpython-deps mlrunner $(VENV)/.installed-test lint
+ui: system-deps plpython-deps ui-deps $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/ui
+
+test: system-deps plpython-deps mlrunner ui-deps $(VENV)/.installed-test lint
 	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar $(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test

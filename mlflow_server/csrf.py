@@ -47,4 +47,6 @@ def refuse_forgery(request: Request, ours: bool) -> None:
         return
     host = "" if source == "null" else urlsplit(source).netloc
     if host.lower() != request.host.lower():
-        raise NotAuthorized(f"a {request.method} sent from another site ({source[:200]}) is refused")
+        raise NotAuthorized(
+            f"a {request.method} sent from another site ({source[:200]}) is refused"
+        )
