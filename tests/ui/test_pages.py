@@ -37,7 +37,13 @@ from tests.support.pg import PostgresServer
 from tests.support.processes import ROOT
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 
-pytestmark = [pytest.mark.postgres, pytest.mark.e2e, INPUT_EXAMPLE_WARNING]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.e2e,
+    INPUT_EXAMPLE_WARNING,
+    # MLflow's pyfunc module warns about its own type hints when first imported.
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType"),
+]
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = ROOT / "tests" / "ui" / "node_modules" / "axe-core" / "axe.min.js"
