@@ -161,8 +161,10 @@ function jobsPage() {
       document.getElementById("prev").disabled = state.offset === 0;
       document.getElementById("next").disabled = state.next === null;
       for (const button of document.querySelectorAll("th button[data-sort]")) {
-        if (button.dataset.sort === state.sort) button.setAttribute("aria-sort", state.order === "asc" ? "ascending" : "descending");
-        else button.removeAttribute("aria-sort");
+        // aria-sort belongs to the column header, not to its button.
+        const th = button.parentElement;
+        if (button.dataset.sort === state.sort) th.setAttribute("aria-sort", state.order === "asc" ? "ascending" : "descending");
+        else th.removeAttribute("aria-sort");
       }
     } catch (error) { showError(error); }
   }
