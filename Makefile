@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
-# Java 17 and Maven build mlrunner, the JVM scorer of H2O models; wrk drives the serving benchmark.
-DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven wrk
+# Java 17 and Maven build mlrunner, the JVM scorer of H2O models; wrk drives the serving
+# benchmark; the browser tests (tests/ui) drive Debian's chromium and inject axe-core
+# installed with npm.
+DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven wrk chromium npm
 BENCH ?=
 # Where PostgreSQL's PL/Python (Debian's /usr/bin/python3, run as the postgres user)
 # finds numpy and onnxruntime; the database reads it from mlmanager.plpython_path.
@@ -19,7 +21,7 @@ MLRUNNER_HOME ?= /opt/mlmanager/mlrunner
 # (server jar and its netty module from Maven Central, tests/elasticsearch/pom.xml).
 ELASTICSEARCH_HOME ?= /opt/mlmanager/elasticsearch
 
-.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps mlrunner elasticsearch lock clean
+.PHONY: install run test lint unit integration e2e ui ui-deps bench system-deps plpython-deps mlrunner elasticsearch lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +81,12 @@ $(ELASTICSEARCH_HOME)/.installed: $(ES_SOURCES)
 	install -m 0644 tests/elasticsearch/target/elasticsearch-test-node.jar $(ELASTICSEARCH_HOME)/lib/
 	touch $@
 
+# axe-core for the accessibility checks of the browser tests, pinned by its lock file.
+tests/ui/node_modules/.package-lock.json: tests/ui/package.json tests/ui/package-lock.json
+	npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
+
+ui-deps: tests/ui/node_modules/.package-lock.json
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -94,7 +102,10 @@ integration: system-deps plpython-deps mlrunner elasticsearch $(VENV)/.installed
 e2e: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/e2e
 
-test: system-deps plpython-deps mlrunner elasticsearch $(VENV)/.installed-test lint
+ui: system-deps plpython-deps ui-deps $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/ui
+
+test: system-deps plpython-deps mlrunner elasticsearch ui-deps $(VENV)/.installed-test lint
 	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) \
 	  $(BIN)/python -m pytest tests
 

@@ -7,6 +7,7 @@ from the exception classes of ``shared.errors`` (mapped here, in one place).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import threading
@@ -30,16 +31,21 @@ from mlflow_server.schemas import (
     CompatInitiateOut,
     CompatLogsIn,
     CompatLogsOut,
+    DayCount,
     DeploymentList,
     DeploymentOut,
     HandlerList,
     HandlerOut,
     JobList,
     JobOut,
+    JobsPerDay,
     LogLineOut,
     LogsOut,
     SubmitJob,
     VersionOut,
+    WorkerList,
+    WorkerOut,
+    iso,
     openapi_document,
 )
 from shared.db import get_engine
@@ -52,7 +58,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.handlers import ALWAYS_ENABLED, SPECS, describe_validation_error
-from shared.ledger import Handler, Job, Ledger
+from shared.ledger import JOB_SORTS, Handler, Job, JobFilter, Ledger
 from shared.models import DEPLOYMENT_STATUSES
 from shared.settings import get_settings
 
@@ -237,24 +243,60 @@ def submit_job() -> ResponseReturnValue:
     return _out(JobOut.of(submit(body.handler_name, body.payload)), 201)
 
 
-@blueprint.get(f"{API_PREFIX}/jobs")
-def list_jobs() -> ResponseReturnValue:
-    limit, offset = _page()
+def _job_filter() -> JobFilter:
+    """The jobs a list, count or chart covers, from the query (users: their own only)."""
     user = _str_arg("user")
     if not is_admin():
         if user not in (None, current_user()):
             raise NotAuthorized("only administrators may list other users' jobs", field="user")
         user = current_user()  # users see their own jobs only
-    jobs = ledger().list_jobs(
-        status=_str_arg("status", 16),
-        handler_name=_str_arg("handler", 64),
-        user=user,
+    return JobFilter(
+        status=_str_arg("status", 16) or None,
+        handler_name=_str_arg("handler", 64) or None,
+        user=user or None,
         since=_time_arg("since"),
-        limit=limit + 1,
-        offset=offset,
+        until=_time_arg("until"),
+        text=_str_arg("q", 255) or None,
+    )
+
+
+def _choice_arg(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = request.args.get(name) or default
+    if value not in choices:
+        raise InvalidPayload(f"{name} must be one of {', '.join(choices)}", field=name)
+    return value
+
+
+@blueprint.get(f"{API_PREFIX}/jobs")
+def list_jobs() -> ResponseReturnValue:
+    limit, offset = _page()
+    where = _job_filter()
+    sort = _choice_arg("sort", JOB_SORTS, "id")
+    order = _choice_arg("order", ("asc", "desc"), "desc")
+    with_counts = _choice_arg("counts", ("false", "true"), "false") == "true"
+    jobs = ledger().list_jobs(
+        where, sort=sort, descending=order == "desc", limit=limit + 1, offset=offset
     )
     next_offset = offset + limit if len(jobs) > limit else None
-    return _out(JobList(jobs=[JobOut.of(j) for j in jobs[:limit]], next_offset=next_offset))
+    return _out(
+        JobList(
+            jobs=[JobOut.of(j) for j in jobs[:limit]],
+            next_offset=next_offset,
+            counts=ledger().count_by_status(where) if with_counts else None,
+        )
+    )
+
+
+@blueprint.get(f"{API_PREFIX}/jobs/daily")
+def jobs_per_day() -> ResponseReturnValue:
+    """Jobs created per UTC day and status over the last ``days`` days (the overview chart)."""
+    days = _int_arg("days", 14, 1, 366)
+    where = _job_filter()
+    if where.since is None:
+        today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        where = dataclasses.replace(where, since=today - dt.timedelta(days=days - 1))
+    rows = ledger().jobs_per_day(where)
+    return _out(JobsPerDay(days=[DayCount(day=d, status=s, jobs=n) for d, s, n in rows]))
 
 
 @blueprint.get(f"{API_PREFIX}/jobs/<int:job_id>")
@@ -441,6 +483,23 @@ def enable_handler(name: str) -> ResponseReturnValue:
 @blueprint.post(f"{API_PREFIX}/handlers/<name>/disable")
 def disable_handler(name: str) -> ResponseReturnValue:
     return _switch(name, False)
+
+
+@blueprint.get(f"{API_PREFIX}/workers")
+def list_workers() -> ResponseReturnValue:
+    """Live workers, their handlers and last heartbeat (admins)."""
+    if not is_admin():
+        raise NotAuthorized("only administrators may list workers")
+    window = 3 * get_settings().job_lease_seconds
+    return _out(
+        WorkerList(
+            workers=[
+                WorkerOut(id=worker_id, handlers=names, last_seen_at=iso(seen) or "")
+                for worker_id, names, seen in ledger().live_workers(window)
+            ],
+            queue=ledger().count_by_status(),
+        )
+    )
 
 
 # --- misc -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
 from mlflow_server.model_route import model_blueprint
 from mlflow_server.native import Dispatcher
+from mlflow_server.ui import ui
 from shared.db import get_engine
 from shared.errors import MLManagerError
 from shared.handlers import load_specs
@@ -44,6 +45,7 @@ def create_app() -> Any:
         return Dispatcher(create_auth_app(mlflow_app))
     mlflow_app.register_blueprint(blueprint)
     mlflow_app.register_blueprint(model_blueprint)
+    mlflow_app.register_blueprint(ui)
     # Every get_json of the app (ours, MLflow's handlers, its permission checks) parses
     # strictly; what it refuses is an MLManagerError, answered here for every route.
     mlflow_app.json = StrictJSONProvider(mlflow_app)

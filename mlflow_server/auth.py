@@ -28,19 +28,23 @@ from flask import Flask, Response, g, jsonify, request
 from sqlalchemy.engine import make_url
 
 from mlflow_server.bodies import check_body
+from mlflow_server.csrf import refuse_forgery
 from mlflow_server.model_route import is_model_route
-from mlflow_server.schemas import API_PREFIX
+from mlflow_server.schemas import API_PREFIX, UI_PREFIX
 from shared.errors import NotAuthenticated
 from shared.settings import get_settings
 
-OUR_PREFIXES = (API_PREFIX + "/", "/api/rest/")
+# The REST API and the pages (``mlflow_server.ui``): authenticated here, authorized by
+# their own handlers.
+OUR_PREFIXES = (API_PREFIX + "/", "/api/rest/", UI_PREFIX + "/")
 DB_LOGIN_CACHE_SECONDS = 60.0
 
 
 def guard(app: Flask) -> None:
     """Replace MLflow's before-request check by ours, in front of every protected route.
 
-    In order: credentials that cannot be HTTP basic auth are refused (401, JSON) before
+    In order: a request that may be forged by another site is refused (``csrf``);
+    credentials that cannot be HTTP basic auth are refused (401, JSON) before
     any authentication function sees them; the user is authenticated; a JSON body is
     parsed strictly (``bodies.check_body``) before any permission check or handler
     reads it; then our routes go to their handler (they authorize per job and per
@@ -53,11 +57,12 @@ def guard(app: Flask) -> None:
     mlflow_check = funcs[position]
 
     def check() -> Any:
+        ours = request.path.startswith(OUR_PREFIXES)
+        refuse_forgery(request, ours)
         if mlflow_auth.is_unprotected_route(request.path):
             return mlflow_check()
         if is_model_route(request.path):
             return None  # a serving pod's token, checked by the route itself
-        ours = request.path.startswith(OUR_PREFIXES)
         result = authenticate(ours)
         if isinstance(result, Response):
             return result

@@ -10,10 +10,11 @@ from pydantic.json_schema import models_json_schema
 
 from shared.deployments import Deployment, DeploymentSpec, DeploymentStats
 from shared.handlers import SPECS
-from shared.ledger import Handler, Job, LogLine
+from shared.ledger import JOB_SORTS, Handler, Job, LogLine
 from shared.models import DEPLOYMENT_STATUSES, JOB_STATUSES
 
 API_PREFIX = "/api/2.0/mlmanager"
+UI_PREFIX = "/mlmanager"  # the pages (mlflow_server.ui)
 MAX_ID = 2**63 - 1
 MAX_LINE = 2**31 - 1  # log line numbers are INTEGER
 MAX_PAGE = 500
@@ -78,6 +79,20 @@ class JobOut(BaseModel):
 class JobList(BaseModel):
     jobs: list[JobOut]
     next_offset: int | None = Field(description="Offset of the next page (null: last page)")
+    counts: dict[str, int] | None = Field(
+        None,
+        description="With ?counts=true: jobs per status matching every filter but `status`",
+    )
+
+
+class DayCount(BaseModel):
+    day: str = Field(description="UTC day, YYYY-MM-DD")
+    status: Literal[JOB_STATUSES]  # type: ignore[valid-type]
+    jobs: int
+
+
+class JobsPerDay(BaseModel):
+    days: list[DayCount] = Field(description="Only the (day, status) pairs that have jobs")
 
 
 class LogLineOut(BaseModel):
@@ -177,6 +192,17 @@ class HandlerList(BaseModel):
     handlers: list[HandlerOut]
 
 
+class WorkerOut(BaseModel):
+    id: str
+    handlers: list[str]
+    last_seen_at: str = Field(description="Its last heartbeat")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut] = Field(description="Workers seen within three leases")
+    queue: dict[str, int] = Field(description="Jobs per status in the whole ledger")
+
+
 class CompatInitiateOut(BaseModel):
     job_id: int
     status: str
@@ -206,11 +232,13 @@ _MODELS: list[type[BaseModel]] = [
     SubmitJob,
     JobOut,
     JobList,
+    JobsPerDay,
     LogsOut,
     DeploymentOut,
     DeploymentList,
     HandlerOut,
     HandlerList,
+    WorkerList,
     CompatInitiateOut,
     CompatLogsIn,
     CompatLogsOut,
@@ -292,9 +320,30 @@ def openapi_document() -> dict[str, Any]:
                     _param("handler", "query", {"type": "string", "maxLength": 64}),
                     _param("user", "query", {"type": "string", "maxLength": 255}),
                     _param("since", "query", {"type": "string", "format": "date-time"}),
+                    _param("until", "query", {"type": "string", "format": "date-time"}),
+                    _param("q", "query", {"type": "string", "maxLength": 255}),
+                    _param("sort", "query", {"type": "string", "enum": list(JOB_SORTS)}),
+                    _param("order", "query", {"type": "string", "enum": ["asc", "desc"]}),
+                    _param("counts", "query", {"type": "string", "enum": ["false", "true"]}),
                     *_PAGE,
                 ],
             ),
+        },
+        f"{p}/jobs/daily": {
+            "get": _op(
+                "Jobs created per UTC day and status (same filters as the list)",
+                ("200", JobsPerDay),
+                errors=("400", "401", "403"),
+                params=[
+                    _param("days", "query", {"type": "integer", "minimum": 1, "maximum": 366}),
+                    _param("status", "query", {"type": "string", "enum": list(JOB_STATUSES)}),
+                    _param("handler", "query", {"type": "string", "maxLength": 64}),
+                    _param("user", "query", {"type": "string", "maxLength": 255}),
+                    _param("since", "query", {"type": "string", "format": "date-time"}),
+                    _param("until", "query", {"type": "string", "format": "date-time"}),
+                    _param("q", "query", {"type": "string", "maxLength": 255}),
+                ],
+            )
         },
         f"{p}/jobs/{{job_id}}": {
             "get": _op("Get a job", ("200", JobOut), errors=("401", "404"), params=[job_id])
@@ -385,6 +434,13 @@ def openapi_document() -> dict[str, Any]:
                 params=[_param("name", "path", {"type": "string", "pattern": "^[A-Z_]{1,64}$"})],
             )
         },
+        f"{p}/workers": {
+            "get": _op(
+                "Live workers and the ledger's jobs per status (admins)",
+                ("200", WorkerList),
+                errors=("401", "403"),
+            )
+        },
         f"{p}/version": {
             "get": _op(
                 "The running ML Manager and MLflow, and the schema revision of the database",
@@ -431,4 +487,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "security": [{"basic": []}],
         "paths": paths,
+        # Which payload schema each handler takes (the Deploy page builds its form from it).
+        "x-handler-payloads": {
+            name: _ref(spec.payload_model)["$ref"] for name, spec in sorted(SPECS.items())
+        },
     }

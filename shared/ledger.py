@@ -134,6 +134,29 @@ class Heartbeat:
     cancel_requested: frozenset[int]
 
 
+# Columns the jobs list may be sorted by (the API's ``sort`` parameter).
+JOB_SORTS = ("id", "created_at", "started_at", "finished_at", "status", "handler_name", "username")
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a list, a count or a chart covers (``None``: any)."""
+
+    status: str | None = None
+    handler_name: str | None = None
+    user: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    text: str | None = None  # case-insensitive substring of the payload
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in JOB_STATUSES:
+            raise InvalidPayload(
+                f"unknown status {self.status!r}; one of {', '.join(JOB_STATUSES)}",
+                field="status",
+            )
+
+
 def backoff_seconds(base: float, attempt: int, rng: random.Random | None = None) -> float:
     """Delay before retry number ``attempt`` (1-based): base * 2^(attempt-1), +-25% jitter."""
     if base <= 0:
@@ -662,40 +685,72 @@ class Ledger:
             raise NotFound(f"no job {job_id}")
         return Job.from_row(row)
 
+    def _filtered(self, query: Any, where: JobFilter, *, with_status: bool = True) -> Any:
+        """``query`` narrowed by every filter of ``where``; all values are bound parameters."""
+        if with_status and where.status is not None:
+            query = query.where(jobs.c.status == where.status)
+        if where.handler_name is not None:
+            query = query.where(jobs.c.handler_name == where.handler_name)
+        if where.user is not None:
+            query = query.where(jobs.c.username == where.user)
+        if where.since is not None:
+            query = query.where(jobs.c.created_at >= where.since)
+        if where.until is not None:
+            query = query.where(jobs.c.created_at < where.until)
+        if where.text:
+            # The payload as text holds its model URI, run, table, endpoint...: one
+            # case-insensitive substring search covers every handler's fields.
+            escaped = where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(
+                func.lower(jobs.c.payload.cast(Text)).like(f"%{escaped.lower()}%", escape="\\")
+            )
+        return query
+
     def list_jobs(
         self,
+        where: JobFilter | None = None,
         *,
-        status: str | None = None,
-        handler_name: str | None = None,
-        user: str | None = None,
-        since: dt.datetime | None = None,
+        sort: str = "id",
+        descending: bool = True,
         limit: int = 50,
         offset: int = 0,
+        **filters: Any,
     ) -> list[Job]:
-        """Jobs newest first, filtered; every filter is a bound parameter."""
-        if status is not None and status not in JOB_STATUSES:
-            raise InvalidPayload(
-                f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}", field="status"
-            )
-        query = select(jobs)
-        if status is not None:
-            query = query.where(jobs.c.status == status)
-        if handler_name is not None:
-            query = query.where(jobs.c.handler_name == handler_name)
-        if user is not None:
-            query = query.where(jobs.c.username == user)
-        if since is not None:
-            query = query.where(jobs.c.created_at >= since)
-        query = query.order_by(jobs.c.id.desc()).limit(limit).offset(offset)
+        """Jobs matching ``where`` (or the :class:`JobFilter` fields given as keywords),
+        sorted by ``sort`` (one of :data:`JOB_SORTS`), then by id."""
+        where = where or JobFilter(**filters)
+        if sort not in JOB_SORTS:
+            raise InvalidPayload(f"sort must be one of {', '.join(JOB_SORTS)}", field="sort")
+        column = jobs.c[sort]
+        order = [column.desc() if descending else column.asc()]
+        if sort != "id":  # a stable order across pages
+            order.append(jobs.c.id.desc() if descending else jobs.c.id.asc())
+        query = self._filtered(select(jobs), where).order_by(*order).limit(limit).offset(offset)
         with self._read() as conn:
             return [Job.from_row(r) for r in conn.execute(query).mappings()]
 
-    def count_by_status(self) -> dict[str, int]:
+    def count_by_status(self, where: JobFilter | None = None) -> dict[str, int]:
+        """Jobs per status among those matching ``where`` (its own status filter aside)."""
+        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        if where is not None:
+            query = self._filtered(query, where, with_status=False)
         with self._read() as conn:
-            rows = conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all()
+            rows = conn.execute(query).all()
         counts = dict.fromkeys(JOB_STATUSES, 0)
         counts.update({r[0]: int(r[1]) for r in rows})
         return counts
+
+    def jobs_per_day(self, where: JobFilter) -> list[tuple[str, str, int]]:
+        """(UTC day as YYYY-MM-DD, status, jobs created that day) for jobs matching ``where``."""
+        if self.is_postgres:
+            day = func.to_char(func.timezone("UTC", jobs.c.created_at), "YYYY-MM-DD")
+        else:
+            day = func.substr(jobs.c.created_at.cast(String), 1, 10)
+        query = self._filtered(
+            select(day.label("day"), jobs.c.status, func.count()), where
+        ).group_by(day, jobs.c.status)
+        with self._read() as conn:
+            return sorted((str(r[0]), str(r[1]), int(r[2])) for r in conn.execute(query).all())
 
     # --- logs ---------------------------------------------------------------
     def next_log_line(self, job_id: int) -> int:
