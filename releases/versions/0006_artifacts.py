@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_artifacts"
-down_revision = "0004_typed_deployments"
+down_revision = "0005_deployment_tokens"
 branch_labels = None
 depends_on = None
 
