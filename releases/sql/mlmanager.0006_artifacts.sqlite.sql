@@ -1,4 +1,4 @@
--- Running upgrade 0004_typed_deployments -> 0006_artifacts
+-- Running upgrade 0005_deployment_tokens -> 0006_artifacts
 
 CREATE TABLE artifact_files (
     path VARCHAR(1024) NOT NULL, 
@@ -21,5 +21,5 @@ CREATE TABLE artifact_chunks (
 
 CREATE INDEX ix_artifact_chunks_written_at ON artifact_chunks (written_at);
 
-UPDATE mlmanager_alembic_version SET version_num='0006_artifacts' WHERE mlmanager_alembic_version.version_num = '0004_typed_deployments';
+UPDATE mlmanager_alembic_version SET version_num='0006_artifacts' WHERE mlmanager_alembic_version.version_num = '0005_deployment_tokens';
 

@@ -1,7 +1,7 @@
 """artifacts: MLflow artifacts stored in the database, in chunks
 
 Revision ID: 0006_artifacts
-Revises: 0004_typed_deployments
+Revises: 0005_deployment_tokens
 Create Date: 2026-12-06
 Release: 0.1.0
 
