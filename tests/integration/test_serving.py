@@ -156,7 +156,7 @@ def served(tracking: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             reference = ServingProcess.mlflow(local, root / f"{name}.mlflow.log")
             work = root / f"{name}.work"
             work.mkdir()
-            chosen = plan(uri, "127.0.0.1", reference.port + 1, 2, work)
+            chosen = plan(uri, "127.0.0.1", free_port(), 2, work)
             candidate = _start(chosen.command, root / f"{name}.mlrunner.log")
             started[name] = Served(
                 features.sample(7, random_state=1), reference, candidate, chosen.runtime

@@ -1,8 +1,10 @@
 package io.mlmanager.mlrunner.serve;
 
+import io.mlmanager.mlrunner.Flags;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 
 /**
  * The flags of {@code mlrunner serve}.
@@ -58,28 +60,17 @@ public record ServeOptions(String model, String sha256, String host, int port, i
         String tokenVariable = TOKEN_VARIABLE;
         Path tokenFile = null;
         Path portFile = null;
-        for (int i = 0; i < args.size(); i++) {
-            String flag = args.get(i);
-            String value;
-            int equals = flag.indexOf('=');
-            if (flag.startsWith("--") && equals > 0) {
-                value = flag.substring(equals + 1);
-                flag = flag.substring(0, equals);
-            } else {
-                if (i + 1 >= args.size()) {
-                    throw new IllegalArgumentException(flag.startsWith("--")
-                            ? flag + " needs a value" : "unexpected argument " + flag);
-                }
-                value = args.get(++i);
-            }
+        for (Map.Entry<String, String> pair : Flags.pairs(args)) {
+            String flag = pair.getKey();
+            String value = pair.getValue();
             switch (flag) {
                 case "--model" -> model = value;
                 case "--sha256" -> sha256 = value.trim().toLowerCase(Locale.ROOT);
                 case "--host" -> host = value;
-                case "--port" -> port = (int) number(flag, value, 0, 65535);
-                case "--threads" -> threads = (int) number(flag, value, 1, 1024);
-                case "--max-body-bytes" -> maxBody = number(flag, value, 1, Integer.MAX_VALUE - 8);
-                case "--grace-seconds" -> grace = (int) number(flag, value, 0, 3600);
+                case "--port" -> port = (int) Flags.integer(flag, value, 0, 65535);
+                case "--threads" -> threads = (int) Flags.integer(flag, value, 1, 1024);
+                case "--max-body-bytes" -> maxBody = Flags.integer(flag, value, 1, Integer.MAX_VALUE - 8);
+                case "--grace-seconds" -> grace = (int) Flags.integer(flag, value, 0, 3600);
                 case "--token-env" -> tokenVariable = value;
                 case "--token-file" -> tokenFile = Path.of(value);
                 case "--port-file" -> portFile = Path.of(value);
@@ -100,18 +91,5 @@ public record ServeOptions(String model, String sha256, String host, int port, i
     public boolean modelIsUrl() {
         String lower = model.toLowerCase(Locale.ROOT);
         return lower.startsWith("http://") || lower.startsWith("https://");
-    }
-
-    private static long number(String flag, String value, long min, long max) {
-        try {
-            long number = Long.parseLong(value.trim());
-            if (number >= min && number <= max) {
-                return number;
-            }
-        } catch (NumberFormatException e) {
-            // reported below
-        }
-        throw new IllegalArgumentException(flag + " must be an integer from " + min + " to " + max
-                + ", not " + value);
     }
 }
