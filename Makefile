@@ -42,9 +42,11 @@ run: install
 	$(BIN)/mlmanager up
 
 # PostgreSQL 15 server binaries and PL/Python for the integration tests (Debian, as root).
+# A package counts as present when dpkg has it or its command is on PATH (a machine with
+# NodeSource's nodejs has npm, and Debian's npm package would conflict with it).
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
-	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  dpkg -s $$p >/dev/null 2>&1 || command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing$$missing"; \

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from mlmanager.server import GUNICORN_OPTS
+from shared.settings import TELEMETRY_SWITCH
 from tests.support.pg import PostgresServer, free_port
 
 ROUNDS = int(os.environ.get("BENCH_TRACKING_ROUNDS", "5"))
@@ -31,12 +32,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, kind: str, db_url: str, workdir: Path) -> None:
+    """One tracking server: ``stock`` or ``basic-auth`` MLflow, or ours for any kind
+    starting with ``mlmanager`` (``extra_env`` adds settings, e.g. the artifact store)."""
+
+    def __init__(
+        self, kind: str, db_url: str, workdir: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DB_"))}
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        env[TELEMETRY_SWITCH] = "true"
         home = workdir / kind
         home.mkdir()
         common = [
@@ -49,7 +56,8 @@ class Server:
             "--gunicorn-opts",
             GUNICORN_OPTS,
         ]
-        if kind == "mlmanager":
+        if kind.startswith("mlmanager"):
+            env.update(extra_env or {})
             env.update(
                 DB_URL=db_url,
                 MLMANAGER_HOME=str(home),
