@@ -540,4 +540,3 @@ class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
     def delete_artifacts(self, artifact_path: str | None = None) -> None:
         with _Translated():
             self.store.delete(self._key(artifact_path))
-
