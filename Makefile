@@ -18,8 +18,12 @@ MLRUNNER_HOME ?= /opt/mlmanager/mlrunner
 # Where `make elasticsearch` installs the real Elasticsearch node the watcher's tests start
 # (server jar and its netty module from Maven Central, tests/elasticsearch/pom.xml).
 ELASTICSEARCH_HOME ?= /opt/mlmanager/elasticsearch
+# Helm, built from the Go module proxy (no download site is reachable), for the chart's tests.
+HELM_VERSION := v4.3.2
+HELM_HOME ?= /opt/mlmanager/helm
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
-.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps mlrunner elasticsearch lock clean
+.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps mlrunner elasticsearch helm lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +83,14 @@ $(ELASTICSEARCH_HOME)/.installed: $(ES_SOURCES)
 	install -m 0644 tests/elasticsearch/target/elasticsearch-test-node.jar $(ELASTICSEARCH_HOME)/lib/
 	touch $@
 
+# `helm` into $(HELM_HOME)/bin, rebuilt only when HELM_VERSION changes (cold: see README).
+helm:
+	@if [ ! -x $(HELM_HOME)/bin/helm ] || [ "$$(cat $(HELM_HOME)/.version 2>/dev/null)" != $(HELM_VERSION) ]; then \
+	  echo "building helm $(HELM_VERSION) from the Go module proxy into $(HELM_HOME)/bin"; \
+	  mkdir -p $(HELM_HOME)/bin && \
+	  GOBIN=$(HELM_HOME)/bin CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) && \
+	  echo $(HELM_VERSION) > $(HELM_HOME)/.version; fi
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -87,15 +99,15 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-integration: system-deps plpython-deps mlrunner elasticsearch $(VENV)/.installed-test
-	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) \
+integration: system-deps plpython-deps mlrunner elasticsearch helm $(VENV)/.installed-test
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) HELM=$(HELM_HOME)/bin/helm \
 	  $(BIN)/python -m pytest tests/integration
 
 e2e: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/e2e
 
-test: system-deps plpython-deps mlrunner elasticsearch $(VENV)/.installed-test lint
-	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) \
+test: system-deps plpython-deps mlrunner elasticsearch helm $(VENV)/.installed-test lint
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) HELM=$(HELM_HOME)/bin/helm \
 	  $(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
