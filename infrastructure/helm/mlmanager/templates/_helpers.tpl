@@ -124,7 +124,7 @@ MLFLOW_ARTIFACTS_DESTINATION: {{ default (include "mlmanager.artifactsPath" .) .
 MLFLOW_URL: {{ printf "http://%s:%v" (include "mlmanager.serverName" .) .Values.server.service.port | quote }}
 GUNICORN_WORKERS: {{ .Values.server.gunicornWorkers | toString | quote }}
 WORKER_HOST: 0.0.0.0
-WORKER_PORT: "5002"
+WORKER_PORT: {{ .Values.worker.port | toString | quote }}
 WORKER_THREADS: {{ .Values.worker.threads | toString | quote }}
 NAMESPACE: {{ .Release.Namespace | quote }}
 {{- range $name, $value := .Values.config }}
