@@ -116,6 +116,8 @@ class Container:
     env: dict[str, str]
     # Names of variables whose values come from a Secret (not from the pod spec).
     from_secret: frozenset[str]
+    # Secrets the chart does not create (existingSecret): their keys are the operator's.
+    external_secrets: frozenset[str] = frozenset()
 
 
 def container(manifests: list[Manifest], kind: str, name: str, container_name: str) -> Container:
@@ -125,11 +127,16 @@ def container(manifests: list[Manifest], kind: str, name: str, container_name: s
     (found,) = [c for c in spec["containers"] if c["name"] == container_name]
     env: dict[str, str] = {}
     secret_names: set[str] = set()
+    rendered = {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Secret"}
+    external: set[str] = set()
     for source in found.get("envFrom", []):
         if "configMapRef" in source:
             data = _data(manifests, "ConfigMap", source["configMapRef"]["name"])
             for key in data:
                 secret_names.discard(key)
+        elif source["secretRef"]["name"] not in rendered:
+            external.add(source["secretRef"]["name"])
+            continue
         else:
             data = _data(manifests, "Secret", source["secretRef"]["name"])
             secret_names.update(data)
@@ -140,7 +147,9 @@ def container(manifests: list[Manifest], kind: str, name: str, container_name: s
             secret_names.discard(entry["name"])
             continue
         ref = entry["valueFrom"]
-        if "secretKeyRef" in ref:
+        if "secretKeyRef" in ref and ref["secretKeyRef"]["name"] not in rendered:
+            external.add(ref["secretKeyRef"]["name"])
+        elif "secretKeyRef" in ref:
             key = ref["secretKeyRef"]
             env[entry["name"]] = _data(manifests, "Secret", key["name"])[key["key"]]
             secret_names.add(entry["name"])
@@ -148,7 +157,7 @@ def container(manifests: list[Manifest], kind: str, name: str, container_name: s
             key = ref["configMapKeyRef"]
             env[entry["name"]] = _data(manifests, "ConfigMap", key["name"])[key["key"]]
     argv = [*found.get("command", []), *found.get("args", [])]
-    return Container(argv, env, frozenset(secret_names))
+    return Container(argv, env, frozenset(secret_names), frozenset(external))
 
 
 def example(name: str) -> Path:
