@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from sklearn.linear_model import LogisticRegression
 
 from shared.settings import Settings
+from tests.support import custom_models  # noqa: F401  (first: imports mlflow.pyfunc quietly)
 from tests.support.helm import (
     CHART,
     NAMESPACE,

@@ -296,14 +296,17 @@ def test_env_example_sets_every_required_secret_to_a_placeholder() -> None:
         assert env[name] == "change-me"  # refused by require_secure until replaced
 
 
-def test_allowed_hosts_reach_the_mlflow_server_command(tmp_path: Path) -> None:
+def test_allowed_hosts_reach_the_mlflow_server(tmp_path: Path) -> None:
+    """Through MLFLOW_SERVER_ALLOWED_HOSTS: `mlflow server` refuses --allowed-hosts with
+    --gunicorn-opts (the chart's test runs the server with the setting)."""
     from mlmanager.server import server_command
 
-    cmd, _ = server_command(load_settings(mlmanager_home=tmp_path))
-    assert "--allowed-hosts" not in cmd
+    cmd, env = server_command(load_settings(mlmanager_home=tmp_path))
+    assert "MLFLOW_SERVER_ALLOWED_HOSTS" not in env
     settings = load_settings(mlmanager_home=tmp_path, mlmanager_allowed_hosts="mlflow,localhost")
     cmd, env = server_command(settings)
-    assert cmd[cmd.index("--allowed-hosts") + 1] == "mlflow,localhost"
+    assert "--allowed-hosts" not in cmd and "--gunicorn-opts" in cmd
+    assert env["MLFLOW_SERVER_ALLOWED_HOSTS"] == "mlflow,localhost"
     assert (
         "MLFLOW_AUTH_ADMIN_PASSWORD" in env and env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     )
