@@ -151,7 +151,8 @@ def test_migrations_run_as_a_hook_before_every_install_and_upgrade() -> None:
     for kind in ("ConfigMap", "Secret"):
         copy = find(minimal, kind, f"{FULLNAME}-migrate")
         assert int(copy["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
-        assert copy["data"] == find(minimal, kind, f"{FULLNAME}-{'config' if kind == 'ConfigMap' else 'secrets'}")["data"]
+        release_name = f"{FULLNAME}-{'config' if kind == 'ConfigMap' else 'secrets'}"
+        assert copy["data"] == find(minimal, kind, release_name)["data"]
     # The in-chart database must exist before the first migration.
     assert _hook_events(render([example("evaluation")])) == "post-install,pre-upgrade"
 
@@ -193,7 +194,11 @@ def test_secrets_reach_the_pods_only_from_a_secret(name: str) -> None:
     if server.external_secrets:  # existingSecret: every key is the operator's
         assert server.external_secrets == {load_yaml(example(name))["existingSecret"]}
     else:
-        assert {"MLMANAGER_ADMIN_PASSWORD", "MLMANAGER_SECRET_KEY", "DB_PASSWORD"} <= server.from_secret
+        assert {
+            "MLMANAGER_ADMIN_PASSWORD",
+            "MLMANAGER_SECRET_KEY",
+            "DB_PASSWORD",
+        } <= server.from_secret
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -236,7 +241,9 @@ def test_network_policies_keep_the_worker_in_the_namespace() -> None:
     ]
     server = find(manifests, "NetworkPolicy", f"{FULLNAME}-server")
     sources = server["spec"]["ingress"][0]["from"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in sources
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    } in sources
 
 
 # ----------------------------------------------------------------------------------------
@@ -364,8 +371,16 @@ def test_the_rendered_containers_migrate_serve_and_deploy_against_postgresql(
         procs.append(pod.spawn(worker, worker_log))
         # The probes of the rendered pod specs, on the real processes.
         for probe in ("readinessProbe", "livenessProbe"):
-            _wait_ok(_probe_url(manifests, "Deployment", f"{FULLNAME}-server", probe), procs[0], server_log)
-            _wait_ok(_probe_url(manifests, "Deployment", f"{FULLNAME}-worker", probe), procs[1], worker_log)
+            _wait_ok(
+                _probe_url(manifests, "Deployment", f"{FULLNAME}-server", probe),
+                procs[0],
+                server_log,
+            )
+            _wait_ok(
+                _probe_url(manifests, "Deployment", f"{FULLNAME}-worker", probe),
+                procs[1],
+                worker_log,
+            )
         _deploy_and_score(f"http://localhost:{port}", admin_password, pg, dbname)
     finally:
         for proc in procs:
@@ -401,7 +416,10 @@ def _deploy_and_score(url: str, password: str, pg: PostgresServer, dbname: str) 
         "primary_key": {"id": "BIGINT"},
     }
     answer = requests.post(
-        f"{api}/jobs", json={"handler_name": "DEPLOY_DATABASE", "payload": payload}, auth=auth, timeout=30
+        f"{api}/jobs",
+        json={"handler_name": "DEPLOY_DATABASE", "payload": payload},
+        auth=auth,
+        timeout=30,
     )
     assert answer.status_code == 201, answer.text
     job_id = answer.json()["id"]
@@ -415,14 +433,14 @@ def _deploy_and_score(url: str, password: str, pg: PostgresServer, dbname: str) 
     assert job["status"] == "SUCCESS", "\n".join(line["message"] for line in logs)
 
     rows = x.head(7)
-    with psycopg.connect(pg.url(dbname).replace("postgresql+psycopg", "postgresql")) as conn:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO scored.chart_rows (id, a, b) VALUES (%s, %s, %s)",
-                [(i, float(r.a), float(r.b)) for i, r in enumerate(rows.itertuples())],
-            )
-            cur.execute("SELECT prediction FROM scored.chart_rows ORDER BY id")
-            got = [row[0] for row in cur.fetchall()]
+    plain_url = pg.url(dbname).replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(plain_url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO scored.chart_rows (id, a, b) VALUES (%s, %s, %s)",
+            [(i, float(r.a), float(r.b)) for i, r in enumerate(rows.itertuples())],
+        )
+        cur.execute("SELECT prediction FROM scored.chart_rows ORDER BY id")
+        got = [row[0] for row in cur.fetchall()]
     assert [int(v) for v in got] == [int(v) for v in model.predict(rows)]
 
 
@@ -482,14 +500,20 @@ def test_the_rendered_chart_applies_to_a_real_api_server(name: str, control_plan
                 headers={"Content-Type": "application/apply-patch+yaml"},
                 timeout=30,
             )
-            assert answer.status_code in (200, 201), (doc["kind"], doc["metadata"]["name"], answer.text)
+            assert answer.status_code in (200, 201), (
+                doc["kind"],
+                doc["metadata"]["name"],
+                answer.text,
+            )
             applied.append(doc)
         account = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}-worker"
         for rule in load_yaml(CHART / "files" / "worker-role-rules.yaml"):
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
-                        assert _allowed(session, plane.server, account, group, resource, verb, NAMESPACE)
+                        assert _allowed(
+                            session, plane.server, account, group, resource, verb, NAMESPACE
+                        )
         assert not _allowed(session, plane.server, account, "", "secrets", "get", "kube-system")
         assert not _allowed(session, plane.server, account, "", "nodes", "list", None)
     finally:
@@ -515,7 +539,11 @@ def _allowed(
     review = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
-        "spec": {"user": user, "groups": ["system:serviceaccounts"], "resourceAttributes": attributes},
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts"],
+            "resourceAttributes": attributes,
+        },
     }
     answer = session.post(
         f"{server}/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review, timeout=30

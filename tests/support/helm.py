@@ -47,7 +47,9 @@ def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def value_args(values_files: Iterable[Path] = (), sets: dict[str, object] | None = None) -> list[str]:
+def value_args(
+    values_files: Iterable[Path] = (), sets: dict[str, object] | None = None
+) -> list[str]:
     args: list[str] = []
     for path in values_files:
         args += ["-f", str(path)]

@@ -39,11 +39,25 @@ from tests.support.dockerfiles import (
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infrastructure"
-IMAGES = ["Dockerfile", "serving.Dockerfile", "pyfunc.Dockerfile", "postgres.Dockerfile", "jupyter.Dockerfile"]
+IMAGES = [
+    "Dockerfile",
+    "serving.Dockerfile",
+    "pyfunc.Dockerfile",
+    "postgres.Dockerfile",
+    "jupyter.Dockerfile",
+]
 COMPOSE_SCHEMA = ROOT / "tests" / "support" / "schemas" / "compose-spec.json"
 # Tools that build software; none may be in an image's last (runtime) stage.
-BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|make|build-essential|maven|mvn|python3-pip|pip install|-dev)\b")
+BUILD_TOOLS = re.compile(
+    r"\b(gcc|g\+\+|make|build-essential|maven|mvn|python3-pip|pip install|-dev)\b"
+)
 SETTINGS = {name.upper() for name in Settings.model_fields}
+SERVER_PORT = Settings.model_fields["mlmanager_port"].default
+WORKER_PORT = Settings.model_fields["worker_port"].default
+# A base image at a full release (python:3.11.14, maven:3.9.11, eclipse-temurin:17.0.16_8;
+# PostgreSQL's releases have two parts: postgres:15.14) or a digest; never `latest` or a
+# major-only tag such as python:3.11.
+PINNED = re.compile(r":\d+\.\d+\.\d+|@sha256:|^postgres:\d+\.\d+-")
 
 
 def _command_exists(argv: list[str]) -> bool:
@@ -88,13 +102,14 @@ def test_images_are_multi_stage_pinned_and_run_non_root_without_build_tools(name
     stages = parse_dockerfile(INFRA / name)
     assert len(stages) >= 2, f"{name}: one stage"
     for stage in stages:
-        # A patch-level tag (or a digest), never a floating `latest` or major-only tag.
-        assert re.search(r":\d+\.\d+\.\d+|@sha256:", stage.base), f"{name}: {stage.base} not pinned"
+        assert PINNED.search(stage.base), f"{name}: {stage.base} is not pinned"
     runtime = stages[-1]
     users = runtime.all("USER")
     assert users and users[-1].split(":")[0] not in ("0", "root"), f"{name}: runs as root"
     for command in runtime.all("RUN"):
-        assert not BUILD_TOOLS.search(command), f"{name}: build tool in the runtime stage: {command}"
+        assert not BUILD_TOOLS.search(command), (
+            f"{name}: build tool in the runtime stage: {command}"
+        )
 
 
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
@@ -107,7 +122,9 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
 def test_the_python_images_copy_and_install_every_package() -> None:
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     for name in ("Dockerfile", "pyfunc.Dockerfile", "jupyter.Dockerfile"):
-        copied = {s for stage in parse_dockerfile(INFRA / name) for c in copies(stage) for s in c.sources}
+        copied = {
+            s for stage in parse_dockerfile(INFRA / name) for c in copies(stage) for s in c.sources
+        }
         for package in {p.split(".")[0] for p in packages["packages"]}:
             assert package in copied, (name, package)
         assert {"pyproject.toml", "requirements.lock"} <= copied, name
@@ -169,7 +186,10 @@ def test_the_database_image_can_score_inside_postgresql() -> None:
     (install,) = plpython.all("RUN")
     for package in wanted.group(1).split():  # what `make plpython-deps` installs
         assert f" {package} " in f" {install} "
-    assert any(c.from_stage == "plpython" and c.destination == "/opt/mlmanager/plpython" for c in copies(runtime))
+    assert any(
+        c.from_stage == "plpython" and c.destination == "/opt/mlmanager/plpython"
+        for c in copies(runtime)
+    )
     assert any(c.destination == jvm.DEFAULT_JAR for c in copies(runtime))
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
     assert compose["services"]["postgres"]["command"] == runtime.last("CMD")
@@ -195,7 +215,10 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     for document in (_compose(), _resolved()):
-        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+        errors = [
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(document)
+        ]
         assert not errors, errors
     broken = _compose()
     broken["services"]["bobby"]["depends_on"]["migrate"]["condition"] = "service_finished"
@@ -259,9 +282,8 @@ def test_compose_orders_start_up_and_scales_the_worker() -> None:
     assert "container_name" not in services["bobby"] and "ports" not in services["bobby"]
     assert "healthcheck" in services["postgres"]
     # The health checks ask the ports the settings give the processes.
-    settings = Settings()
-    assert f":{settings.mlmanager_port}/health" in " ".join(services["mlflow"]["healthcheck"]["test"])
-    assert f":{settings.worker_port}/health" in " ".join(services["bobby"]["healthcheck"]["test"])
+    assert f":{SERVER_PORT}/health" in " ".join(services["mlflow"]["healthcheck"]["test"])
+    assert f":{WORKER_PORT}/health" in " ".join(services["bobby"]["healthcheck"]["test"])
 
 
 def test_compose_profiles_add_a_preconfigured_notebook_and_elasticsearch() -> None:
@@ -269,10 +291,13 @@ def test_compose_profiles_add_a_preconfigured_notebook_and_elasticsearch() -> No
     assert services["jupyter"]["profiles"] == ["jupyter"]
     assert services["elasticsearch"]["profiles"] == ["elasticsearch"]
     env = services["jupyter"]["environment"]
-    assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow:{Settings().mlmanager_port}"
-    assert env["MLFLOW_TRACKING_USERNAME"] == read_env_file(ROOT / ".env.example")["MLMANAGER_ADMIN_USER"]
+    assert env["MLFLOW_TRACKING_URI"] == f"http://mlflow:{SERVER_PORT}"
+    assert (
+        env["MLFLOW_TRACKING_USERNAME"]
+        == read_env_file(ROOT / ".env.example")["MLMANAGER_ADMIN_USER"]
+    )
     hosts = services["mlflow"]["environment"]["MLMANAGER_ALLOWED_HOSTS"].split(",")
-    assert "mlflow:5001" in hosts  # the notebook's and the worker's Host header
+    assert f"mlflow:{SERVER_PORT}" in hosts  # the notebook's and the worker's Host header
     for profiled in ("jupyter", "elasticsearch"):
         for other, service in services.items():
             if "profiles" not in service:
