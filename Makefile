@@ -83,7 +83,8 @@ $(ELASTICSEARCH_HOME)/.installed: $(ES_SOURCES)
 	install -m 0644 tests/elasticsearch/target/elasticsearch-test-node.jar $(ELASTICSEARCH_HOME)/lib/
 	touch $@
 
-# `helm` into $(HELM_HOME)/bin, rebuilt only when HELM_VERSION changes (cold: see README).
+# `helm` into $(HELM_HOME)/bin, rebuilt only when HELM_VERSION changes (a cold build takes
+# minutes: see README).
 helm:
 	@if [ ! -x $(HELM_HOME)/bin/helm ] || [ "$$(cat $(HELM_HOME)/.version 2>/dev/null)" != $(HELM_VERSION) ]; then \
 	  echo "building helm $(HELM_VERSION) from the Go module proxy into $(HELM_HOME)/bin"; \

@@ -48,6 +48,7 @@ from tests.support.helm import (
     example,
     find,
     load_yaml,
+    notes,
     pod_spec,
     pod_specs,
     render,
@@ -155,6 +156,17 @@ def test_migrations_run_as_a_hook_before_every_install_and_upgrade() -> None:
         assert copy["data"] == find(minimal, kind, release_name)["data"]
     # The in-chart database must exist before the first migration.
     assert _hook_events(render([example("evaluation")])) == "post-install,pre-upgrade"
+
+
+def test_notes_say_how_to_log_in() -> None:
+    minimal = notes([example("minimal")])
+    secret = f"{FULLNAME}-secrets"
+    assert f"get secret {secret}" in minimal and "MLMANAGER_ADMIN_PASSWORD" in minimal
+    service = find(render([example("minimal")]), "Service", f"{FULLNAME}-server")
+    assert f"port-forward svc/{service['metadata']['name']} 5001:5001" in minimal
+    production = notes([example("production")])
+    assert "get secret mlmanager-secrets" in production
+    assert "export MLFLOW_TRACKING_URI=https://mlmanager.acme.example" in production
 
 
 BAD_VALUES = [

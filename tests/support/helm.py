@@ -83,6 +83,14 @@ def render(
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def notes(values_files: Iterable[Path] = ()) -> str:
+    """NOTES.txt as ``helm install`` prints it (a client-side dry run: no cluster)."""
+    args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client"]
+    result = run_helm(*args, *value_args(values_files))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\nNOTES:\n", 1)[1]
+
+
 def find(manifests: list[Manifest], kind: str, name: str) -> Manifest:
     for doc in manifests:
         if doc["kind"] == kind and doc["metadata"]["name"] == name:
