@@ -137,6 +137,24 @@ def test_each_example_renders_what_it_is_for() -> None:
     assert "mlmanager.plpython_path=/opt/mlmanager/plpython" in pg.argv
 
 
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_the_server_accepts_the_host_the_workers_call_it_by(name: str) -> None:
+    """The local run resolves the Service's name to localhost; here the name itself: the
+    workers' MLFLOW_URL host is one of the server's allowed Host headers (MLflow answers
+    403 to any other), and it names the server's Service and port."""
+    manifests = render([example(name)])
+    server = container(manifests, "Deployment", f"{FULLNAME}-server", "server")
+    worker = container(manifests, "Deployment", f"{FULLNAME}-worker", "worker")
+    called = urlsplit(worker.env["MLFLOW_URL"])
+    assert called.netloc in server.env["MLMANAGER_ALLOWED_HOSTS"].split(",")
+    service = find(manifests, "Service", str(called.hostname))
+    assert service["spec"]["ports"][0]["port"] == called.port
+    assert (
+        service["spec"]["selector"]
+        == find(manifests, "Deployment", f"{FULLNAME}-server")["spec"]["selector"]["matchLabels"]
+    )
+
+
 def _hook_events(manifests: list[Manifest]) -> str:
     job = find(manifests, "Job", f"{FULLNAME}-migrate")
     return str(job["metadata"]["annotations"]["helm.sh/hook"])
