@@ -194,6 +194,7 @@ BAD_VALUES = [
     ({"database.port": "five"}, "/database/port"),
     ({"config.log_level": "DEBUG"}, "invalid propertyName 'log_level'"),
     ({"config.DB_PASSWORD": "hunter2"}, "config.DB_PASSWORD is a secret"),
+    ({"config.WORKER_PORT": "6000"}, "config.WORKER_PORT is set by the chart: use worker.port"),
     ({"auth.adminPassword": ""}, "auth.adminPassword is required"),
     ({"database.host": ""}, "database: set database.host"),
     ({"server.replicaCount": 3}, "more than one server replica needs artifacts.destination"),
@@ -376,6 +377,8 @@ def test_the_rendered_containers_migrate_serve_and_deploy_against_postgresql(
             "auth.adminPassword": admin_password,
             "server.service.port": port,
             "worker.port": worker_port,
+            # One gunicorn process: the machine running the tests has two cores.
+            "server.gunicornWorkers": 1,
         },
     )
     migrate = container(manifests, "Job", f"{FULLNAME}-migrate", "migrate")

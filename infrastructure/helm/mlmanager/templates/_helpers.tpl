@@ -91,7 +91,11 @@ install with a message naming the values to change.
 {{- if and (gt (int $replicas) 1) (not .Values.artifacts.destination) .Values.artifacts.persistence.enabled (not (has "ReadWriteMany" .Values.artifacts.persistence.accessModes)) }}
 {{- fail "artifacts: more than one server replica needs artifacts.destination (an object store) or artifacts.persistence.accessModes [ReadWriteMany]" }}
 {{- end }}
+{{- $managed := dict "DB_HOST" "database.host" "DB_PORT" "database.port" "DB_USER" "database.user" "DB_NAME" "database.name" "DB_SCHEMA" "database.schema" "AUTH_BACKEND" "auth.backend" "MLMANAGER_ADMIN_USER" "auth.adminUser" "MLMANAGER_HOME" "the chart (the pod's volume)" "MLMANAGER_HOST" "the chart (0.0.0.0)" "MLMANAGER_PORT" "server.service.port" "MLMANAGER_ALLOWED_HOSTS" "server.allowedHosts" "MLFLOW_ARTIFACTS_DESTINATION" "artifacts.destination" "MLFLOW_URL" "the chart (the server's Service)" "GUNICORN_WORKERS" "server.gunicornWorkers" "WORKER_HOST" "the chart (0.0.0.0)" "WORKER_PORT" "worker.port" "WORKER_THREADS" "worker.threads" "NAMESPACE" "the release's namespace" }}
 {{- range $name, $_ := .Values.config }}
+{{- if hasKey $managed $name }}
+{{- fail (printf "config.%s is set by the chart: use %s" $name (get $managed $name)) }}
+{{- end }}
 {{- if has $name (list "DB_PASSWORD" "DB_URL" "MLMANAGER_ADMIN_PASSWORD" "MLMANAGER_SECRET_KEY" "MLFLOW_BACKEND_STORE_URI" "MLFLOW_TRACKING_PASSWORD" "ELASTICSEARCH_PASSWORD" "ELASTICSEARCH_API_KEY" "AWS_SECRET_ACCESS_KEY" "AWS_ACCESS_KEY_ID" "AZURE_USERNAME" "AZURE_PASSWORD") }}
 {{- fail (printf "config.%s is a secret: put it in extraSecretEnv or existingSecret, never in the ConfigMap" $name) }}
 {{- end }}
