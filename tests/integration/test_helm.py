@@ -155,6 +155,26 @@ def test_the_server_accepts_the_host_the_workers_call_it_by(name: str) -> None:
     )
 
 
+def test_the_schema_knows_every_setting_by_its_variable_name() -> None:
+    """`config:` accepts exactly the settings' names, so a misspelt one (which the settings
+    would ignore) stops the install."""
+    schema = load_yaml(CHART / "values.schema.json")
+    names = schema["properties"]["config"]["propertyNames"]["enum"]
+    assert sorted(names) == sorted(name.upper() for name in Settings.model_fields)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_variable_the_chart_sets_is_a_setting(name: str) -> None:
+    manifests = render([example(name)])
+    settings = {n.upper() for n in Settings.model_fields}
+    for doc in manifests:
+        if doc["kind"] in ("ConfigMap", "Secret"):
+            assert set(doc["data"]) <= settings, (
+                doc["metadata"]["name"],
+                set(doc["data"]) - settings,
+            )
+
+
 def _hook_events(manifests: list[Manifest]) -> str:
     job = find(manifests, "Job", f"{FULLNAME}-migrate")
     return str(job["metadata"]["annotations"]["helm.sh/hook"])
@@ -193,6 +213,7 @@ BAD_VALUES = [
     ({"server.replicas": 3}, "replicas"),
     ({"database.port": "five"}, "/database/port"),
     ({"config.log_level": "DEBUG"}, "invalid propertyName 'log_level'"),
+    ({"config.WORKER_THREAD": "8"}, "invalid propertyName 'WORKER_THREAD'"),
     ({"config.DB_PASSWORD": "hunter2"}, "config.DB_PASSWORD is a secret"),
     ({"config.WORKER_PORT": "6000"}, "config.WORKER_PORT is set by the chart: use worker.port"),
     ({"auth.adminPassword": ""}, "auth.adminPassword is required"),
