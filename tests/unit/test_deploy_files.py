@@ -1,9 +1,9 @@
 """The images' Dockerfiles, docker-compose.yaml and .env.example, checked without a container
 engine: what the images copy exists and reaches the build context, the bases are pinned,
 the runtime stages run non-root without build tools, the entry commands are ones that
-exist (the serving image's is run), the Compose file is valid against the Compose
-specification's schema and every service's command and environment resolve from
-.env.example into valid settings.
+exist (tests/integration/test_images.py runs the serving image's), the Compose file is
+valid against the Compose specification's schema and every service's command and
+environment resolve from .env.example into valid settings.
 
 Not checked here (no container engine): that the images build, that the containers start,
 that volumes are writable by the images' users.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ import pytest
 import yaml
 
 from mlmanager.cli import main
-from mlmanager.serve import SERVE_JAVA_OPTS
 from shared.errors import ConfigError
 from shared.scoring import jvm
 from shared.settings import Settings, load_settings
@@ -146,32 +144,6 @@ def test_the_server_image_runs_the_mlmanager_commands() -> None:
 def test_the_pyfunc_image_runs_mlmanager_serve() -> None:
     entry = _runtime("pyfunc.Dockerfile").last("ENTRYPOINT")
     assert entry == ["mlmanager", "serve"] and _command_exists(entry[1:])
-
-
-def test_the_serving_image_entry_point_starts_mlrunner_serve(tmp_path: Path) -> None:
-    """The serving image's ENTRYPOINT, run with the jar `make mlrunner` built at the path
-    the image copies it to: mlrunner's `serve` parses its flags and refuses a missing model
-    (a served model is proved by tests/integration/test_serving.py)."""
-    runtime = _runtime("serving.Dockerfile")
-    entry = runtime.last("ENTRYPOINT")
-    assert entry is not None
-    jar = entry[entry.index("-jar") + 1]
-    assert any(c.destination == jar for c in copies(runtime))
-    assert jar == jvm.DEFAULT_JAR
-    assert tuple(entry[1 : entry.index("-jar")]) == SERVE_JAVA_OPTS  # as `mlmanager serve`
-    assert entry[entry.index("-jar") + 2 :] == ["serve"]
-    local = jvm.find_jar()
-    argv = [jvm.find_java(), *entry[1:]]
-    argv[argv.index(jar)] = str(local)
-    missing = tmp_path / "model.bundle"
-    result = subprocess.run(
-        [*argv, "--model", str(missing), "--sha256", "0" * 64, "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode != 0
-    assert f"no model file {missing}" in result.stdout + result.stderr
 
 
 def test_the_database_image_can_score_inside_postgresql() -> None:
