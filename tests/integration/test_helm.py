@@ -106,6 +106,9 @@ def test_each_example_renders_what_it_is_for() -> None:
     assert "StatefulSet" not in kinds
     assert find(minimal, "Secret", f"{FULLNAME}-secrets")
     assert find(minimal, "PersistentVolumeClaim", f"{FULLNAME}-artifacts")
+    # Its ReadWriteOnce volume attaches to one node at a time.
+    server = find(minimal, "Deployment", f"{FULLNAME}-server")
+    assert server["spec"]["strategy"] == {"type": "Recreate"}
 
     production = render([example("production")])
     kinds = [doc["kind"] for doc in production]
@@ -118,6 +121,7 @@ def test_each_example_renders_what_it_is_for() -> None:
     assert find(production, "PodDisruptionBudget", f"{FULLNAME}-server")
     assert find(production, "PodDisruptionBudget", f"{FULLNAME}-worker")
     assert "PersistentVolumeClaim" not in kinds  # artifacts in the object store
+    assert "strategy" not in find(production, "Deployment", f"{FULLNAME}-server")["spec"]
     server = container(production, "Deployment", f"{FULLNAME}-server", "server")
     assert server.env["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://acme-mlmanager/artifacts"
     assert "mlmanager.acme.example" in server.env["MLMANAGER_ALLOWED_HOSTS"].split(",")
