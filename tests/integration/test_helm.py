@@ -15,7 +15,6 @@ start, volume permissions, NetworkPolicy enforcement, and probes hit through the
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -57,7 +56,7 @@ from tests.support.helm import (
 )
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import PG_PASSWORD, PG_USER, PostgresServer, free_port
-from tests.support.processes import clean_environment
+from tests.support.processes import clean_environment, terminate, wait_http_ok
 
 EXAMPLES = ["minimal", "production", "evaluation"]
 FULLNAME = f"{RELEASE}-mlmanager"
@@ -352,35 +351,11 @@ def _probe_url(manifests: list[Manifest], kind: str, name: str, probe: str) -> s
     return f"http://127.0.0.1:{ports[get['port']]}{get['path']}"
 
 
-def _wait_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not ready in {timeout}s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture
 def chart_database(pg_server: PostgresServer) -> Iterator[tuple[PostgresServer, str]]:
     name = f"helm_{time.time_ns()}"
     with pg_server.database(name):
         yield pg_server, name
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.postgres
@@ -429,12 +404,12 @@ def test_the_rendered_containers_migrate_serve_and_deploy_against_postgresql(
         procs.append(pod.spawn(worker, worker_log))
         # The probes of the rendered pod specs, on the real processes.
         for probe in ("readinessProbe", "livenessProbe"):
-            _wait_ok(
+            wait_http_ok(
                 _probe_url(manifests, "Deployment", f"{FULLNAME}-server", probe),
                 procs[0],
                 server_log,
             )
-            _wait_ok(
+            wait_http_ok(
                 _probe_url(manifests, "Deployment", f"{FULLNAME}-worker", probe),
                 procs[1],
                 worker_log,
@@ -442,7 +417,7 @@ def test_the_rendered_containers_migrate_serve_and_deploy_against_postgresql(
         _deploy_and_score(f"http://localhost:{port}", admin_password, pg, dbname)
     finally:
         for proc in procs:
-            _stop(proc)
+            terminate(proc, timeout=30)
 
 
 def _deploy_and_score(url: str, password: str, pg: PostgresServer, dbname: str) -> None:
