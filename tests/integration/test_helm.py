@@ -509,6 +509,11 @@ def _path(doc: Manifest) -> str:
     return f"{prefix}/namespaces/{NAMESPACE}/{plural}/{doc['metadata']['name']}"
 
 
+def test_the_api_server_test_knows_where_every_rendered_kind_is_applied() -> None:
+    kinds = {doc["kind"] for name in EXAMPLES for doc in render([example(name)])}
+    assert kinds <= set(PLURALS), kinds - set(PLURALS)
+
+
 @pytest.mark.skipif(
     ControlPlane is None, reason="needs tests/support/kube.py (the Kubernetes target's rig)"
 )
