@@ -14,6 +14,7 @@ start, volume permissions, NetworkPolicy enforcement, and probes hit through the
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -524,7 +525,8 @@ def test_the_rendered_chart_applies_to_a_real_api_server(name: str, control_plan
     plane = control_plane
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {plane.admin_token}"
-    session.verify = str(plane.ca)
+    # Per request too: requests lets REQUESTS_CA_BUNDLE override a session's own CA.
+    session.request = functools.partial(session.request, verify=str(plane.ca))  # type: ignore[method-assign]
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     session.post(f"{plane.server}/api/v1/namespaces", json=namespace, timeout=30)
     manifests = render([example(name)])
