@@ -20,8 +20,12 @@ MLRUNNER_HOME ?= /opt/mlmanager/mlrunner
 # Where `make elasticsearch` installs the real Elasticsearch node the watcher's tests start
 # (server jar and its netty module from Maven Central, tests/elasticsearch/pom.xml).
 ELASTICSEARCH_HOME ?= /opt/mlmanager/elasticsearch
+# Helm, built from the Go module proxy (no download site is reachable), for the chart's tests.
+HELM_VERSION := v4.3.2
+HELM_HOME ?= /opt/mlmanager/helm
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
-.PHONY: install run test lint unit integration e2e ui ui-deps bench system-deps plpython-deps mlrunner elasticsearch lock clean
+.PHONY: install run test lint unit integration e2e ui ui-deps bench system-deps plpython-deps mlrunner elasticsearch helm lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +93,15 @@ tests/ui/node_modules/.package-lock.json: tests/ui/package.json tests/ui/package
 
 ui-deps: tests/ui/node_modules/.package-lock.json
 
+# `helm` into $(HELM_HOME)/bin, rebuilt only when HELM_VERSION changes (a cold build takes
+# minutes: see README).
+helm:
+	@if [ ! -x $(HELM_HOME)/bin/helm ] || [ "$$(cat $(HELM_HOME)/.version 2>/dev/null)" != $(HELM_VERSION) ]; then \
+	  echo "building helm $(HELM_VERSION) from the Go module proxy into $(HELM_HOME)/bin"; \
+	  mkdir -p $(HELM_HOME)/bin && \
+	  GOBIN=$(HELM_HOME)/bin CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) && \
+	  echo $(HELM_VERSION) > $(HELM_HOME)/.version; fi
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -97,8 +110,8 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-integration: system-deps plpython-deps mlrunner elasticsearch $(VENV)/.installed-test
-	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) \
+integration: system-deps plpython-deps mlrunner elasticsearch helm $(VENV)/.installed-test
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) HELM=$(HELM_HOME)/bin/helm \
 	  $(BIN)/python -m pytest tests/integration
 
 e2e: $(VENV)/.installed-test
@@ -107,8 +120,8 @@ e2e: $(VENV)/.installed-test
 ui: system-deps plpython-deps ui-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/ui
 
-test: system-deps plpython-deps mlrunner elasticsearch ui-deps $(VENV)/.installed-test lint
-	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) \
+test: system-deps plpython-deps mlrunner elasticsearch helm ui-deps $(VENV)/.installed-test lint
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) HELM=$(HELM_HOME)/bin/helm \
 	  $(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test

@@ -87,7 +87,9 @@ def server_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
         settings.artifacts_destination,
     ]
     if settings.mlmanager_allowed_hosts:
-        cmd += ["--allowed-hosts", settings.mlmanager_allowed_hosts]
+        # Through MLflow's variable: its command line refuses --allowed-hosts beside
+        # --gunicorn-opts, while the Flask app under gunicorn reads the variable.
+        env["MLFLOW_SERVER_ALLOWED_HOSTS"] = settings.mlmanager_allowed_hosts
     return cmd, env
 
 

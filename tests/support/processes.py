@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 # Settings of the developer's shell must not leak into the processes under test.
@@ -26,3 +30,29 @@ def spawn_mlmanager(command: str, env: dict[str, str], log: Path) -> subprocess.
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+
+
+def wait_http_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    """Until ``url`` answers 200; fails with the log's tail if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} not ready in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import requests
 
 from tests.support.pg import free_port
-from tests.support.processes import ROOT, clean_environment, spawn_mlmanager
+from tests.support.processes import ROOT, clean_environment, spawn_mlmanager, terminate
 
 ADMIN_PASSWORD = "admin-test-password-42"
 
@@ -66,10 +64,4 @@ class MLManagerProcess:
         assert r.status_code == 200, r.text
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
