@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from mlflow_server.api import blueprint, error_response, seed_handlers
 from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
+from mlflow_server.schedules import blueprint as schedules_blueprint
 from shared.db import get_engine
 from shared.errors import MLManagerError
 from shared.handlers import load_specs
@@ -39,6 +40,7 @@ def create_app() -> Any:
     seed_handlers()
     if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
         return create_auth_app(mlflow_app)
+    blueprint.register_blueprint(schedules_blueprint)
     mlflow_app.register_blueprint(blueprint)
     # Every get_json of the app (ours, MLflow's handlers, its permission checks) parses
     # strictly; what it refuses is an MLManagerError, answered here for every route.

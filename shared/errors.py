@@ -84,3 +84,10 @@ class TargetUnavailable(MLManagerError):
 
     http_status = 502
     error_code = "TARGET_UNAVAILABLE"
+
+
+class ProjectFailed(MLManagerError):
+    """A retraining project (the user's MLflow Project) failed or logged nothing usable."""
+
+    http_status = 422
+    error_code = "PROJECT_FAILED"
