@@ -102,9 +102,10 @@ def resume_schedule(schedule_id: int) -> ResponseReturnValue:
 
 @blueprint.delete(f"{PREFIX}/<int:schedule_id>")
 def delete_schedule(schedule_id: int) -> ResponseReturnValue:
-    _visible(schedule_id)
+    """Delete the schedule (its past jobs stay); answers the schedule as it was."""
+    out = _schedule_out(_visible(schedule_id))
     store().delete(schedule_id)
-    return "", 204
+    return _out(out)
 
 
 @blueprint.post(f"{PREFIX}/<int:schedule_id>/run")
