@@ -16,6 +16,7 @@ worker service.
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -48,9 +49,12 @@ OUTPUT_TAIL_LINES = 20
 
 
 def project_environment() -> dict[str, str]:
-    return {
-        k: v for k, v in inherited_environment().items() if not k.startswith(HIDDEN_ENVIRONMENT)
-    }
+    """The project's environment: no ML Manager secrets; with ``--env-manager local`` its
+    ``python`` is the worker's own interpreter (its venv first on PATH)."""
+    env = inherited_environment()
+    env = {k: v for k, v in env.items() if not k.startswith(HIDDEN_ENVIRONMENT)}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
 
 @register
