@@ -1,0 +1,303 @@
+"""Scheduled retraining end to end: a real server, three real workers, a real MLflow Project
+(tests/support/retrain_project: scikit-learn trained on a PostgreSQL table) run with
+``mlflow run --env-manager local``, champion/challenger and the redeploy of the winner.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+from sqlalchemy import Engine, text
+
+from shared.db import make_engine
+from shared.migrations import upgrade
+from shared.schedules import cron_trigger, next_fire_time
+from tests.support.engines import settings_for
+from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
+from tests.support.pg import PostgresServer, free_port
+from tests.support.processes import ROOT, clean_environment, spawn_mlmanager
+from tests.support.servers import ADMIN_PASSWORD
+from tests.support.workers import WorkerProcess, wait_until
+
+pytestmark = [pytest.mark.postgres, INPUT_EXAMPLE_WARNING]
+ADMIN = ("admin", ADMIN_PASSWORD)
+PROJECT = ROOT / "tests" / "support" / "retrain_project"
+MODEL = "churn"
+EVERY = 10  # seconds between ticks
+CRON = f"*/{EVERY} * * * * *"
+
+
+class Rig:
+    def __init__(self, url: str, engine: Engine, api: str, workers: list[WorkerProcess]) -> None:
+        self.url, self.engine, self.api, self.workers = url, engine, api, workers
+
+    def call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method, f"{self.api}{path}", auth=ADMIN, timeout=30, **kw)
+
+    def sql(self, sql: str, **params: Any) -> list[Any]:
+        with self.engine.begin() as conn:
+            result = conn.execute(text(sql), params)
+            return list(result) if result.returns_rows else []
+
+    def retrain_jobs(self, schedule_id: int) -> list[Any]:
+        return self.sql(
+            "SELECT id, status, payload->>'fire_time' AS fire_time FROM mlmanager.jobs "
+            "WHERE handler_name = 'RETRAIN' AND (payload->>'schedule_id')::int = :s ORDER BY id",
+            s=schedule_id,
+        )
+
+    def job(self, job_id: int) -> Any:
+        return self.call("GET", f"/jobs/{job_id}").json()
+
+    def wait_job(self, job_id: int, timeout: float = 120) -> Any:
+        wait_until(lambda: self.job(job_id)["status"] in ("SUCCESS", "FAILURE"), timeout, "job")
+        return self.job(job_id)
+
+    def log(self, job_id: int) -> str:
+        lines = self.call("GET", f"/jobs/{job_id}/logs", params={"limit": 5000}).json()["lines"]
+        return "\n".join(ln["message"] for ln in lines)
+
+
+def _data(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame({"x1": rng.normal(0, 1, rows), "x2": rng.normal(0, 1, rows)})
+    x["y"] = (x.x1 + 0.5 * x.x2 > 0).astype(int)
+    return x
+
+
+@pytest.fixture(scope="module")
+def rig(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    tmp = tmp_path_factory.mktemp("retrain")
+    with pg_server.database(f"retrain_{time.time_ns()}") as url:
+        engine = make_engine(settings_for(url, tmp))
+        upgrade(engine)
+        port = free_port()
+        env = clean_environment()
+        env.update(
+            DB_URL=url,
+            MLMANAGER_HOME=str(tmp / "home"),
+            MLMANAGER_PORT=str(port),
+            MLMANAGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            MLMANAGER_SECRET_KEY="test-secret-key-0123456789abcdef",
+            PYTHONPATH=str(ROOT),
+        )
+        server = spawn_mlmanager("server", env, tmp / "server.log")
+        base = f"http://127.0.0.1:{port}"
+        workers: list[WorkerProcess] = []
+        saved = {
+            k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        }
+        previous_uri = mlflow.get_tracking_uri()
+        try:
+            wait_until(lambda: _up(f"{base}/health"), 120, "the server")
+            for i in range(3):
+                workers.append(
+                    WorkerProcess(
+                        url,
+                        tmp,
+                        f"worker{i}",
+                        mlflow_url=base,
+                        mlmanager_admin_password=ADMIN_PASSWORD,
+                        job_lease_seconds=6,
+                        scheduler_poll_seconds=0.5,
+                        worker_threads=2,
+                    )
+                )
+            for w in workers:
+                w.wait_healthy(120)
+            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
+            mlflow.set_tracking_uri(base)
+            yield Rig(url, engine, f"{base}/api/2.0/mlmanager", workers)
+        finally:
+            mlflow.set_tracking_uri(previous_uri)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            for w in workers:
+                w.stop()
+            server.terminate()
+            server.wait(60)
+            engine.dispose()
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _champion_v1(rig: Rig) -> str:
+    """Training rows in apps.train, and version 1 (trained on noisy labels) with the project."""
+    data = _data(400, 1)
+    rig.sql("CREATE SCHEMA apps")
+    rig.sql("CREATE TABLE apps.retrain_config (quality text)")
+    rig.sql("INSERT INTO apps.retrain_config VALUES ('good')")
+    rig.sql("CREATE TABLE apps.train (id int PRIMARY KEY, x1 float8, x2 float8, y int)")
+    rows = [{"id": i, **r} for i, r in enumerate(data.to_dict("records"))]
+    with rig.engine.begin() as conn:
+        conn.execute(text("INSERT INTO apps.train VALUES (:id, :x1, :x2, :y)"), rows)
+    noisy = np.where(np.random.default_rng(2).random(len(data)) < 0.3, 1 - data.y, data.y)
+    features = data[["x1", "x2"]]
+    model = LogisticRegression().fit(features, noisy)
+    mlflow.set_experiment("retrain")
+    with mlflow.start_run() as run:
+        mlflow.log_metric("accuracy", float((model.predict(features) == data.y).mean()))
+        mlflow.sklearn.log_model(model, name="model", input_example=features.head(5))
+        mlflow.log_artifacts(str(PROJECT), "project")
+    mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL)
+    return run.info.run_id
+
+
+def _fire_times(jobs: list[Any]) -> list[str]:
+    return [j.fire_time for j in jobs if j.fire_time]
+
+
+def _contiguous(times: list[str], trigger: Any) -> bool:
+    import datetime as dt
+
+    parsed = [dt.datetime.fromisoformat(t) for t in times]
+    return all(next_fire_time(trigger, a) == b for a, b in zip(parsed, parsed[1:], strict=False))
+
+
+def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
+    client = MlflowClient()
+    _champion_v1(rig)
+    r = rig.call(
+        "POST",
+        "/jobs",
+        json={
+            "handler_name": "DEPLOY_DATABASE",
+            "payload": {
+                "model_uri": f"models:/{MODEL}/1",
+                "db_schema": "apps",
+                "db_table": "scored",
+                "create_model_table": True,
+                "primary_key": {"id": "BIGINT"},
+            },
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert rig.wait_job(r.json()["id"])["status"] == "SUCCESS", rig.log(r.json()["id"])
+
+    # A schedule: every tick runs the project once, on one of the three workers.
+    body = {
+        "name": "churn-nightly",
+        "cron_exp": CRON,
+        "model_name": MODEL,
+        "metric": "accuracy",
+        "parameters": {"db_url": rig.url, "table": "apps.train"},
+    }
+    r = rig.call("POST", "/schedules", json=body)
+    assert r.status_code == 201, r.text
+    schedule = r.json()
+    sid = schedule["id"]
+    assert rig.call("POST", "/schedules", json=body).status_code == 409
+
+    # First tick: the challenger (clean labels) beats version 1 and is redeployed.
+    wait_until(lambda: len(rig.retrain_jobs(sid)) >= 1, 3 * EVERY, "the first firing")
+    first = rig.retrain_jobs(sid)[0]
+    assert rig.wait_job(first.id)["status"] == "SUCCESS", rig.log(first.id)
+    rig.sql("UPDATE apps.retrain_config SET quality = 'bad'")
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+    v2 = client.get_model_version(MODEL, "2")
+    assert v2.tags["mlmanager.retrain.outcome"] == "promoted"
+    redeploys = rig.sql(
+        "SELECT id FROM mlmanager.jobs WHERE unique_key LIKE :k", k=f"retrain:{first.id}:redeploy:%"
+    )
+    assert len(redeploys) == 1
+    assert rig.wait_job(redeploys[0].id)["status"] == "SUCCESS", rig.log(redeploys[0].id)
+    fresh = _data(5, 99)[["x1", "x2"]]
+    with rig.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO apps.scored (id, x1, x2) VALUES (:id, :x1, :x2)"),
+            [{"id": 1000 + i, **r} for i, r in enumerate(fresh.to_dict("records"))],
+        )
+    scored = rig.sql("SELECT run_id, prediction FROM apps.scored WHERE id >= 1000 ORDER BY id")
+    expected = mlflow.sklearn.load_model(f"models:/{MODEL}/2").predict(fresh)
+    assert {row.run_id for row in scored} == {v2.run_id}
+    assert [row.prediction for row in scored] == [str(v) for v in expected]
+
+    # Later ticks train on shuffled labels: registered, compared, not promoted.
+    wait_until(lambda: len(rig.retrain_jobs(sid)) >= 2, 3 * EVERY, "the second firing")
+    second = rig.retrain_jobs(sid)[1]
+    assert rig.wait_job(second.id)["status"] == "SUCCESS", rig.log(second.id)
+    v3 = client.get_model_version(MODEL, "3")
+    assert v3.tags["mlmanager.retrain.outcome"] == "rejected"
+    assert "accuracy" in v3.tags["mlmanager.retrain.comparison"]
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+    assert not rig.sql(
+        "SELECT id FROM mlmanager.jobs WHERE unique_key LIKE :k", k=f"retrain:{second.id}:%"
+    )
+
+    # kill -9 of the leader: another worker leads, no tick lost, none fired twice.
+    leader = next(w for w in rig.workers if "is the retraining leader" in w.log.read_text())
+    leader.kill()
+    before = len(rig.retrain_jobs(sid))
+    wait_until(
+        lambda: sum("is the retraining leader" in w.log.read_text() for w in rig.workers) >= 2,
+        20,
+        "a new leader",
+    )
+    wait_until(lambda: len(rig.retrain_jobs(sid)) >= before + 2, 4 * EVERY, "two more firings")
+
+    # Pause: no firing; the API shows it.
+    paused = rig.call("POST", f"/schedules/{sid}/pause").json()
+    assert paused["paused"] and paused["next_fire_at"] is None
+    count = len(rig.retrain_jobs(sid))
+    time.sleep(EVERY + 2)
+    assert len(rig.retrain_jobs(sid)) <= count + 1  # at most the firing already under way
+    count = len(rig.retrain_jobs(sid))
+    time.sleep(EVERY)
+    assert len(rig.retrain_jobs(sid)) == count
+
+    jobs = rig.retrain_jobs(sid)
+    times = _fire_times(jobs)
+    assert len(times) == len(set(times)), times  # one job per tick
+    assert _contiguous(times, cron_trigger(CRON, "UTC")), times  # no tick lost
+    runs = client.search_runs(
+        [client.get_experiment_by_name("retrain").experiment_id],
+        "tags.`mlmanager.retrain.schedule` = 'churn-nightly'",
+    )
+    per_tick: dict[str, int] = {}
+    for run in runs:
+        tick = run.data.tags.get("mlmanager.retrain.fire_time", "")
+        per_tick[tick] = per_tick.get(tick, 0) + 1
+    assert all(n == 1 for n in per_tick.values()), per_tick  # each tick retrained once
+    ended = [j for j in jobs if rig.job(j.id)["status"] == "SUCCESS"]
+    assert len(ended) >= len(jobs) - 1  # the killed leader may have held one run
+
+    # Run now with a failing project: the job fails with the project's own error output.
+    rig.sql("UPDATE apps.retrain_config SET quality = 'fail'")
+    r = rig.call("POST", f"/schedules/{sid}/run")
+    assert r.status_code == 202, r.text
+    failed = rig.wait_job(r.json()["id"])
+    assert failed["status"] == "FAILURE"
+    log = rig.log(failed["id"])
+    assert "TrainingDataError: the label column holds no positive row" in log
+    assert re.search(r"exit code \d", failed["error"] or log)
+
+    # Resume, then delete: firings start again, then stop for good.
+    resumed = rig.call("POST", f"/schedules/{sid}/resume").json()
+    assert not resumed["paused"] and resumed["next_fire_at"] is not None
+    rig.sql("UPDATE apps.retrain_config SET quality = 'bad'")
+    count = len(rig.retrain_jobs(sid))
+    wait_until(lambda: len(rig.retrain_jobs(sid)) > count, 3 * EVERY, "a firing after resume")
+    assert rig.call("DELETE", f"/schedules/{sid}").status_code == 200
+    assert rig.call("GET", f"/schedules/{sid}").status_code == 404
+    count = len(rig.retrain_jobs(sid))
+    time.sleep(EVERY + 2)
+    assert len(rig.retrain_jobs(sid)) == count
