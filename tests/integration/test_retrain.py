@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
@@ -30,7 +31,11 @@ from tests.support.processes import ROOT, clean_environment, spawn_mlmanager
 from tests.support.servers import ADMIN_PASSWORD
 from tests.support.workers import WorkerProcess, wait_until
 
-pytestmark = [pytest.mark.postgres, INPUT_EXAMPLE_WARNING]
+pytestmark = [
+    pytest.mark.postgres,
+    INPUT_EXAMPLE_WARNING,
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred"),
+]
 ADMIN = ("admin", ADMIN_PASSWORD)
 PROJECT = ROOT / "tests" / "support" / "retrain_project"
 MODEL = "churn"
@@ -170,7 +175,7 @@ def _contiguous(times: list[str], trigger: Any) -> bool:
     import datetime as dt
 
     parsed = [dt.datetime.fromisoformat(t) for t in times]
-    return all(next_fire_time(trigger, a) == b for a, b in zip(parsed, parsed[1:], strict=False))
+    return all(next_fire_time(trigger, a) == b for a, b in itertools.pairwise(parsed))
 
 
 def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
