@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
-# Java 17 and Maven build mlrunner, the JVM scorer of H2O models.
-DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven
+# Java 17 and Maven build mlrunner, the JVM scorer of H2O models; wrk drives the serving benchmark.
+DEBIAN_PACKAGES := postgresql-15 postgresql-plpython3-15 openjdk-17-jdk-headless maven wrk
 BENCH ?=
 # Where PostgreSQL's PL/Python (Debian's /usr/bin/python3, run as the postgres user)
 # finds numpy and onnxruntime; the database reads it from mlmanager.plpython_path.
@@ -15,8 +15,11 @@ PLPYTHON_LIBS ?= /opt/mlmanager/plpython
 PLPYTHON_PACKAGES := numpy onnxruntime mlflow-skinny pandas py4j
 # Where `make mlrunner` installs the JVM scorer's jar (readable by the database's user).
 MLRUNNER_HOME ?= /opt/mlmanager/mlrunner
+# Where `make elasticsearch` installs the real Elasticsearch node the watcher's tests start
+# (server jar and its netty module from Maven Central, tests/elasticsearch/pom.xml).
+ELASTICSEARCH_HOME ?= /opt/mlmanager/elasticsearch
 
-.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps mlrunner lock clean
+.PHONY: install run test lint unit integration e2e bench system-deps plpython-deps mlrunner elasticsearch lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +67,18 @@ mlrunner:
 	mvn -B -ntp -f mlrunner/pom.xml package | grep -E "Tests run:|BUILD|ERROR|FAIL" ; test $${PIPESTATUS[0]} -eq 0
 	install -D -m 0644 mlrunner/target/mlrunner.jar $(MLRUNNER_HOME)/mlrunner.jar
 
+# A single Elasticsearch 8.19 node on this JVM (no download from elastic.co, no Docker):
+# rebuilt only when its pom or launcher changed.
+ES_SOURCES := tests/elasticsearch/pom.xml $(shell find tests/elasticsearch/src -type f 2>/dev/null)
+elasticsearch: $(ELASTICSEARCH_HOME)/.installed
+
+$(ELASTICSEARCH_HOME)/.installed: $(ES_SOURCES)
+	mvn -B -ntp -q -f tests/elasticsearch/pom.xml package
+	rm -rf $(ELASTICSEARCH_HOME) && mkdir -p $(ELASTICSEARCH_HOME)
+	cp -r tests/elasticsearch/target/home/. $(ELASTICSEARCH_HOME)/
+	install -m 0644 tests/elasticsearch/target/elasticsearch-test-node.jar $(ELASTICSEARCH_HOME)/lib/
+	touch $@
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -72,14 +87,16 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-integration: system-deps plpython-deps mlrunner $(VENV)/.installed-test
-	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar $(BIN)/python -m pytest tests/integration
+integration: system-deps plpython-deps mlrunner elasticsearch $(VENV)/.installed-test
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) \
+	  $(BIN)/python -m pytest tests/integration
 
 e2e: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/e2e
 
-test: system-deps plpython-deps mlrunner $(VENV)/.installed-test lint
-	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar $(BIN)/python -m pytest tests
+test: system-deps plpython-deps mlrunner elasticsearch $(VENV)/.installed-test lint
+	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) \
+	  $(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,bench]'

@@ -25,8 +25,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from bobby.metrics import Metrics
 from shared.deployments import DeploymentStore, ScoringLag
 from shared.models import utcnow
-from shared.scoring.asyncmode import CHANNEL, AsyncTable, async_tables, score_batch
-from shared.scoring.runtime import Scorer
+from shared.scoring.asyncmode import AsyncTable, async_tables, score_batch
+from shared.scoring.contract import NOTIFY_CHANNEL
+from shared.scoring.runtime import scorer_for
+from shared.scoring.scorer import Scorer
 from shared.scoring.store import load_representation
 from shared.settings import Settings
 
@@ -57,7 +59,7 @@ class AsyncScoring:
         while not self.stopping.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self.sweep()
                     next_sweep = time.monotonic() + sweep
                     while not self.stopping.is_set():
@@ -112,7 +114,7 @@ class AsyncScoring:
         if scorer is None:
             with self.engine.connect() as conn:
                 rep = load_representation(conn, table.representation_id)
-            scorer = self._scorers[table.representation_id] = Scorer.from_representation(rep)
+            scorer = self._scorers[table.representation_id] = scorer_for(rep)
         return scorer
 
     def _drain(self, table: AsyncTable) -> None:

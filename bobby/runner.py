@@ -73,13 +73,16 @@ class Runner:
             handler = handler_cls(
                 JobContext(job, self.ledger, self.settings, control, wid), payload
             )
-            steps = handler.steps()
-            for i, (title, step) in enumerate(steps, start=1):
-                control.check()
-                logger.info("Step {}/{}: {}", i, len(steps), title)
-                t0 = time.monotonic()
-                step()
-                logger.debug("Step {}/{} done in {:.3f}s", i, len(steps), time.monotonic() - t0)
+            try:
+                steps = handler.steps()
+                for i, (title, step) in enumerate(steps, start=1):
+                    control.check()
+                    logger.info("Step {}/{}: {}", i, len(steps), title)
+                    t0 = time.monotonic()
+                    step()
+                    logger.debug("Step {}/{} done in {:.3f}s", i, len(steps), time.monotonic() - t0)
+            finally:
+                handler.close()
             control.check()
         except JobCancelled:
             logger.warning("job cancelled on request; stopped before the next step")

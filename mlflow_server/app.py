@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from mlflow_server.api import blueprint, error_response, seed_handlers
 from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
+from mlflow_server.model_route import model_blueprint
 from mlflow_server.schedules import blueprint as schedules_blueprint
 from shared.db import get_engine
 from shared.errors import MLManagerError
@@ -42,6 +43,7 @@ def create_app() -> Any:
         return create_auth_app(mlflow_app)
     blueprint.register_blueprint(schedules_blueprint)
     mlflow_app.register_blueprint(blueprint)
+    mlflow_app.register_blueprint(model_blueprint)
     # Every get_json of the app (ours, MLflow's handlers, its permission checks) parses
     # strictly; what it refuses is an MLManagerError, answered here for every route.
     mlflow_app.json = StrictJSONProvider(mlflow_app)

@@ -28,6 +28,7 @@ from flask import Flask, Response, g, jsonify, request
 from sqlalchemy.engine import make_url
 
 from mlflow_server.bodies import check_body
+from mlflow_server.model_route import is_model_route
 from mlflow_server.schemas import API_PREFIX
 from shared.errors import NotAuthenticated
 from shared.settings import get_settings
@@ -54,6 +55,8 @@ def guard(app: Flask) -> None:
     def check() -> Any:
         if mlflow_auth.is_unprotected_route(request.path):
             return mlflow_check()
+        if is_model_route(request.path):
+            return None  # a serving pod's token, checked by the route itself
         ours = request.path.startswith(OUR_PREFIXES)
         problem = unusable_credentials()
         if problem is not None:

@@ -141,6 +141,21 @@ def db_current() -> None:
     click.echo(f"database: {current or 'empty'}\ncode:     {head_revision()}")
 
 
+@main.command()
+@click.argument("model_uri")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--threads", type=click.IntRange(1, 1024), help="mlrunner's request threads.")
+@clean_errors
+def serve(model_uri: str, host: str, port: int, threads: int | None) -> None:
+    """Serve one logged model over HTTP (MLflow's scoring protocol), with mlrunner when the
+    model has an ONNX or MOJO representation, else with `mlflow models serve`."""
+    from mlmanager.serve import run
+
+    _settings("cli")
+    sys.exit(run(model_uri, host, port, threads))
+
+
 @main.group()
 def mlrunner() -> None:
     """The JVM scorer of H2O models (this OS user's gateway; sessions start it on demand)."""

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 
+from shared.deployment_tokens import revoke
 from shared.errors import NotFound
 from shared.models import DeploymentRow, utcnow
 
@@ -237,7 +238,8 @@ class DeploymentStore:
     @staticmethod
     def retire(conn: Connection, deployment: Deployment, job_id: int) -> None:
         """Mark ``deployment`` DELETED by undeploy job ``job_id`` (kept in the record, so a
-        rerun of that job finds that it already happened: see :meth:`retired_by`)."""
+        rerun of that job finds that it already happened: see :meth:`retired_by`), and
+        revoke its model tokens."""
         conn.execute(
             update(deployments)
             .where(deployments.c.id == deployment.id, deployments.c.status == "DEPLOYED")
@@ -247,6 +249,7 @@ class DeploymentStore:
                 updated_at=utcnow(),
             )
         )
+        revoke(conn, deployment.id)  # a serving process may not fetch a retired model
 
     @classmethod
     def retired_by(cls, conn: Connection, target: str, name: str, job_id: int) -> Deployment | None:

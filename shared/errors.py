@@ -91,3 +91,10 @@ class ProjectFailed(MLManagerError):
 
     http_status = 422
     error_code = "PROJECT_FAILED"
+
+
+class WatchFailed(MLManagerError):
+    """A watched workload reported failure, or went silent (not retried: it would again)."""
+
+    http_status = 422
+    error_code = "WATCH_FAILED"

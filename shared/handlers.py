@@ -361,11 +361,39 @@ class RetrainPayload(Payload):
 
 
 class WatchElasticsearchPayload(Payload):
-    context_name: str = Field(min_length=1)
-    entity_id: str = Field(min_length=1)
-    job_name: str = Field(min_length=1)
-    completion_msgs: list[str] = Field(min_length=1)
-    failure_msgs: list[str] = Field(default_factory=list)
+    """Follow the log lines of a Kubernetes Job's pods in Elasticsearch (the original fields)."""
+
+    context_name: str = Field(
+        min_length=1, max_length=255, description="What is watched (e.g. a retrain schedule)"
+    )
+    entity_id: str = Field(
+        min_length=1, max_length=255, description="Its id (e.g. the job that started the pod)"
+    )
+    job_name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Kubernetes Job (or pod) whose pods' lines are followed: pods named "
+        "<job_name> or <job_name>-<suffix> as Kubernetes names a Job's pods",
+    )
+    completion_msgs: list[str] = Field(
+        min_length=1, description="A line containing one of these texts ends the job: SUCCESS"
+    )
+    failure_msgs: list[str] = Field(
+        default_factory=list, description="A line containing one of these ends it: FAILURE"
+    )
+    timeout_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Fail after this long without a new line (default "
+        "ELASTICSEARCH_WATCH_TIMEOUT_SECONDS)",
+    )
+
+    @field_validator("completion_msgs", "failure_msgs")
+    @classmethod
+    def _texts(cls, value: list[str]) -> list[str]:
+        if any(not text for text in value):
+            raise ValueError("an empty text would match every line")
+        return value
 
 
 # Every deploy and undeploy target is retried (JOB_MAX_ATTEMPTS, JOB_RETRY_BACKOFF_SECONDS):
@@ -416,8 +444,12 @@ for _spec in (
     # One retraining: runs the project once (a crashed run is not repeated: the next
     # firing retrains).
     HandlerSpec("RETRAIN", "Retrain a model now (a schedule's firing)", RetrainPayload),
+    # Retried after a crash: a new attempt resumes after the lines already in the job's log.
     HandlerSpec(
-        "WATCH_ELASTICSEARCH", "Follow a pod's logs in Elasticsearch", WatchElasticsearchPayload
+        "WATCH_ELASTICSEARCH",
+        "Follow a pod's logs in Elasticsearch",
+        WatchElasticsearchPayload,
+        idempotent=True,
     ),
 ):
     register_spec(_spec)

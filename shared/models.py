@@ -178,6 +178,20 @@ class DeploymentRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class DeploymentTokenRow(Base):
+    """A read-only token that fetches one deployment's model (only its SHA-256 is kept)."""
+
+    __tablename__ = "deployment_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("deployments.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
 class WorkerRow(Base):
     """A live (or recently seen) worker and the handlers it can run."""
 

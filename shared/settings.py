@@ -189,6 +189,41 @@ class Settings(BaseSettings):
         "reference tables from (empty: every schema but the protected ones); admins: any",
     )
 
+    # --- WATCH_ELASTICSEARCH: following a pod's log lines in Elasticsearch ---
+    elasticsearch_url: str | None = Field(
+        None, description="Elasticsearch that holds the pods' log lines (unset: the watcher fails)"
+    )
+    elasticsearch_username: str | None = Field(None, description="User for Elasticsearch")
+    elasticsearch_password: SecretStr | None = Field(
+        None, description="Password of ELASTICSEARCH_USERNAME"
+    )
+    elasticsearch_api_key: SecretStr | None = Field(
+        None, description="API key for Elasticsearch (instead of user and password)"
+    )
+    elasticsearch_ca_certs: Path | None = Field(
+        None, description="CA bundle that signed Elasticsearch's certificate (https)"
+    )
+    elasticsearch_index: str = Field(
+        "logs-*,filebeat-*", description="Indices (patterns, comma-separated) holding the lines"
+    )
+    elasticsearch_watch_timeout_seconds: float = Field(
+        600.0, gt=0, description="A watch fails after this long without a new line"
+    )
+    elasticsearch_watch_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a watch looks for new lines"
+    )
+    elasticsearch_watch_settle_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How long a new line waits before it is copied, so that lines the "
+        "shippers deliver out of order are copied in order",
+    )
+    elasticsearch_watch_lookback_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How far before the last copied line a watch still looks for late lines",
+    )
+
     # --- clients (`mlmanager jobs|deploy`, the MLflow deployments plugin) ---
     mlflow_tracking_uri: str | None = Field(
         None, description="Server the command line talks to (default: this machine's server)"

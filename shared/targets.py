@@ -19,10 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from shared.deployments import DatabaseDeploymentSpec, Deployment
 from shared.errors import InvalidPayload, NotFound
+from shared.scoring.contract import (
+    CONTRACT_COLUMNS,
+    SQLITE_FUNCTION,
+    contract_name,
+    unscored_index,
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,9 @@ class Target(ABC):
 # --- database ------------------------------------------------------------------------
 # Where a trigger's definition names the representation it scores: the JSON binding
 # argument of the PL/Python functions, or the SQLite function's first argument.
-_BOUND_REPRESENTATION = re.compile(r'"representation_id":\s*(\d+)|mlmanager_score\((\d+),')
-_NOTIFY_FUNCTION = "notify_inserted()"
+_BOUND_REPRESENTATION = re.compile(
+    rf'"representation_id":\s*(\d+)|{re.escape(SQLITE_FUNCTION)}\((\d+),'
+)
 
 
 @dataclass(frozen=True)
@@ -71,12 +78,6 @@ def _spec_of(deployment: Deployment) -> DatabaseDeploymentSpec:
     if not isinstance(deployment.spec, DatabaseDeploymentSpec):
         raise InvalidPayload(f"deployment {deployment.id} has no database spec")
     return deployment.spec
-
-
-def _index_name(table: str) -> str:
-    from shared.scoring.asyncmode import unscored_index_name
-
-    return unscored_index_name(table).strip('"')
 
 
 class DatabaseTarget(Target):
@@ -105,14 +106,14 @@ class DatabaseTarget(Target):
             return self.observe_in(conn, _spec_of(deployment))
 
     def observe_in(self, conn: Connection, spec: DatabaseDeploymentSpec) -> DatabaseLiveState:
-        from shared.scoring.plan import CUR_USER, EVAL_TIME, RUN_ID, contract_name, read_table
+        from shared.scoring.catalog import index_exists, read_table, read_triggers
 
         dialect = conn.dialect.name
         name = f"{spec.db_schema}.{spec.db_table}"
         info = read_table(conn, spec.db_schema, spec.db_table)
         if info is None:
             return DatabaseLiveState(drift=(f"table {name} missing",), table_exists=False)
-        triggers = self._triggers(conn, spec)
+        triggers = _bound(read_triggers(conn, spec.db_schema, spec.db_table))
         drift: list[str] = []
         bound = triggers.get(spec.trigger, -1)
         if spec.trigger not in triggers:
@@ -123,19 +124,13 @@ class DatabaseTarget(Target):
                 f"not {spec.representation_id}"
             )
         drift += [f"trigger {t} is not the recorded one" for t in triggers if t != spec.trigger]
-        contract = [contract_name(c, dialect) for c in (CUR_USER, EVAL_TIME, RUN_ID)]
+        contract = [contract_name(c, dialect) for c in CONTRACT_COLUMNS]
         missing = tuple(c for c in (*spec.prediction_columns, *contract) if info.find(c) is None)
         drift += [f"column {c} missing" for c in missing]
         index_missing = False
         if spec.mode == "async":
-            index = _index_name(spec.db_table)
-            index_missing = (
-                conn.execute(
-                    text("SELECT 1 FROM pg_indexes WHERE schemaname = :s AND indexname = :i"),
-                    {"s": spec.db_schema, "i": index},
-                ).first()
-                is None
-            )
+            index = unscored_index(spec.db_table)
+            index_missing = not index_exists(conn, spec.db_schema, index)
             if index_missing:
                 drift.append(f"index {index} missing")
         return DatabaseLiveState(
@@ -144,34 +139,6 @@ class DatabaseTarget(Target):
             missing_columns=missing,
             index_missing=index_missing,
         )
-
-    @staticmethod
-    def _triggers(conn: Connection, spec: DatabaseDeploymentSpec) -> dict[str, int | None]:
-        from shared.db import quote_qualified
-        from shared.scoring.plan import TRIGGER_PREFIX
-
-        if conn.dialect.name == "postgresql":
-            rows = conn.execute(
-                text(
-                    "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger "
-                    "WHERE tgrelid = CAST(:table AS regclass) AND NOT tgisinternal "
-                    "AND starts_with(tgname, :prefix)"
-                ),
-                {"table": quote_qualified(spec.db_schema, spec.db_table), "prefix": TRIGGER_PREFIX},
-            ).all()
-        else:
-            rows = conn.execute(
-                text(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                    "AND tbl_name = :table AND substr(name, 1, length(:prefix)) = :prefix"
-                ),
-                {"table": spec.db_table, "prefix": TRIGGER_PREFIX},
-            ).all()
-        found: dict[str, int | None] = {}
-        for name, definition in rows:
-            match = _BOUND_REPRESENTATION.search(definition or "")
-            found[name] = int(match.group(1) or match.group(2)) if match else None
-        return found
 
     def reconcile(self, deployment: Deployment) -> list[str]:
         spec = _spec_of(deployment)
@@ -190,13 +157,14 @@ class DatabaseTarget(Target):
         self, conn: Connection, deployment: Deployment, live: DatabaseLiveState
     ) -> list[tuple[str, str]]:
         """(description, SQL) that bring the table back to ``deployment``'s spec."""
-        from shared.db import quote_identifier
+        from shared.scoring.catalog import read_table
         from shared.scoring.indb import TableBinding
         from shared.scoring.plan import (
             DeploymentPlan,
             create_trigger_sql,
+            create_unscored_index_sql,
+            drop_trigger_sql,
             missing_contract_columns,
-            read_table,
             table_sql,
         )
         from shared.scoring.store import load_representation
@@ -211,10 +179,8 @@ class DatabaseTarget(Target):
         for trigger, bound in live.triggers.items():
             wrong = spec.mode == "sync" and bound != spec.representation_id
             if trigger != spec.trigger or wrong:
-                on = f" ON {qualified}" if dialect == "postgresql" else ""
-                steps.append(
-                    (f"drop trigger {trigger}", f"DROP TRIGGER {quote_identifier(trigger)}{on}")
-                )
+                drop = drop_trigger_sql(dialect, qualified, trigger)
+                steps.append((f"drop trigger {trigger}", drop))
         if live.missing_columns:
             info = read_table(conn, spec.db_schema, spec.db_table)
             assert info is not None
@@ -225,30 +191,26 @@ class DatabaseTarget(Target):
                 steps.append(
                     (f"add column {column}", f"ALTER TABLE {qualified} ADD COLUMN {definition}")
                 )
+        binding = TableBinding(
+            representation_id=spec.representation_id,
+            keys=tuple(spec.keys),
+            features=tuple(spec.features),
+            outputs=tuple(spec.prediction_columns),
+            max_batch_size=spec.max_batch_size,
+        )
         plan = DeploymentPlan(
             dialect=dialect,
             schema=spec.db_schema,
             table=spec.db_table,
-            binding=TableBinding(
-                representation_id=spec.representation_id,
-                keys=tuple(spec.keys),
-                features=tuple(spec.features),
-                outputs=tuple(spec.prediction_columns),
-                max_batch_size=spec.max_batch_size,
-            ),
+            binding=binding,
             trigger_name=spec.trigger,
             trigger_mode=spec.trigger_mode,
-            creates_table=False,
-            replaces=(),
         )
         if live.index_missing:
-            keys = ", ".join(quote_identifier(k) for k, _ in spec.keys)
             steps.append(
                 (
                     "index the rows still waiting for a prediction",
-                    f"CREATE INDEX IF NOT EXISTS {quote_identifier(_index_name(spec.db_table))} "
-                    f"ON {qualified} ({keys}) "
-                    f"WHERE {quote_identifier(spec.prediction_columns[0])} IS NULL",
+                    create_unscored_index_sql(spec.db_schema, spec.db_table, binding),
                 )
             )
         in_place = live.triggers.get(spec.trigger, -1)
@@ -262,6 +224,15 @@ class DatabaseTarget(Target):
                 )
             )
         return steps
+
+
+def _bound(definitions: dict[str, str]) -> dict[str, int | None]:
+    """Trigger -> the representation its definition names (None: async's notify trigger)."""
+    found: dict[str, int | None] = {}
+    for name, definition in definitions.items():
+        match = _BOUND_REPRESENTATION.search(definition)
+        found[name] = int(match.group(1) or match.group(2)) if match else None
+    return found
 
 
 TARGETS: dict[str, type[Target]] = {DatabaseTarget.name: DatabaseTarget}

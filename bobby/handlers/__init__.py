@@ -13,7 +13,12 @@ from bobby.metrics import Metrics
 from shared.handlers import import_modules
 from shared.settings import Settings
 
-BUILTIN_MODULES = ("bobby.handlers.service", "bobby.handlers.database", "bobby.handlers.retrain")
+BUILTIN_MODULES = (
+    "bobby.handlers.service",
+    "bobby.handlers.database",
+    "bobby.handlers.elasticsearch",
+    "bobby.handlers.retrain",
+)
 
 REGISTRY: dict[str, type[Handler]] = {}
 

@@ -107,3 +107,7 @@ class Handler:
 
     def steps(self) -> list[Step]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the steps acquired (a downloaded model, ...). The runner calls it
+        once the steps end, however they end; the default has nothing to release."""

@@ -42,14 +42,16 @@ from shared.handlers import (
     ReconcilePayload,
     UndeployDatabasePayload,
 )
-from shared.scoring.kinds import RESERVED_COLUMNS, input_columns, method_from
+from shared.model_source import ModelSource
+from shared.scoring.catalog import read_catalog, read_table
+from shared.scoring.contract import RESERVED_COLUMNS, contract_name
+from shared.scoring.kinds import input_columns, method_from
 from shared.scoring.parity import SAMPLE_LIMIT
 from shared.scoring.plan import (
     DeploymentPlan,
     add_score_existing,
-    contract_name,
     plan_deployment,
-    read_table,
+    plan_undeploy,
     table_sql,
 )
 from shared.scoring.representation import Representation
@@ -178,6 +180,7 @@ class DeployDatabase(_DatabaseHandler):
 
     def steps(self) -> list[Step]:
         self.rep: Representation | None = None
+        self.source: ModelSource | None = None
         self.model_uri = ""
         return [
             ("reading the model and sample rows", self.read_model),
@@ -191,19 +194,26 @@ class DeployDatabase(_DatabaseHandler):
         with self.engine.connect() as conn:
             self._authorize(conn)
         self.model_uri = resolve_model_uri(self.payload.run_id, self.payload.model_uri)
-        logger.info("model {}", self.model_uri)
-        self.sample = self._sample_rows()
+        # Downloaded once for the whole job; close() removes it.
+        self.source = source = ModelSource.open(self.model_uri)
+        logger.info("model {} ({})", self.model_uri, source.kind)
+        self.sample = self._sample_rows(source)
         logger.info(
             "{} sample rows to check the model's representation on ({})",
             len(self.sample),
             self.sample_sources,
         )
 
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
     def build(self) -> None:
         from shared.scoring.build import build_representation
 
+        assert self.source is not None
         method = method_from(self.payload.library_specific)
-        self.rep = build_representation(self.model_uri, self.sample, method)
+        self.rep = build_representation(self.source, self.sample, method)
         rep = self.rep
         logger.info(
             "{} {} model ({}), scored as {}; inputs {}; prediction columns {}",
@@ -227,15 +237,7 @@ class DeployDatabase(_DatabaseHandler):
                 logger.info("SQLite triggers run per row: trigger_mode row")
             if payload.dry_run:
                 self._authorize(conn)
-                plan = plan_deployment(
-                    conn,
-                    payload,
-                    rep,
-                    None,
-                    scoring_schema=self._schema,
-                    asynchronous=payload.mode == "async",
-                )
-                self._add_existing(plan)
+                plan = self._plan(conn, None)
                 logger.info("dry run: the deployment plan, not executed:\n{}", plan.render())
                 conn.rollback()
                 return
@@ -243,22 +245,14 @@ class DeployDatabase(_DatabaseHandler):
             self._authorize(conn)
             if self._deployed_by_earlier_attempt(conn):
                 return
-            asynchronous = self._choose_mode(conn)
             from shared.scoring.store import save_representation
 
             rep_id = save_representation(conn, rep, self.ctx.job.user)
+            plan = self._plan(conn, rep_id)
+            logger.info("deployment plan:\n{}", plan.render())
             try:
+                plan.run_setup(conn)  # the scoring functions, with the worker's rights
                 self._as_user(conn)
-                plan = plan_deployment(
-                    conn,
-                    payload,
-                    rep,
-                    rep_id,
-                    scoring_schema=self._schema,
-                    asynchronous=asynchronous,
-                )
-                self._add_existing(plan)
-                logger.info("deployment plan:\n{}", plan.render())
                 plan.execute(conn)
                 self._back_to_worker(conn)
             except DBAPIError as exc:
@@ -273,6 +267,18 @@ class DeployDatabase(_DatabaseHandler):
             plan.trigger_mode,
             plan.trigger_name,
         )
+
+    def _plan(self, conn: Connection, rep_id: int | None) -> DeploymentPlan:
+        """The plan from the catalog as the worker reads it (a dry run's and a real run's:
+        the same steps after the same sync/async decision)."""
+        assert self.rep is not None
+        catalog = read_catalog(conn, self.payload, self._schema)
+        plan = plan_deployment(catalog, self.payload, self.rep, rep_id, scoring_schema=self._schema)
+        if self.payload.score_existing:
+            add_score_existing(plan, self.rep)
+        for note in plan.notes:
+            logger.info("{}", note)
+        return plan
 
     def _deployed_by_earlier_attempt(self, conn: Connection) -> bool:
         """True if an earlier attempt of this job committed its deployment (its worker died
@@ -294,37 +300,6 @@ class DeployDatabase(_DatabaseHandler):
             mine.status,
         )
         return True
-
-    def _choose_mode(self, conn: Connection) -> bool:
-        """Install what the mode needs; True for async (PostgreSQL without PL/Python).
-
-        (On SQLite, an explicit async is passed on for the plan to refuse.)
-        """
-        payload = self.payload
-        if conn.dialect.name != "postgresql":
-            return payload.mode == "async"
-        from shared.scoring.asyncmode import notify_function_sql
-        from shared.scoring.postgres import ensure_scoring_installed
-
-        if payload.mode != "async":
-            savepoint = conn.begin_nested()
-            try:
-                if ensure_scoring_installed(conn, self._schema):
-                    logger.info("installed the PL/Python scoring functions in {}", self._schema)
-                savepoint.commit()
-                return False
-            except (TargetUnavailable, NotAuthorized) as exc:
-                savepoint.rollback()
-                if payload.mode == "sync":
-                    raise
-                logger.info("scoring asynchronously (mode async): {}", exc.message)
-        conn.exec_driver_sql(notify_function_sql(self._schema))
-        return True
-
-    def _add_existing(self, plan: DeploymentPlan) -> None:
-        if self.payload.score_existing:
-            assert self.rep is not None
-            add_score_existing(plan, self.rep)
 
     def _record(
         self, conn: Connection, plan: DeploymentPlan, rep: Representation, rep_id: int
@@ -361,7 +336,7 @@ class DeployDatabase(_DatabaseHandler):
             ),
         )
 
-    def _sample_rows(self) -> pd.DataFrame:
+    def _sample_rows(self, source: ModelSource) -> pd.DataFrame:
         """Rows to check the conversion on: the table's, the reference table's and the
         input example's together, up to ``SAMPLE_ROWS`` (the parity check also makes NULL
         and split-threshold variants of them, ``shared.scoring.parity``)."""
@@ -372,13 +347,13 @@ class DeployDatabase(_DatabaseHandler):
         found: list[tuple[str, pd.DataFrame]] = []
         with self.engine.connect() as conn:
             for schema, table in sources:
-                frame = self._table_sample(conn, schema, table)
+                frame = self._table_sample(conn, schema, table, source)
                 if frame is not None and not frame.empty:
                     found.append((f"{schema}.{table}", frame))
-        example = _input_example(self.model_uri)
+        example = source.input_example()
         if example is not None and not example.empty:
             found.append(("the input example", example))
-        inputs = _signature_names(self.model_uri)
+        inputs = source.input_names
         if inputs is not None:  # a source lacking a model input cannot be checked on
             found = [(n, f[inputs]) for n, f in found if set(inputs) <= set(f.columns)]
         if not found:
@@ -397,7 +372,9 @@ class DeployDatabase(_DatabaseHandler):
         frames = [f for _, f in kept]
         return frames[0] if len(frames) == 1 else pd.concat(frames, join="inner", ignore_index=True)
 
-    def _table_sample(self, conn: Connection, schema: str, table: str) -> pd.DataFrame | None:
+    def _table_sample(
+        self, conn: Connection, schema: str, table: str, source: ModelSource
+    ) -> pd.DataFrame | None:
         dialect = conn.dialect.name
         if dialect == "sqlite" and schema != "main":
             return None
@@ -420,52 +397,19 @@ class DeployDatabase(_DatabaseHandler):
             text(f"SELECT {read} FROM {table_sql(dialect, schema, table)} LIMIT {SAMPLE_ROWS}")
         ).all()
         frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
-        inputs = _signature_names(self.model_uri)
+        inputs = source.input_names
         if self.payload.model_cols and inputs is not None and len(inputs) == len(columns):
             return frame.set_axis(inputs, axis=1)  # model_cols name the inputs in order
-        return _renamed_to_signature(frame, self.model_uri)
+        return _renamed_to_signature(frame, inputs)
 
 
-def _signature_names(model_uri: str) -> list[str] | None:
-    """The model's input names from its signature, if it has named inputs."""
-    from mlflow.models import get_model_info
-
-    from shared.scoring.flavors import is_mojo_artifact
-
-    if is_mojo_artifact(model_uri):  # a MOJO names its inputs itself
-        return None
-    signature = get_model_info(model_uri).signature
-    if signature is None or not signature.inputs.has_input_names():
-        return None
-    return [str(n) for n in signature.inputs.input_names()]
-
-
-def _renamed_to_signature(frame: pd.DataFrame, model_uri: str) -> pd.DataFrame:
+def _renamed_to_signature(frame: pd.DataFrame, inputs: list[str] | None) -> pd.DataFrame:
     """Table columns renamed to the model's input names where they match ignoring case."""
-    inputs = _signature_names(model_uri)
     if inputs is None:
         return frame
     names = {column.lower(): name for name, column in input_columns(inputs).items()}
     names.update({n.lower(): n for n in inputs})
     return frame.rename(columns={c: names.get(str(c).lower(), c) for c in frame.columns})
-
-
-def _input_example(model_uri: str) -> pd.DataFrame | None:
-    import tempfile
-
-    import mlflow
-    from mlflow.models import Model
-
-    from shared.scoring.flavors import is_mojo_artifact
-
-    if is_mojo_artifact(model_uri):  # an artifact, not an MLflow model: no example
-        return None
-    with tempfile.TemporaryDirectory(prefix="mlmanager-example-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        example = Model.load(local).load_input_example(local)
-    if example is None:
-        return None
-    return example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
 
 
 @register
@@ -496,21 +440,23 @@ class UndeployDatabase(_DatabaseHandler):
             info = read_table(conn, payload.db_schema, payload.db_table)
             if info is None or (not info.triggers and deployment is None):
                 raise NotFound(f"no model is deployed on {name}")
-            qualified = table_sql(dialect, payload.db_schema, payload.db_table)
+            spec = deployment.spec if deployment else None
+            plan = plan_undeploy(
+                dialect,
+                payload.db_schema,
+                payload.db_table,
+                info,
+                prediction_columns=(
+                    spec.prediction_columns if isinstance(spec, DatabaseDeploymentSpec) else ()
+                ),
+                drop_columns=payload.drop_columns,
+            )
+            for note in plan.notes:
+                logger.warning("{}", note)
+            logger.info("undeploy plan:\n{}", plan.render())
             try:
                 self._as_user(conn)
-                for trigger in info.triggers:
-                    on = f" ON {qualified}" if dialect == "postgresql" else ""
-                    conn.exec_driver_sql(f"DROP TRIGGER {quote_identifier(trigger)}{on}")
-                    logger.info("dropped trigger {}", trigger)
-                if dialect == "postgresql":
-                    from shared.scoring.asyncmode import unscored_index_name
-
-                    index = unscored_index_name(payload.db_table)
-                    schema = quote_identifier(payload.db_schema, "schema")
-                    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {schema}.{index}")
-                if payload.drop_columns:
-                    self._drop_columns(conn, qualified, info.columns, deployment)
+                plan.execute(conn)
                 self._back_to_worker(conn)
             except DBAPIError as exc:
                 raise _database_error(exc, self.ctx.job.user, f"change {name}") from exc
@@ -532,26 +478,6 @@ class UndeployDatabase(_DatabaseHandler):
             mine.id,
         )
         return True
-
-    def _drop_columns(
-        self,
-        conn: Connection,
-        qualified: str,
-        columns: dict[str, str],
-        deployment: Deployment | None,
-    ) -> None:
-        spec = deployment.spec if deployment else None
-        names = spec.prediction_columns if isinstance(spec, DatabaseDeploymentSpec) else []
-        if not names:
-            logger.warning("no deployment record names the prediction columns: none dropped")
-        present = {c.lower(): c for c in columns}
-        for name in names:
-            column = present.get(name.lower())
-            if column is not None:
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {qualified} DROP COLUMN {quote_identifier(column, 'column')}"
-                )
-                logger.info("dropped column {}", column)
 
 
 @register

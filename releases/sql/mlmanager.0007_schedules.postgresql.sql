@@ -4,7 +4,7 @@ CREATE SCHEMA IF NOT EXISTS "mlmanager";
 
 SET search_path TO "mlmanager", public;
 
--- Running upgrade 0004_typed_deployments -> 0007_schedules
+-- Running upgrade 0005_deployment_tokens -> 0007_schedules
 
 CREATE TABLE schedules (
     id BIGSERIAL NOT NULL, 
@@ -28,7 +28,7 @@ CREATE TABLE schedules (
 
 CREATE INDEX ix_schedules_next_fire_at ON schedules (next_fire_at);
 
-UPDATE mlmanager.mlmanager_alembic_version SET version_num='0007_schedules' WHERE mlmanager.mlmanager_alembic_version.version_num = '0004_typed_deployments';
+UPDATE mlmanager.mlmanager_alembic_version SET version_num='0007_schedules' WHERE mlmanager.mlmanager_alembic_version.version_num = '0005_deployment_tokens';
 
 COMMIT;
 

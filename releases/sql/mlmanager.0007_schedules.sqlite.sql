@@ -1,4 +1,4 @@
--- Running upgrade 0004_typed_deployments -> 0007_schedules
+-- Running upgrade 0005_deployment_tokens -> 0007_schedules
 
 CREATE TABLE schedules (
     id INTEGER NOT NULL, 
@@ -22,5 +22,5 @@ CREATE TABLE schedules (
 
 CREATE INDEX ix_schedules_next_fire_at ON schedules (next_fire_at);
 
-UPDATE mlmanager_alembic_version SET version_num='0007_schedules' WHERE mlmanager_alembic_version.version_num = '0004_typed_deployments';
+UPDATE mlmanager_alembic_version SET version_num='0007_schedules' WHERE mlmanager_alembic_version.version_num = '0005_deployment_tokens';
 

@@ -1,7 +1,7 @@
 """schedules: retraining schedules fired by the leader worker
 
 Revision ID: 0007_schedules
-Revises: 0004_typed_deployments
+Revises: 0005_deployment_tokens
 Create Date: 2026-12-06
 Release: 0.1.0
 """
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007_schedules"
-down_revision = "0004_typed_deployments"
+down_revision = "0005_deployment_tokens"
 branch_labels = None
 depends_on = None
 

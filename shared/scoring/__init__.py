@@ -1,7 +1,7 @@
 """Model representations for scoring inside the database (issue 5).
 
 ``build_representation`` (MLflow, converters) runs in the deploy job;
-``Scorer`` runs where rows are scored and needs only numpy and onnxruntime.
+``scorer_for`` a representation runs where rows are scored and needs only numpy and onnxruntime.
 Everything is imported on first use, so that registering the SQLite scoring
 function (``shared.scoring.indb``) on every connection costs nothing.
 """
@@ -12,10 +12,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shared.scoring.build import build_representation
+    from shared.scoring.build import build_representation, representation_for
     from shared.scoring.kinds import Column, ModelKind, SqlType, method_from
     from shared.scoring.representation import Representation, RepresentationFormat
-    from shared.scoring.runtime import Scorer
+    from shared.scoring.runtime import scorer_for
+    from shared.scoring.scorer import Scorer
 
 _HOMES = {
     "Column": "kinds",
@@ -24,7 +25,9 @@ _HOMES = {
     "method_from": "kinds",
     "Representation": "representation",
     "RepresentationFormat": "representation",
-    "Scorer": "runtime",
+    "Scorer": "scorer",
+    "scorer_for": "runtime",
+    "representation_for": "build",
     "build_representation": "build",
 }
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "SqlType",
     "build_representation",
     "method_from",
+    "representation_for",
+    "scorer_for",
 ]
 
 

@@ -26,27 +26,35 @@ from sqlalchemy import Connection, text
 
 from shared.db import quote_identifier, quote_qualified
 from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
+from shared.scoring.contract import (
+    EVAL_TIME,
+    NOTIFY_CHANNEL,
+    NOTIFY_INSERTED,
+    contract_name,
+    unscored_index,
+)
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only where rows are scored, not in the
     # server, which reads catalogs and plans (drift) through this module
-    from shared.scoring.runtime import Scorer
+    from shared.scoring.scorer import Scorer
 
-CHANNEL = "mlmanager_scoring"
 ASYNC = "async"
+_EVAL_TIME = quote_identifier(contract_name(EVAL_TIME, "postgresql"))  # async: PostgreSQL only
 
 
 def notify_function_sql(schema: str) -> str:
     """The trigger function (trusted PL/pgSQL: no superuser needed)."""
     q = quote_identifier(schema, "schema")
     return (
-        f"CREATE OR REPLACE FUNCTION {q}.notify_inserted() RETURNS trigger "
+        f"CREATE OR REPLACE FUNCTION {q}.{NOTIFY_INSERTED}() RETURNS trigger "
         "LANGUAGE plpgsql AS $$ BEGIN "
-        f"PERFORM pg_notify('{CHANNEL}', TG_RELID::text); RETURN NULL; END $$"
+        f"PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_RELID::text); RETURN NULL; END $$"
     )
 
 
 def unscored_index_name(table: str) -> str:
-    return quote_identifier(f"mlmanager_unscored_{table}"[:63])
+    """The quoted name of the partial index of ``table``'s unscored rows."""
+    return quote_identifier(unscored_index(table))
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,7 @@ def score_batch(
     rows = (
         conn.execute(
             text(
-                f"SELECT {read}, eval_time FROM {table.qualified} "
+                f"SELECT {read}, {_EVAL_TIME} FROM {table.qualified} "
                 f"WHERE {q(table.outputs[0])} IS NULL{skip_clause} "
                 f"ORDER BY {', '.join(q(k) for k in keys)} LIMIT :limit FOR UPDATE SKIP LOCKED"
             ),
@@ -243,7 +251,7 @@ def backlog(conn: Connection, table: AsyncTable) -> dict[str, Any]:
     q = quote_identifier
     count, oldest = conn.execute(
         text(
-            f"SELECT count(*), extract(epoch FROM now() - min(eval_time)) "
+            f"SELECT count(*), extract(epoch FROM now() - min({_EVAL_TIME})) "
             f"FROM {table.qualified} WHERE {q(table.outputs[0])} IS NULL"
         )
     ).one()

@@ -1,38 +1,55 @@
-"""Building a model's representation: ONNX when it converts and agrees, else MLflow pyfunc."""
+"""Building a model's representation: ONNX when it converts and agrees, else MLflow pyfunc.
+
+``build_representation`` is the one way a representation is built (every target's
+deploy calls it with the job's ``ModelSource``); ``representation_for`` is the same
+for a bare model URI, checked on the model's input example: what a database deploy
+onto an empty new table builds.
+"""
 
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Sequence
-from pathlib import Path
 
-import mlflow.artifacts
 import pandas as pd
 from loguru import logger
 
 from shared.errors import InvalidPayload
-from shared.scoring.flavors import (
-    detect_kind,
-    is_h2o_model,
-    load_model,
-    model_version,
-    sample_inputs,
-)
-from shared.scoring.kinds import Column, output_columns
+from shared.model_source import ModelSource
+from shared.scoring.flavors import detect_kind, load_model, sample_inputs
+from shared.scoring.kinds import output_columns
 from shared.scoring.onnx_convert import convert
-from shared.scoring.parity import CheckRows, check_rows, compare, shown
+from shared.scoring.parity import CheckRows, check_rows, compare, feature_frame, shown
 from shared.scoring.representation import Representation, RepresentationFormat
-from shared.scoring.runtime import Row, Scorer, model_archive
+from shared.scoring.runtime import model_archive, scorer_for
+
+
+def representation_for(
+    model_uri: str, method: str | None = None, tolerance: float = 1e-4
+) -> Representation:
+    """The representation a database deploy builds for ``model_uri`` with no table rows:
+    downloaded once, checked on the model's input example (refused without one)."""
+    with ModelSource.open(model_uri) as source:
+        return build_representation(source, source_sample(source), method, tolerance)
+
+
+def source_sample(source: ModelSource) -> pd.DataFrame:
+    """The model's input example, its columns named as the signature's inputs."""
+    example = source.input_example()
+    if example is None or example.empty:
+        raise InvalidPayload(
+            f"no sample rows to check the conversion of {source.uri} on: the model has no "
+            "input example (log it with input_example=...)"
+        )
+    return example
 
 
 def build_representation(
-    model_uri: str,
+    source: ModelSource,
     sample: pd.DataFrame,
     method: str | None = None,
     tolerance: float = 1e-4,
 ) -> Representation:
-    """The fastest faithful representation of ``model_uri``.
+    """The fastest faithful representation of the model of ``source``.
 
     ``sample`` holds rows to check the conversion on (extra columns are
     ignored when the model has a signature). The first ONNX conversion that,
@@ -42,11 +59,12 @@ def build_representation(
     difference per column is logged; if none does, the deploy is refused with
     the mismatches shown. Models that do not convert become pyfunc.
     """
-    if is_h2o_model(model_uri):
+    if source.kind.is_h2o:
         from shared.scoring.mojo import build_mojo_representation
 
-        return build_mojo_representation(model_uri, sample, method, tolerance)
-    loaded = load_model(model_uri)
+        return build_mojo_representation(source, sample, method, tolerance)
+    model_uri = source.uri
+    loaded = load_model(str(source.path))
     inputs = loaded.signature_inputs or sample_inputs(sample)
     frame = feature_frame(sample, inputs)
     info = detect_kind(loaded, method, frame)
@@ -63,8 +81,8 @@ def build_representation(
             method=info.method,
             flavor=loaded.flavor,
             model_uri=model_uri,
-            run_id=loaded.run_id,
-            model_version=model_version(model_uri),
+            run_id=source.run_id,
+            model_version=source.version,
         )
 
     conversion = convert(loaded, info, inputs)
@@ -77,7 +95,7 @@ def build_representation(
             columns = {name: rows.frame[name].tolist() for name in rows.frame.columns}
         candidate = representation(RepresentationFormat.ONNX, payload)
         try:
-            scorer = Scorer.from_representation(candidate)
+            scorer = scorer_for(candidate)
         except InvalidPayload as exc:  # e.g. inputs the scorer cannot feed
             conversion.failures.append(f"{label}: {exc.message}")
             continue
@@ -108,7 +126,8 @@ def build_representation(
             model_uri,
             "; ".join(conversion.failures),
         )
-        return representation(RepresentationFormat.PYFUNC, _archive(model_uri))
+        # The model's files, so that scoring needs no tracking server.
+        return representation(RepresentationFormat.PYFUNC, model_archive(source.path))
     assert rows is not None  # a verdict was made on them
     label, verdict = min(verdicts, key=lambda lv: len(lv[1].mismatches))
     raise InvalidPayload(
@@ -116,37 +135,3 @@ def build_representation(
         f"{rows.describe()} checked (tolerance {tolerance:g}; closest conversion {label}, "
         f"worst difference per column: {verdict.report()}): {shown(verdict.mismatches)}"
     )
-
-
-def refuse_mismatches(
-    model_uri: str,
-    outputs: Sequence[Column],
-    expected: list[Row],
-    actual: list[Row],
-    tolerance: float,
-    scorer: str,
-) -> None:
-    """Refuse the deploy unless ``scorer``'s predictions reproduce the model's own."""
-    rows = CheckRows(pd.DataFrame(index=range(len(expected))), expected, [""] * len(expected))
-    mismatches = compare(outputs, rows, actual, tolerance, scorer).mismatches
-    if mismatches:
-        raise InvalidPayload(
-            f"{scorer} does not reproduce {model_uri} on the {len(expected)} sample rows "
-            f"(tolerance {tolerance:g}): {shown(mismatches)}"
-        )
-
-
-def _archive(model_uri: str) -> bytes:
-    """The model's files, so that scoring needs no tracking server."""
-    with tempfile.TemporaryDirectory(prefix="mlmanager-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        return model_archive(Path(local))
-
-
-def feature_frame(sample: pd.DataFrame, inputs: tuple[Column, ...]) -> pd.DataFrame:
-    missing = [c.name for c in inputs if c.name not in sample.columns]
-    if missing:
-        raise InvalidPayload(f"the sample rows lack model inputs: {', '.join(missing)}")
-    if sample.empty:
-        raise InvalidPayload("no sample rows to check the model's conversion on")
-    return sample[[c.name for c in inputs]]

@@ -6,30 +6,20 @@ Build-time code (and the pyfunc fallback at scoring time): imports MLflow and pa
 from __future__ import annotations
 
 import importlib
-import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import Model, get_model_info
+from mlflow.models import Model
 
 from shared.errors import InvalidPayload
+from shared.model_source import ESTIMATOR_FLAVORS
+from shared.scoring.columns import Row, columns_from
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_column_names
-from shared.scoring.runtime import Row, columns_from
 
 PYFUNC = "python_function"
-H2O_FLAVOR = "h2o"  # scored by mlrunner from a MOJO (shared.scoring.mojo)
-# Flavors whose loaded object is a scikit-learn style estimator we can convert.
-# (Module names: scikit-learn is imported only when such a model is loaded, so the
-# pyfunc fallback also runs where only mlflow-skinny is installed, e.g. PL/Python.)
-_ESTIMATOR_FLAVORS = {
-    "sklearn": "mlflow.sklearn",
-    "xgboost": "mlflow.xgboost",
-    "lightgbm": "mlflow.lightgbm",
-}
 _SIGNATURE_TYPES = {
     "double": SqlType.DOUBLE,
     "float": SqlType.DOUBLE,
@@ -38,8 +28,6 @@ _SIGNATURE_TYPES = {
     "string": SqlType.TEXT,
     "boolean": SqlType.BOOLEAN,
 }
-_VERSION_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)")
-_ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)")
 
 
 @dataclass(frozen=True)
@@ -61,46 +49,25 @@ class KindInfo:
     output_names: tuple[str, ...]
 
 
-def load_model(model_uri: str) -> LoadedModel:
-    """Load ``model_uri`` in the first flavor we can convert, else as MLflow pyfunc."""
-    # A local directory (an unpacked representation) is read as it is: get_model_info
-    # would ask a tracking server about the model, and scoring has none.
-    info: Any = Model.load(model_uri) if os.path.isdir(model_uri) else get_model_info(model_uri)
+def load_model(path: str) -> LoadedModel:
+    """Load the model in directory ``path`` in the first flavor we can convert, else as
+    MLflow pyfunc (a ``ModelSource``'s files, or an unpacked pyfunc representation: no
+    tracking server is asked)."""
+    info = Model.load(path)
     model: Any = None
-    flavor = next((f for f in _ESTIMATOR_FLAVORS if f in info.flavors), PYFUNC)
+    flavor = next((f for f in ESTIMATOR_FLAVORS if f in info.flavors), PYFUNC)
     if flavor != PYFUNC:
         from sklearn.base import BaseEstimator
 
-        model = importlib.import_module(_ESTIMATOR_FLAVORS[flavor]).load_model(model_uri)
+        # (scikit-learn is imported only when such a model is loaded, so the pyfunc
+        # fallback also runs where only mlflow-skinny is installed, e.g. PL/Python.)
+        model = importlib.import_module(f"mlflow.{flavor}").load_model(path)
         # A raw Booster (not the sklearn wrapper) has no predict_proba/classes_.
         if not isinstance(model, BaseEstimator):
             flavor = PYFUNC
     if flavor == PYFUNC:
-        model = mlflow.pyfunc.load_model(model_uri)
-    return LoadedModel(model_uri, flavor, model, signature_inputs(info.signature), info.run_id)
-
-
-def is_mojo_artifact(model_uri: str) -> bool:
-    """Whether ``model_uri`` names a zip artifact (an H2O MOJO), not an MLflow model."""
-    return model_uri.lower().endswith(".zip")
-
-
-def is_h2o_model(model_uri: str) -> bool:
-    """Whether ``model_uri`` is an H2O model: a logged MOJO zip or the ``h2o`` flavor."""
-    if is_mojo_artifact(model_uri):
-        return True
-    info: Any = Model.load(model_uri) if os.path.isdir(model_uri) else get_model_info(model_uri)
-    return H2O_FLAVOR in info.flavors
-
-
-def model_version(model_uri: str) -> str | None:
-    """The registered model version a ``models:/`` URI names, if any."""
-    if match := _VERSION_URI.fullmatch(model_uri):
-        return match["version"]
-    if match := _ALIAS_URI.fullmatch(model_uri):
-        version = mlflow.MlflowClient().get_model_version_by_alias(match["name"], match["alias"])
-        return str(version.version)
-    return None
+        model = mlflow.pyfunc.load_model(path)
+    return LoadedModel(path, flavor, model, signature_inputs(info.signature), info.run_id)
 
 
 def signature_inputs(signature: Any) -> tuple[Column, ...] | None:

@@ -24,15 +24,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import InvalidPayload, NotFound
+from shared.scoring.contract import NEW_ROWS, SQLITE_FUNCTION
 from shared.scoring.kinds import column_name
 from shared.scoring.representation import Representation, representation_from
 
 if TYPE_CHECKING:
-    from shared.scoring.runtime import Scorer
+    from shared.scoring.scorer import Scorer
 
-# The transition table a statement trigger reads (REFERENCING NEW TABLE AS ...).
-NEW_ROWS = "mlmanager_new_rows"
-SQLITE_FUNCTION = "mlmanager_score"
 _CACHED_SCORERS = 16
 _REPRESENTATION_COLUMNS = (
     "format, payload, inputs, outputs, kind, classes, method, flavor, model_uri, run_id, "
@@ -87,9 +85,9 @@ class ScorerCache:
     def get(self, representation_id: int) -> Scorer:
         scorer = self._scorers.get(representation_id)
         if scorer is None:
-            from shared.scoring.runtime import Scorer  # numpy, onnxruntime: on first use
+            from shared.scoring.runtime import scorer_for  # numpy, onnxruntime: on first use
 
-            scorer = Scorer.from_representation(self._fetch(representation_id))
+            scorer = scorer_for(self._fetch(representation_id))
             self._scorers[representation_id] = scorer
             while len(self._scorers) > self._size:
                 self._scorers.popitem(last=False)

@@ -46,9 +46,10 @@ from typing import Any
 import numpy as np
 
 from shared.errors import InvalidPayload, TargetUnavailable
+from shared.scoring.columns import columns_from
 from shared.scoring.kinds import ModelKind
 from shared.scoring.representation import Representation
-from shared.scoring.runtime import Scorer, columns_from
+from shared.scoring.scorer import Scorer
 
 DEFAULT_JAR = "/opt/mlmanager/mlrunner/mlrunner.jar"
 _START_SECONDS = 60.0

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shared.errors import InvalidPayload
+from shared.scoring.contract import PREDICTION, RESERVED_COLUMNS
 
-PREDICTION = "PREDICTION"
-# Columns every deployed table holds besides the features (REFERENCE.md).
-RESERVED_COLUMNS = frozenset({PREDICTION, "CUR_USER", "EVAL_TIME", "RUN_ID"})
 METHODS = ("predict", "predict_proba", "transform")
 # SQL's reserved words (PostgreSQL's list): a column named TRUE or SELECT would need
 # quotes in every query, so labels like these get C0, C1... names instead.

@@ -12,7 +12,6 @@ Build-time code: imports MLflow, pandas and the ``h2o`` package (the ``h2o`` ext
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 import warnings
@@ -20,23 +19,18 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import mlflow.artifacts
 import numpy as np
 import pandas as pd
 from loguru import logger
-from mlflow.models import Model, get_model_info
 
 from shared.errors import InvalidPayload, TargetUnavailable
-from shared.scoring.flavors import (
-    H2O_FLAVOR,
-    is_mojo_artifact,
-    model_version,
-    signature_inputs,
-)
+from shared.model_source import H2O_FLAVOR, ModelSource, SourceKind
+from shared.scoring.columns import columns_from
+from shared.scoring.flavors import signature_inputs
 from shared.scoring.jvm import JvmScorer
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_column_names, output_columns
+from shared.scoring.parity import feature_frame, refuse_mismatches
 from shared.scoring.representation import Representation, RepresentationFormat
-from shared.scoring.runtime import columns_from
 
 _KINDS = {
     "classification": ModelKind.CLASSIFICATION,
@@ -70,19 +64,17 @@ def h2o_session() -> Any:
 
 
 def build_mojo_representation(
-    model_uri: str, sample: pd.DataFrame, method: str | None, tolerance: float
+    source: ModelSource, sample: pd.DataFrame, method: str | None, tolerance: float
 ) -> Representation:
     """The MOJO representation of an H2O model, refused unless it reproduces H2O's predictions."""
-    from shared.scoring.build import feature_frame, refuse_mismatches
-
     if method not in (None, "predict"):
         raise InvalidPayload(
             f"an H2O model only has predict, not {method}", field="library_specific"
         )
     h2o = h2o_session()
+    model_uri, run_id, version = source.uri, source.run_id, source.version
     with tempfile.TemporaryDirectory(prefix="mlmanager-h2o-") as tmp:
-        own, payload, logged_inputs, run_id = _h2o_model(h2o, model_uri, Path(tmp))
-    version = model_version(model_uri)
+        own, payload, logged_inputs = _h2o_model(h2o, source, Path(tmp))
     probe = mojo_representation(payload, model_uri, run_id, version, ModelKind.REGRESSION, (), ())
     description = JvmScorer(probe).describe()
     kind = _KINDS.get(str(description["kind"]).lower())
@@ -135,13 +127,11 @@ def mojo_representation(
 
 
 def _h2o_model(
-    h2o: Any, model_uri: str, workdir: Path
-) -> tuple[Any, bytes, tuple[Column, ...] | None, str | None]:
-    """The model in the H2O cluster, its MOJO bytes, its signature's inputs and its run."""
-    if is_mojo_artifact(model_uri):
-        local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(workdir))
-        )
+    h2o: Any, source: ModelSource, workdir: Path
+) -> tuple[Any, bytes, tuple[Column, ...] | None]:
+    """The model in the H2O cluster, its MOJO bytes and its signature's inputs."""
+    if source.kind is SourceKind.MOJO:
+        local = source.path
         payload = local.read_bytes()
         try:
             with zipfile.ZipFile(local) as archive:
@@ -149,15 +139,13 @@ def _h2o_model(
         except zipfile.BadZipFile:
             is_mojo = False
         if not is_mojo:
-            raise InvalidPayload(f"{model_uri} is not an H2O MOJO (a zip holding model.ini)")
-        run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
-        return h2o.import_mojo(str(local)), payload, None, run_id
+            raise InvalidPayload(f"{source.uri} is not an H2O MOJO (a zip holding model.ini)")
+        return h2o.import_mojo(str(local)), payload, None
     from mlflow import h2o as h2o_flavor
 
-    info: Any = Model.load(model_uri) if os.path.isdir(model_uri) else get_model_info(model_uri)
-    model = h2o_flavor.load_model(model_uri, dst_path=str(workdir))
+    model = h2o_flavor.load_model(str(source.path), dst_path=str(workdir))
     mojo = Path(model.save_mojo(path=str(workdir / "mojo"), force=True))
-    return model, mojo.read_bytes(), signature_inputs(info.signature), info.run_id
+    return model, mojo.read_bytes(), signature_inputs(source.signature)
 
 
 def _h2o_predictions(

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shared.errors import InvalidPayload
+from shared.scoring.columns import Row
 from shared.scoring.kinds import Column, ModelKind
-from shared.scoring.runtime import Row
 
 SAMPLE_LIMIT = 5000
 NULL_ROWS_PER_INPUT = 25
@@ -260,3 +261,31 @@ def shown(mismatches: list[str]) -> str:
     if len(mismatches) > _SHOWN_MISMATCHES:
         text += f"; and {len(mismatches) - _SHOWN_MISMATCHES} more"
     return text
+
+
+def refuse_mismatches(
+    model_uri: str,
+    outputs: Sequence[Column],
+    expected: list[Row],
+    actual: list[Row],
+    tolerance: float,
+    scorer: str,
+) -> None:
+    """Refuse the deploy unless ``scorer``'s predictions reproduce the model's own."""
+    rows = CheckRows(pd.DataFrame(index=range(len(expected))), expected, [""] * len(expected))
+    mismatches = compare(outputs, rows, actual, tolerance, scorer).mismatches
+    if mismatches:
+        raise InvalidPayload(
+            f"{scorer} does not reproduce {model_uri} on the {len(expected)} sample rows "
+            f"(tolerance {tolerance:g}): {shown(mismatches)}"
+        )
+
+
+def feature_frame(sample: pd.DataFrame, inputs: tuple[Column, ...]) -> pd.DataFrame:
+    """The sample's model inputs, in input order; refused when one is missing or no row is."""
+    missing = [c.name for c in inputs if c.name not in sample.columns]
+    if missing:
+        raise InvalidPayload(f"the sample rows lack model inputs: {', '.join(missing)}")
+    if sample.empty:
+        raise InvalidPayload("no sample rows to check the model's conversion on")
+    return sample[[c.name for c in inputs]]

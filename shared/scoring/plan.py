@@ -1,9 +1,18 @@
 """The deployment plan: what deploying a model onto a table does, as SQL, before it is done.
 
-``plan_deployment`` reads the table (if it exists) and the payload and renders
-the DDL and the scoring trigger for the target dialect; ``DeploymentPlan.render``
-prints it (``dry_run``) and ``DeploymentPlan.execute`` runs it in the caller's
-transaction, so that a failure at any step leaves the table as it was.
+A pure function of plain data: ``plan_deployment(catalog, payload, representation)``
+turns what the database holds (``shared.scoring.catalog.Catalog``, read before) and
+what is asked into printable steps, and ``plan_undeploy`` does the same for
+undeploying. No step reads the database, so the planner is tested without one
+(``tests/unit/scoring/test_plan.py``) and ``dry_run`` prints exactly the steps a
+real run executes, after the same synchronous/asynchronous decision.
+``DeploymentPlan.render`` prints a plan; ``run_setup`` and ``execute`` run it in the
+caller's transaction, so that a failure at any step leaves the table as it was.
+
+A plan has two parts: ``setup``, run with the worker's own rights (installing the
+PL/Python scoring functions or the async notify function, which needs a superuser
+or owns shared functions), then ``steps``, run with the requesting user's rights
+(the table's DDL and trigger).
 
 Names: every schema, table and column name is checked by ``shared.db`` before
 it reaches SQL. On PostgreSQL the contract columns (``prediction``,
@@ -19,47 +28,41 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection, text
 
 from shared.db import check_identifier, quote_identifier, quote_qualified
 from shared.errors import DeploymentConflict, InvalidPayload, NotFound
 from shared.handlers import DeployDatabasePayload
-from shared.scoring.asyncmode import unscored_index_name
-from shared.scoring.indb import NEW_ROWS, SQLITE_FUNCTION, TableBinding
+from shared.scoring.catalog import Catalog, TableInfo
+from shared.scoring.contract import (
+    CONTRACT_COLUMNS,
+    CUR_USER,
+    EVAL_TIME,
+    NEW_ROWS,
+    NOTIFY_INSERTED,
+    RUN_ID,
+    SCORE_ROW,
+    SCORE_STATEMENT,
+    SQLITE_FUNCTION,
+    TRIGGER_PREFIX,
+    contract_name,
+    unscored_index,
+)
+from shared.scoring.indb import TableBinding
 from shared.scoring.kinds import SqlType, input_columns
 from shared.scoring.representation import Representation
 
 if TYPE_CHECKING:  # numpy and onnxruntime load only where rows are scored, not in the
     # server, which reads catalogs and plans (drift) through this module
-    from shared.scoring.runtime import Scorer
+    from shared.scoring.scorer import Scorer
 
-TRIGGER_PREFIX = "RUNMODEL_"
-CUR_USER, EVAL_TIME, RUN_ID = "CUR_USER", "EVAL_TIME", "RUN_ID"
 # Room on each page for the UPDATE that writes a statement's predictions back
 # (a heap-only update stays on its page): tables we create for statement triggers.
 STATEMENT_TABLE_FILLFACTOR = 50
 _EXISTING_BATCH = 10000
-
-
-def contract_name(name: str, dialect: str) -> str:
-    """A contract or prediction column's name as created on ``dialect``."""
-    return name.lower() if dialect == "postgresql" else name
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """An existing table as the plan needs it."""
-
-    columns: dict[str, str]  # name -> SQL type, in table order
-    primary_key: tuple[str, ...]
-    triggers: tuple[str, ...]  # our scoring triggers on it
-
-    def find(self, name: str) -> str | None:
-        """The table's column called ``name``, exactly or else ignoring case."""
-        if name in self.columns:
-            return name
-        matches = [c for c in self.columns if c.lower() == name.lower()]
-        return matches[0] if len(matches) == 1 else None
+# A function body longer than this is shown by its size, not its text (the scoring
+# functions embed ML Manager's scoring code: ~100 kB).
+_SHOWN_SQL = 2000
 
 
 @dataclass(frozen=True)
@@ -68,35 +71,36 @@ class PlanStep:
     sql: str | None = None
     action: Callable[[Connection], None] | None = None
 
+    def rendered(self) -> str:
+        if self.sql is None:
+            return "-- (done in Python, no DDL)"
+        if len(self.sql) <= _SHOWN_SQL:
+            return f"{self.sql};"
+        head = self.sql.split(" AS $", 1)[0]
+        return f"{head} AS ... ;  -- ({len(self.sql)} characters, shown by size)"
+
 
 @dataclass
-class DeploymentPlan:
-    dialect: str
-    schema: str
-    table: str
-    binding: TableBinding
-    trigger_name: str
-    trigger_mode: str
-    creates_table: bool
-    replaces: tuple[str, ...]
-    steps: list[PlanStep] = field(default_factory=list)
-    # (model input, table column) where the input's own name is no SQL name.
-    renamed_inputs: tuple[tuple[str, str], ...] = ()
+class Plan:
+    """Steps to run in one transaction: ``setup`` with the worker's rights, then ``steps``."""
 
-    @property
-    def name(self) -> str:
-        return f"{self.schema}.{self.table}"
+    steps: list[PlanStep] = field(default_factory=list)
+    setup: list[PlanStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said before the steps (decisions)
 
     def render(self) -> str:
         """The plan as SQL, one commented step after another."""
-        lines = [
-            f"-- model input {name!r} is read from column {column}"
-            for name, column in self.renamed_inputs
-        ]
-        for number, step in enumerate(self.steps, 1):
-            lines.append(f"-- Step {number}: {step.description}")
-            lines.append(f"{step.sql};" if step.sql else "-- (done in Python, no DDL)")
+        lines = [f"-- {note}" for note in self.notes]
+        for number, step in enumerate([*self.setup, *self.steps], 1):
+            rights = " (with the worker's rights)" if number <= len(self.setup) else ""
+            lines.append(f"-- Step {number}: {step.description}{rights}")
+            lines.append(step.rendered())
         return "\n".join(lines)
+
+    def run_setup(self, conn: Connection) -> None:
+        """Run the ``setup`` steps (before taking the requesting user's role)."""
+        for step in self.setup:
+            _run(conn, step)
 
     def execute(
         self, conn: Connection, before_step: Callable[[int, PlanStep], None] | None = None
@@ -105,53 +109,48 @@ class DeploymentPlan:
         for number, step in enumerate(self.steps, 1):
             if before_step is not None:
                 before_step(number, step)
-            if step.sql is not None:
-                conn.exec_driver_sql(step.sql, execution_options={"no_parameters": True})
-            if step.action is not None:
-                step.action(conn)
+            _run(conn, step)
 
 
-def read_table(conn: Connection, schema: str, table: str) -> TableInfo | None:
-    """The table's columns, key and scoring triggers; ``None`` if it does not exist."""
-    dialect = conn.dialect.name
-    inspector = inspect(conn)
-    db_schema = None if dialect == "sqlite" else schema
-    if not inspector.has_table(table, schema=db_schema):
-        return None
-    columns = {
-        c["name"]: c["type"].compile(dialect=conn.dialect)
-        for c in inspector.get_columns(table, schema=db_schema)
-    }
-    key = tuple(inspector.get_pk_constraint(table, schema=db_schema)["constrained_columns"])
-    if dialect == "postgresql":
-        rows = conn.execute(
-            text(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = CAST(:table AS regclass) "
-                "AND NOT tgisinternal AND starts_with(tgname, :prefix) ORDER BY tgname"
-            ),
-            {"table": quote_qualified(schema, table), "prefix": TRIGGER_PREFIX},
-        )
-    else:
-        rows = conn.execute(
-            text(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :table "
-                "AND substr(name, 1, length(:prefix)) = :prefix ORDER BY name"
-            ),
-            {"table": table, "prefix": TRIGGER_PREFIX},
-        )
-    return TableInfo(columns, key, tuple(r[0] for r in rows))
+def _run(conn: Connection, step: PlanStep) -> None:
+    if step.sql is not None:
+        conn.exec_driver_sql(step.sql, execution_options={"no_parameters": True})
+    if step.action is not None:
+        step.action(conn)
+
+
+@dataclass
+class DeploymentPlan(Plan):
+    dialect: str = ""
+    schema: str = ""
+    table: str = ""
+    binding: TableBinding = field(default_factory=lambda: TableBinding(0, (), (), ()))
+    trigger_name: str = ""
+    trigger_mode: str = ""
+    creates_table: bool = False
+    replaces: tuple[str, ...] = ()
+    # (model input, table column) where the input's own name is no SQL name.
+    renamed_inputs: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def asynchronous(self) -> bool:
+        return self.trigger_mode == "async"
+
+    def render(self) -> str:
+        renamed = [
+            f"-- model input {name!r} is read from column {column}"
+            for name, column in self.renamed_inputs
+        ]
+        return "\n".join([*renamed, super().render()]) if renamed else super().render()
 
 
 def table_sql(dialect: str, schema: str, table: str) -> str:
     """The quoted table name (SQLite's one schema, main, is left implicit)."""
     return quote_qualified(schema, table) if dialect == "postgresql" else quote_identifier(table)
-
-
-def schema_exists(conn: Connection, schema: str) -> bool:
-    if conn.dialect.name == "sqlite":
-        return schema == "main"
-    found = conn.execute(text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema})
-    return found.first() is not None
 
 
 def trigger_name(table: str, run_id: str | None, representation_id: int | None) -> str:
@@ -160,33 +159,84 @@ def trigger_name(table: str, run_id: str | None, representation_id: int | None) 
     return check_identifier(f"{TRIGGER_PREFIX}{table}"[: 63 - len(suffix) - 1] + f"_{suffix}")
 
 
+def scoring_setup(
+    catalog: Catalog, mode: str, scoring_schema: str | None
+) -> tuple[bool, list[PlanStep], list[str]]:
+    """The sync/async decision and the functions it needs installed.
+
+    (asynchronous, setup steps, notes): ``mode`` is the payload's (auto, sync,
+    async). PostgreSQL scores synchronously with the PL/Python functions when they
+    are installed at this code's version or can be (PL/Python present, the worker a
+    superuser); else ``auto`` falls back to async mode and says why, and ``sync`` is
+    refused. SQLite is always synchronous (an explicit async is refused by the plan).
+    """
+    if catalog.dialect != "postgresql":
+        return mode == "async", [], []
+    from shared.scoring.asyncmode import notify_function_sql
+    from shared.scoring.postgres import (
+        INSTALL_LOCK,
+        install_refusal,
+        install_statements,
+        scoring_version,
+    )
+
+    schema = scoring_schema or "mlmanager"
+    notes: list[str] = []
+    if mode != "async":
+        assert catalog.scoring is not None
+        if catalog.scoring.installed_version == scoring_version():
+            return False, [], []
+        refusal = install_refusal(catalog.scoring)
+        if refusal is None:
+            lock = PlanStep(
+                "wait for any other install of the scoring functions",
+                f"SELECT pg_advisory_xact_lock(hashtext({_literal(INSTALL_LOCK)}))",
+            )
+            install = [
+                PlanStep(f"install the PL/Python scoring functions in {schema}", sql)
+                for sql in install_statements(schema)
+            ]
+            return (
+                False,
+                [lock, *install],
+                [f"installing the PL/Python scoring functions in {schema}"],
+            )
+        if mode == "sync":
+            raise refusal
+        notes.append(f"scoring asynchronously (mode async): {refusal.message}")
+    notify = PlanStep(
+        f"create the async notify function {schema}.{NOTIFY_INSERTED}()",
+        notify_function_sql(schema),
+    )
+    return True, [notify], notes
+
+
 def plan_deployment(
-    conn: Connection,
+    catalog: Catalog,
     payload: DeployDatabasePayload,
     rep: Representation,
     representation_id: int | None,
     *,
     scoring_schema: str | None,
-    asynchronous: bool = False,
 ) -> DeploymentPlan:
-    """The plan that deploys ``rep`` onto the payload's table.
+    """The plan that deploys ``rep`` onto the payload's table, from the database's ``catalog``.
 
     ``representation_id`` is ``None`` for a dry run (the id is assigned when
     the plan runs). ``scoring_schema`` is where the PL/Python functions live
-    (PostgreSQL only). ``asynchronous``: a notifying trigger and a partial index
-    of the unscored rows instead of the scoring trigger (``shared.scoring.asyncmode``).
+    (PostgreSQL only). In async mode the table gets a notifying trigger and a
+    partial index of the unscored rows instead of the scoring trigger
+    (``shared.scoring.asyncmode``).
     """
-    dialect = conn.dialect.name
+    dialect = catalog.dialect
     schema, table = payload.db_schema, payload.db_table
     if dialect == "sqlite" and schema != "main":
         raise InvalidPayload(
             f"a SQLite database has one schema, main, not {schema!r}", field="db_schema"
         )
-    existing = read_table(conn, schema, table) if schema_exists(conn, schema) else None
+    asynchronous, setup, notes = scoring_setup(catalog, payload.mode, scoring_schema)
+    existing = catalog.table
     steps: list[PlanStep] = []
-    qualified = (
-        quote_qualified(schema, table) if dialect == "postgresql" else quote_identifier(table)
-    )
+    qualified = table_sql(dialect, schema, table)
     run_id = rep.run_id or payload.run_id
     mode: str = payload.trigger_mode if dialect == "postgresql" else "row"
     if asynchronous:
@@ -201,14 +251,14 @@ def plan_deployment(
                 f"table {schema}.{table} does not exist: create it, or set create_model_table "
                 "(with primary_key and df_schema or a reference table)"
             )
-        if not schema_exists(conn, schema):
+        if not catalog.schema_exists:
             steps.append(
                 PlanStep(
                     f"create schema {schema}",
                     f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema, 'schema')}",
                 )
             )
-        columns, keys = _new_table_columns(conn, payload, rep, dialect)
+        columns, keys = _new_table_columns(catalog, payload, rep, dialect)
         features = _features(payload, rep, TableInfo(columns, keys, ()))
         steps.append(
             PlanStep(
@@ -238,14 +288,13 @@ def plan_deployment(
             )
         features = _features(payload, rep, existing)
         replaced = existing.triggers
-        for old in existing.triggers:
-            steps.append(
-                PlanStep(
-                    f"drop the trigger of the model being replaced ({old})",
-                    f"DROP TRIGGER {quote_identifier(old)}"
-                    + (f" ON {qualified}" if dialect == "postgresql" else ""),
-                )
+        steps += [
+            PlanStep(
+                f"drop the trigger of the model being replaced ({old})",
+                drop_trigger_sql(dialect, qualified, old),
             )
+            for old in existing.triggers
+        ]
         outputs = tuple(existing.find(o) or o for o in outputs)
         _check_output_types(existing, rep, outputs, dialect, f"{schema}.{table}")
         for column, sql in _missing_columns(existing, rep, outputs, run_id, dialect):
@@ -272,6 +321,9 @@ def plan_deployment(
     )
     name = trigger_name(table, run_id, representation_id)
     plan = DeploymentPlan(
+        steps=steps,
+        setup=setup,
+        notes=notes,
         dialect=dialect,
         schema=schema,
         table=table,
@@ -280,7 +332,6 @@ def plan_deployment(
         trigger_mode=mode,
         creates_table=existing is None,
         replaces=replaced,
-        steps=steps,
         renamed_inputs=tuple(
             (name, column)
             for name, column in input_columns(c.name for c in rep.inputs).items()
@@ -288,12 +339,10 @@ def plan_deployment(
         ),
     )
     if asynchronous:
-        indexed = ", ".join(quote_identifier(k) for k, _ in binding.keys)
         plan.steps.append(
             PlanStep(
                 "index the rows still waiting for a prediction",
-                f"CREATE INDEX IF NOT EXISTS {unscored_index_name(table)} ON {qualified} "
-                f"({indexed}) WHERE {quote_identifier(binding.outputs[0])} IS NULL",
+                create_unscored_index_sql(schema, table, binding),
             )
         )
     plan.steps.append(
@@ -305,13 +354,69 @@ def plan_deployment(
     return plan
 
 
+def plan_undeploy(
+    dialect: str,
+    schema: str,
+    table: str,
+    existing: TableInfo,
+    *,
+    prediction_columns: Sequence[str] = (),
+    drop_columns: bool = False,
+) -> Plan:
+    """The plan that removes the model from an existing table: its scoring triggers, the
+    async index (PostgreSQL) and, with ``drop_columns``, the prediction columns (those of
+    ``prediction_columns`` the table has). The table's data is kept."""
+    qualified = table_sql(dialect, schema, table)
+    steps = [
+        PlanStep(f"drop trigger {trigger}", drop_trigger_sql(dialect, qualified, trigger))
+        for trigger in existing.triggers
+    ]
+    if dialect == "postgresql":
+        index = quote_identifier(unscored_index(table))
+        steps.append(
+            PlanStep(
+                "drop the index of the rows waiting for a prediction (async mode), if any",
+                f"DROP INDEX IF EXISTS {quote_identifier(schema, 'schema')}.{index}",
+            )
+        )
+    notes = []
+    if drop_columns:
+        if not prediction_columns:
+            notes.append("no deployment record names the prediction columns: none dropped")
+        for name in prediction_columns:
+            column = existing.find(name)
+            if column is not None:
+                steps.append(
+                    PlanStep(
+                        f"drop column {column}",
+                        f"ALTER TABLE {qualified} DROP COLUMN {quote_identifier(column, 'column')}",
+                    )
+                )
+    return Plan(steps=steps, notes=notes)
+
+
+def drop_trigger_sql(dialect: str, qualified: str, trigger: str) -> str:
+    on = f" ON {qualified}" if dialect == "postgresql" else ""
+    return f"DROP TRIGGER {quote_identifier(trigger)}{on}"
+
+
+def create_unscored_index_sql(schema: str, table: str, binding: TableBinding) -> str:
+    """Async mode's partial index of the rows whose first prediction column is NULL."""
+    keys = ", ".join(quote_identifier(k) for k, _ in binding.keys)
+    return (
+        f"CREATE INDEX IF NOT EXISTS {quote_identifier(unscored_index(table))} "
+        f"ON {quote_qualified(schema, table)} ({keys}) "
+        f"WHERE {quote_identifier(binding.outputs[0])} IS NULL"
+    )
+
+
 def add_score_existing(plan: DeploymentPlan, rep: Representation) -> None:
     """Append the step that fills predictions for rows already in the table."""
 
     def score_existing(conn: Connection) -> None:
-        from shared.scoring.runtime import Scorer
+        from shared.scoring.runtime import scorer_for
 
-        score_existing_rows(conn, plan, Scorer.from_representation(rep))
+        score_existing_rows(conn, plan, scorer_for(rep))
 
     plan.steps.append(
         PlanStep(
@@ -407,7 +512,7 @@ def _features(
 
 
 def _new_table_columns(
-    conn: Connection, payload: DeployDatabasePayload, rep: Representation, dialect: str
+    catalog: Catalog, payload: DeployDatabasePayload, rep: Representation, dialect: str
 ) -> tuple[dict[str, str], tuple[str, ...]]:
     """Key and feature columns of a new table: from df_schema, a reference table or the model."""
     if not payload.primary_key:
@@ -418,9 +523,7 @@ def _new_table_columns(
     if payload.df_schema:
         features = dict(payload.df_schema)
     elif payload.reference_table:
-        reference = read_table(
-            conn, payload.reference_schema or payload.db_schema, payload.reference_table
-        )
+        reference = catalog.reference
         if reference is None:
             raise NotFound(
                 f"reference table {payload.reference_schema or payload.db_schema}."
@@ -430,7 +533,7 @@ def _new_table_columns(
     else:
         columns_of = input_columns(c.name for c in rep.inputs)
         features = {columns_of[c.name]: c.sql_type.in_dialect(dialect) for c in rep.inputs}
-    reserved = {contract_name(n, dialect).lower() for n in (CUR_USER, EVAL_TIME, RUN_ID)}
+    reserved = {contract_name(n, dialect).lower() for n in CONTRACT_COLUMNS}
     reserved |= {contract_name(o.name, dialect).lower() for o in rep.outputs}
     for name, sql_type in features.items():
         check_identifier(name, "column")
@@ -512,16 +615,17 @@ def _trigger(
         if plan.trigger_mode == "async":
             return (
                 f"CREATE TRIGGER {name} AFTER INSERT ON {qualified} FOR EACH STATEMENT "
-                f"EXECUTE FUNCTION {function}notify_inserted()"
+                f"EXECUTE FUNCTION {function}{NOTIFY_INSERTED}()"
             )
         if plan.trigger_mode == "row":
             return (
                 f"CREATE TRIGGER {name} BEFORE INSERT ON {qualified} FOR EACH ROW "
-                f"EXECUTE FUNCTION {function}score_row({argument})"
+                f"EXECUTE FUNCTION {function}{SCORE_ROW}({argument})"
             )
         return (
             f"CREATE TRIGGER {name} AFTER INSERT ON {qualified} REFERENCING NEW TABLE AS "
-            f"{NEW_ROWS} FOR EACH STATEMENT EXECUTE FUNCTION {function}score_statement({argument})"
+            f"{NEW_ROWS} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION {function}{SCORE_STATEMENT}({argument})"
         )
     q = quote_identifier
     outputs = ", ".join(q(c) for c in binding.outputs)

@@ -25,13 +25,19 @@ from importlib import resources
 from sqlalchemy import Connection, text
 
 from shared.db import check_identifier, quote_identifier
-from shared.errors import NotAuthorized, TargetUnavailable
+from shared.errors import MLManagerError, NotAuthorized, TargetUnavailable
+from shared.scoring.catalog import SCORING_COMMENT_PREFIX, ScoringFunctions, read_scoring
+from shared.scoring.contract import SCORE_ROW, SCORE_STATEMENT, SCORING_LOAD
 
 # Modules the database imports, served from the source embedded in scoring_load().
 EMBEDDED_MODULES = (
     "shared.errors",
+    "shared.model_source",
+    "shared.scoring.contract",
     "shared.scoring.kinds",
     "shared.scoring.representation",
+    "shared.scoring.columns",
+    "shared.scoring.scorer",
     "shared.scoring.runtime",
     "shared.scoring.flavors",
     "shared.scoring.jvm",
@@ -39,7 +45,6 @@ EMBEDDED_MODULES = (
 )
 _PACKAGES = ("shared", "shared.scoring")
 PATH_SETTING = "mlmanager.plpython_path"
-_COMMENT_PREFIX = "mlmanager scoring "
 
 _LOADER = """
 import importlib.abc, importlib.util, os, sys
@@ -100,8 +105,8 @@ _FUNCTIONS = (
     # The UPDATE back is planned once per session, often while the table is small: a
     # plan that scans the whole table would then serve it as it grows (measured: a
     # single-row insert 0.74 -> 1.6 ms over 8k rows). Key lookups are always right.
-    ("score_statement()", "trigger", "statement_trigger(TD)", " SET enable_seqscan = off"),
-    ("score_row()", "trigger", "row_trigger(TD)", ""),
+    (f"{SCORE_STATEMENT}()", "trigger", "statement_trigger(TD)", " SET enable_seqscan = off"),
+    (f"{SCORE_ROW}()", "trigger", "row_trigger(TD)", ""),
     ("predict(model text, features jsonb)", "jsonb", "predict(model, features)", " STABLE"),
     (
         "predict_batch(model text, rows jsonb)",
@@ -147,12 +152,12 @@ def install_statements(schema: str) -> list[str]:
         raise AssertionError("the embedded source holds the function body's quote tag")
     statements = [
         "CREATE EXTENSION IF NOT EXISTS plpython3u",
-        f"CREATE OR REPLACE FUNCTION {q}.scoring_load() RETURNS void "
+        f"CREATE OR REPLACE FUNCTION {q}.{SCORING_LOAD}() RETURNS void "
         f"LANGUAGE plpython3u AS $mlmanager${loader}$mlmanager$",
-        f"COMMENT ON FUNCTION {q}.scoring_load() IS '{_COMMENT_PREFIX}{version}'",
+        f"COMMENT ON FUNCTION {q}.{SCORING_LOAD}() IS '{SCORING_COMMENT_PREFIX}{version}'",
     ]
     for signature, returns, call, volatility in _FUNCTIONS:
-        body = _ENTRY.format(version=version, load=f"SELECT {q}.scoring_load()", call=call)
+        body = _ENTRY.format(version=version, load=f"SELECT {q}.{SCORING_LOAD}()", call=call)
         statements.append(
             f"CREATE OR REPLACE FUNCTION {q}.{signature} RETURNS {returns} "
             f"LANGUAGE plpython3u{volatility} AS $mlmanager${body}$mlmanager$"
@@ -165,28 +170,23 @@ def install_statements(schema: str) -> list[str]:
     return statements
 
 
-def installed_version(conn: Connection, schema: str) -> str | None:
-    """The version of the scoring functions installed in ``schema``, if any."""
-    comment = conn.execute(
-        text(
-            "SELECT obj_description(p.oid, 'pg_proc') FROM pg_proc p "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = :schema AND p.proname = 'scoring_load'"
-        ),
-        {"schema": schema},
-    ).scalar()
-    if not comment or not str(comment).startswith(_COMMENT_PREFIX):
-        return None
-    return str(comment).removeprefix(_COMMENT_PREFIX)
+INSTALL_LOCK = "mlmanager.scoring_install"
 
 
-def plpython_available(conn: Connection) -> bool:
-    """Whether the server can run PL/Python (the extension is installed or installable)."""
-    return bool(
-        conn.execute(
-            text("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'plpython3u')")
-        ).scalar()
-    )
+def install_refusal(state: ScoringFunctions) -> MLManagerError | None:
+    """Why the scoring functions cannot be installed in this database, or ``None``."""
+    if not state.plpython:
+        return TargetUnavailable(
+            "this PostgreSQL server has no PL/Python (plpython3u): install its package "
+            "(Debian: postgresql-plpython3-15) to score inside the database"
+        )
+    if not state.superuser:
+        return NotAuthorized(
+            "the scoring functions are missing or outdated and installing them needs a "
+            "PostgreSQL superuser (PL/Python is untrusted): run `mlmanager db install-scoring` "
+            "once with a superuser's DB_USER"
+        )
+    return None
 
 
 def ensure_scoring_installed(conn: Connection, schema: str) -> list[str]:
@@ -194,27 +194,20 @@ def ensure_scoring_installed(conn: Connection, schema: str) -> list[str]:
 
     Returns the statements it ran (empty when the current version is there).
     Without PL/Python, or without the superuser right it needs, raises a
-    clear error saying what a database administrator must do.
+    clear error saying what a database administrator must do. (A deploy plans the
+    same install from the catalog instead: ``shared.scoring.plan``.)
     """
-    if installed_version(conn, schema) == scoring_version():
+    if read_scoring(conn, schema).installed_version == scoring_version():
         return []
     # Two first deploys at once would both CREATE OR REPLACE the functions
     # ("tuple concurrently updated"): the second waits here, then finds them.
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('mlmanager.scoring_install'))"))
-    if installed_version(conn, schema) == scoring_version():
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": INSTALL_LOCK})
+    state = read_scoring(conn, schema)
+    if state.installed_version == scoring_version():
         return []
-    if not plpython_available(conn):
-        raise TargetUnavailable(
-            "this PostgreSQL server has no PL/Python (plpython3u): install its package "
-            "(Debian: postgresql-plpython3-15) to score inside the database"
-        )
-    superuser = conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
-    if not superuser.scalar():
-        raise NotAuthorized(
-            "the scoring functions are missing or outdated and installing them needs a "
-            "PostgreSQL superuser (PL/Python is untrusted): run `mlmanager db install-scoring` "
-            "once with a superuser's DB_USER"
-        )
+    refusal = install_refusal(state)
+    if refusal is not None:
+        raise refusal
     statements = install_statements(schema)
     for statement in statements:
         # (No parameters: the embedded source holds % signs the driver must not read.)

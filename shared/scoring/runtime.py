@@ -15,140 +15,36 @@ probabilities hold a NaN gets a NULL label as well, since its argmax means nothi
 from __future__ import annotations
 
 import io
-import math
 import os
 import sys
 import tempfile
 import threading
 import zipfile
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from shared.errors import InvalidPayload
+from shared.scoring.columns import columns_from, is_null
 from shared.scoring.kinds import Column, ModelKind, SqlType
 from shared.scoring.representation import Representation, RepresentationFormat
-
-Batch: TypeAlias = Mapping[str, Sequence[Any]] | Sequence[Sequence[Any]] | np.ndarray
-Row: TypeAlias = tuple[Any, ...]
+from shared.scoring.scorer import Scorer
 
 _ONNX_DTYPES = {"tensor(double)": np.float64, "tensor(float)": np.float32, "tensor(string)": object}
 
 
-def columns_from(
-    kind: ModelKind, primary: np.ndarray, probabilities: np.ndarray | None
-) -> list[list[Any]]:
-    """The prediction columns as lists (what a set-based UPDATE binds), NaN turned into ``None``.
+def scorer_for(representation: Representation) -> Scorer:
+    """The scorer for the representation's format (loads the model once)."""
+    if representation.format is RepresentationFormat.ONNX:
+        return OnnxScorer(representation)
+    if representation.format is RepresentationFormat.MOJO:
+        from shared.scoring.jvm import JvmScorer
 
-    ``primary`` holds the labels (classification, clustering), the values
-    (regression) or the 2-D outputs (multi-output); ``probabilities`` the class
-    probabilities of a classifier, when it has them. A classification row whose
-    probabilities hold a NaN gets a NULL label as well, since its argmax means nothing.
-    """
-    if kind is ModelKind.CLASSIFICATION:
-        labels = _labels(primary.reshape(-1))
-        if probabilities is None:
-            return [labels]
-        probs = np.asarray(probabilities, dtype=np.float64)
-        unknown: np.ndarray = np.asarray(np.isnan(probs).any(axis=1))
-        if unknown.any():
-            gone = unknown.tolist()
-            labels = [None if bad else label for label, bad in zip(labels, gone, strict=True)]
-            probs = np.where(unknown[:, None], np.nan, probs)
-        return [labels, *(_numbers(probs[:, j]) for j in range(probs.shape[1]))]
-    if kind is ModelKind.REGRESSION:
-        return [_numbers(primary.reshape(-1))]
-    if kind is ModelKind.CLUSTERING:
-        return [[int(v) for v in primary.reshape(-1).tolist()]]
-    matrix = np.asarray(primary, dtype=np.float64).reshape(len(primary), -1)
-    return [_numbers(matrix[:, j]) for j in range(matrix.shape[1])]
-
-
-def _labels(values: np.ndarray) -> list[str | None]:
-    """Labels as text: integer and boolean labels in one conversion, others one by one."""
-    if values.dtype.kind in "iub":
-        return values.astype(str).tolist()
-    return [_text(label) for label in values.tolist()]
-
-
-def _numbers(values: np.ndarray) -> list[float | None]:
-    """Floats, with NaN as ``None`` (scanned only when a NaN is there)."""
-    values = np.asarray(values, dtype=np.float64)
-    missing = np.isnan(values)
-    if not missing.any():
-        return values.tolist()
-    return [None if gone else v for v, gone in zip(values.tolist(), missing.tolist(), strict=True)]
-
-
-def _text(label: object) -> str | None:
-    if label is None or (isinstance(label, float) and math.isnan(label)):
-        return None
-    return label.decode() if isinstance(label, bytes) else str(label)
-
-
-def _is_null(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-class Scorer(ABC):
-    """Scores batches of rows with one representation; build it with ``from_representation``."""
-
-    def __init__(self, representation: Representation) -> None:
-        self.representation = representation
-
-    @staticmethod
-    def from_representation(representation: Representation) -> Scorer:
-        """The scorer for the representation's format (loads the model once)."""
-        if representation.format is RepresentationFormat.ONNX:
-            return OnnxScorer(representation)
-        if representation.format is RepresentationFormat.MOJO:
-            from shared.scoring.jvm import JvmScorer
-
-            return JvmScorer(representation)
-        return PyfuncScorer(representation)
-
-    def score(self, batch: Batch) -> list[Row]:
-        """Predictions for a batch, one tuple per row in the order of ``outputs``.
-
-        ``batch`` is either a mapping from input name to its column of values
-        (other keys are ignored) or a sequence of rows holding the inputs in order.
-        """
-        return list(zip(*self.score_columns(batch), strict=True))
-
-    def score_columns(self, batch: Batch) -> list[list[Any]]:
-        """Like :meth:`score`, but one list per prediction column (for set-based writes)."""
-        columns = self._columns(batch)
-        if len(columns[0]) == 0:
-            return [[] for _ in self.representation.outputs]
-        return self._score(columns)
-
-    @abstractmethod
-    def _score(self, columns: list[Sequence[Any]]) -> list[list[Any]]: ...
-
-    def _columns(self, batch: Batch) -> list[Sequence[Any]]:
-        inputs = self.representation.inputs
-        if isinstance(batch, Mapping):
-            missing = [c.name for c in inputs if c.name not in batch]
-            if missing:
-                raise InvalidPayload(f"batch lacks model inputs: {', '.join(missing)}")
-            columns = [batch[c.name] for c in inputs]
-        else:
-            rows = np.asarray(batch, dtype=object) if not isinstance(batch, np.ndarray) else batch
-            if rows.size == 0:
-                return [[] for _ in inputs]
-            if rows.ndim != 2 or rows.shape[1] != len(inputs):
-                raise InvalidPayload(
-                    f"batch rows must hold the {len(inputs)} model inputs in order, "
-                    f"got an array of shape {rows.shape}"
-                )
-            columns = list(rows.T)
-        if len({len(column) for column in columns}) > 1:
-            raise InvalidPayload("batch columns differ in length")
-        return columns
+        return JvmScorer(representation)
+    return PyfuncScorer(representation)
 
 
 class OnnxScorer(Scorer):
@@ -208,7 +104,7 @@ class OnnxScorer(Scorer):
     def _array(column: Column, values: Sequence[Any], onnx_type: str) -> np.ndarray:
         dtype = _ONNX_DTYPES[onnx_type]
         if dtype is object:
-            return np.array(["" if _is_null(v) else str(v) for v in values], dtype=object)
+            return np.array(["" if is_null(v) else str(v) for v in values], dtype=object)
         try:
             return np.asarray(np.array(values, dtype=np.float64), dtype=dtype)
         except (TypeError, ValueError) as exc:
@@ -253,7 +149,7 @@ class PyfuncScorer(Scorer):
 def _pandas_values(sql_type: SqlType, values: Sequence[Any]) -> np.ndarray:
     if sql_type is SqlType.DOUBLE:
         return np.array(values, dtype=np.float64)
-    if sql_type in (SqlType.INTEGER, SqlType.BIGINT) and not any(_is_null(v) for v in values):
+    if sql_type in (SqlType.INTEGER, SqlType.BIGINT) and not any(is_null(v) for v in values):
         return np.array(values, dtype=np.int64)
     if sql_type in (SqlType.INTEGER, SqlType.BIGINT):
         return np.array(values, dtype=np.float64)

@@ -7,7 +7,7 @@ each deployed by the real DEPLOY_DATABASE handler onto new tables.
 (a) ``INSERT ... SELECT`` of 100k rows from a source table in the same database:
     into an identical table without a trigger (plain), into the deployed table
     (statement trigger, the default), and the model alone in this process
-    (``Scorer`` from the stored representation, one onnxruntime thread).
+    (``scorer_for`` the stored representation, one onnxruntime thread).
     efficiency = (plain + model) / scored; the median of 3 repetitions, each on
     an emptied table. A warm-up insert in the measuring session loads the model
     first, so the once-per-session import and load are not counted (a new
@@ -56,7 +56,7 @@ from shared.db import make_engine
 from shared.deployments import DeploymentStore
 from shared.migrations import upgrade
 from shared.scoring.indb import score_in_batches
-from shared.scoring.runtime import Scorer
+from shared.scoring.runtime import scorer_for
 from shared.scoring.store import load_representation
 from shared.settings import Settings, load_settings
 from tests.support import mlflow_store
@@ -234,7 +234,7 @@ def model_alone(rep_id: int, engine: Engine, frame: pd.DataFrame) -> dict[str, A
     """
     with engine.connect() as conn:
         rep = load_representation(conn, rep_id)
-    scorer = Scorer.from_representation(rep)
+    scorer = scorer_for(rep)
     arrays = {f: frame[f].to_numpy() for f in FEATURES}
     lists = [frame[f].tolist() for f in FEATURES]
     options = ort.SessionOptions()

@@ -139,6 +139,7 @@ def test_sigterm_lets_a_short_job_finish(ledger: Ledger, start_worker: StartWork
         "DEPLOY_DATABASE",
         "UNDEPLOY_DATABASE",
         "RECONCILE",
+        "WATCH_ELASTICSEARCH",
         "DISABLE_SERVICE",
         "ENABLE_SERVICE",
     ]

@@ -70,8 +70,11 @@ def run_steps(engine: Engine, settings: Settings, job: Job) -> list[str]:
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
     try:
         instance = REGISTRY[job.handler_name](ctx, spec.payload_model.model_validate(job.payload))
-        for _, step in instance.steps():
-            step()
+        try:
+            for _, step in instance.steps():
+                step()
+        finally:
+            instance.close()  # as the runner does
     finally:
         logger.remove(sink)
     return lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import mlflow.sklearn
@@ -13,6 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models import infer_signature
+
+from shared.model_source import ModelSource
+
+if TYPE_CHECKING:
+    from shared.scoring.representation import Representation
 
 # Warnings of MLflow's own code under this project's pins, not of ours:
 # its SQLite store under SQLAlchemy 2.1, and saving an input example under pandas 3
@@ -74,3 +79,12 @@ def frame(rows: int, seed: int, text: bool = False) -> pd.DataFrame:
     if text:
         data["color"] = rng.choice(["red", "green", "blue"], rows).astype(object)
     return pd.DataFrame(data)
+
+
+def build_from_uri(model_uri: str, sample: pd.DataFrame, **options: Any) -> Representation:
+    """``build_representation`` of a model URI, as a deploy job calls it: the model
+    downloaded once into a ``ModelSource``, removed afterwards."""
+    from shared.scoring.build import build_representation  # converters: only when building
+
+    with ModelSource.open(model_uri) as source:
+        return build_representation(source, sample, **options)

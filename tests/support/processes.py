@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Settings of the developer's shell must not leak into the processes under test.
-OUR_PREFIXES = ("DB_", "MLMANAGER_", "MLFLOW_", "JOB_", "AUTH_", "WORKER_")
+OUR_PREFIXES = ("DB_", "MLMANAGER_", "MLFLOW_", "JOB_", "AUTH_", "WORKER_", "ELASTICSEARCH_")
 
 
 def clean_environment() -> dict[str, str]:

@@ -22,18 +22,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from shared.errors import InvalidPayload
+from shared.model_source import ModelSource
 from shared.scoring import (
     Column,
     ModelKind,
     Representation,
     RepresentationFormat,
-    Scorer,
     SqlType,
-    build_representation,
+    scorer_for,
 )
 from shared.scoring import build as build_module
 from shared.scoring.onnx_convert import Conversion, convert
-from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING, LogModel, frame
+from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING, LogModel, build_from_uri, frame
 
 Row = tuple[Any, ...]
 # MLflow saves scikit-learn models with skops, which loads tree structures only when trusted.
@@ -65,7 +65,7 @@ def assert_same(actual: list[Row], expected: list[Row]) -> None:
 
 
 def score(rep: Representation, features: pd.DataFrame) -> list[Row]:
-    return Scorer.from_representation(rep).score(columns_of(features))
+    return scorer_for(rep).score(columns_of(features))
 
 
 def test_multiclass_logistic_regression_scores_labels_and_probabilities(
@@ -76,7 +76,7 @@ def test_multiclass_logistic_regression_scores_labels_and_probabilities(
     model = LogisticRegression(max_iter=500).fit(train, target)
     uri = log_model(mlflow.sklearn, model, train)
 
-    rep = build_representation(uri, train.head(20))
+    rep = build_from_uri(uri, train.head(20))
 
     assert rep.format is RepresentationFormat.ONNX
     assert rep.kind is ModelKind.CLASSIFICATION
@@ -99,7 +99,7 @@ def test_random_forest_regressor_scores_values(log_model: LogModel) -> None:
     model.fit(train, 100.0 + 0.5 * train.age + train.income * train.score)
     uri = log_model(mlflow.sklearn, model, train, skops_trusted_types=TRUSTED_TREES)
 
-    rep = build_representation(uri, train.head(30))
+    rep = build_from_uri(uri, train.head(30))
 
     assert rep.format is RepresentationFormat.ONNX
     assert rep.kind is ModelKind.REGRESSION
@@ -112,8 +112,8 @@ def test_kmeans_scores_cluster_numbers_and_distances_with_transform(log_model: L
     model = KMeans(n_clusters=3, n_init=3, random_state=0).fit(train)
     uri = log_model(mlflow.sklearn, model, train)
 
-    clusters = build_representation(uri, train.head(20))
-    distances = build_representation(uri, train.head(20), method="transform")
+    clusters = build_from_uri(uri, train.head(20))
+    distances = build_from_uri(uri, train.head(20), method="transform")
 
     assert clusters.kind is ModelKind.CLUSTERING
     assert clusters.outputs == (Column("PREDICTION", SqlType.INTEGER),)
@@ -135,7 +135,7 @@ def test_pipeline_with_one_hot_text_column_converts_and_scores(log_model: LogMod
     model = make_pipeline(encode, LogisticRegression()).fit(train, target)
     uri = log_model(mlflow.sklearn, model, train)
 
-    rep = build_representation(uri, train.head(20))
+    rep = build_from_uri(uri, train.head(20))
 
     assert rep.format is RepresentationFormat.ONNX
     assert Column("color", SqlType.TEXT) in rep.inputs
@@ -150,7 +150,7 @@ def test_xgboost_classifier_converts_and_scores(log_model: LogModel) -> None:
     model = xgboost.XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1).fit(train, target)
     uri = log_model(mlflow.xgboost, model, train)
 
-    rep = build_representation(uri, train.head(20))
+    rep = build_from_uri(uri, train.head(20))
 
     assert rep.format is RepresentationFormat.ONNX
     assert rep.flavor == "xgboost"
@@ -164,7 +164,7 @@ def test_lightgbm_regressor_converts_and_scores(log_model: LogModel) -> None:
     model.fit(train, 10.0 + train.age * train.score)
     uri = log_model(mlflow.lightgbm, model, train)
 
-    rep = build_representation(uri, train.head(20))
+    rep = build_from_uri(uri, train.head(20))
 
     assert rep.format is RepresentationFormat.ONNX
     assert rep.kind is ModelKind.REGRESSION
@@ -187,12 +187,12 @@ def test_custom_pyfunc_falls_back_to_pyfunc_with_a_log_line(
     train, new = frame(30, 12), frame(10, 13)
     uri = log_model(mlflow.pyfunc, Doubler(), train)
 
-    rep = build_representation(uri, train)
+    rep = build_from_uri(uri, train)
 
     assert rep.format is RepresentationFormat.PYFUNC
     with zipfile.ZipFile(io.BytesIO(rep.payload)) as archive:
         assert "MLmodel" in archive.namelist()
-    assert build_representation(uri, train).checksum == rep.checksum
+    assert build_from_uri(uri, train).checksum == rep.checksum
     assert rep.kind is ModelKind.REGRESSION
     assert any("falling back to MLflow pyfunc" in line and uri in line for line in log_lines)
     expected = [(float(v),) for v in new.income * 2.0 + new.score]
@@ -209,12 +209,12 @@ def test_conversion_that_disagrees_with_the_model_is_refused_showing_rows(
     wrong_uri = log_model(mlflow.sklearn, wrong, train)
 
     def wrong_conversion(loaded: Any, info: Any, inputs: Any) -> Conversion:
-        loaded_wrong = build_module.load_model(wrong_uri)
-        return convert(loaded_wrong, info, inputs)
+        with ModelSource.open(wrong_uri) as source:
+            return convert(build_module.load_model(str(source.path)), info, inputs)
 
     monkeypatch.setattr(build_module, "convert", wrong_conversion)
     with pytest.raises(InvalidPayload) as refused:
-        build_representation(uri, train.head(10))
+        build_from_uri(uri, train.head(10))
 
     message = refused.value.message
     assert f"ONNX does not reproduce {uri} on 30 values of the 10 rows (10 sample rows)" in message
@@ -228,9 +228,9 @@ def test_float_precision_conversion_is_refused_at_zero_tolerance(log_model: LogM
     model.fit(train, train.income * train.score / 7.0)
     uri = log_model(mlflow.sklearn, model, train, skops_trusted_types=TRUSTED_TREES)
 
-    build_representation(uri, train.head(20), tolerance=1e-4)
+    build_from_uri(uri, train.head(20), tolerance=1e-4)
     with pytest.raises(InvalidPayload, match=r"tolerance 0;.*row \d+ PREDICTION: model "):
-        build_representation(uri, train.head(20), tolerance=0.0)
+        build_from_uri(uri, train.head(20), tolerance=0.0)
 
 
 def test_sample_without_a_model_input_is_refused(log_model: LogModel) -> None:
@@ -239,7 +239,7 @@ def test_sample_without_a_model_input_is_refused(log_model: LogModel) -> None:
     uri = log_model(mlflow.sklearn, model, train)
 
     with pytest.raises(InvalidPayload, match="lack model inputs: income"):
-        build_representation(uri, train.drop(columns="income"))
+        build_from_uri(uri, train.drop(columns="income"))
 
 
 def test_null_features_are_missing_values_for_trees_and_unknown_text(log_model: LogModel) -> None:
@@ -247,17 +247,17 @@ def test_null_features_are_missing_values_for_trees_and_unknown_text(log_model: 
     numeric = train.drop(columns="color")
     boosted = lightgbm.LGBMClassifier(n_estimators=10, num_leaves=5, n_jobs=1, verbose=-1)
     boosted.fit(numeric, (train.score > 0).astype(int))
-    boosted_rep = build_representation(log_model(mlflow.lightgbm, boosted, numeric), numeric)
+    boosted_rep = build_from_uri(log_model(mlflow.lightgbm, boosted, numeric), numeric)
     encode = ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), ["color"])])
     by_color = make_pipeline(encode, LogisticRegression()).fit(train, train.color == "red")
-    text_rep = build_representation(log_model(mlflow.sklearn, by_color, train), train.head(20))
+    text_rep = build_from_uri(log_model(mlflow.sklearn, by_color, train), train.head(20))
 
     holes = pd.DataFrame(
         {"age": [None, 40.0], "income": [55.0, None], "score": [0.5, None], "color": [None, "red"]}
     )
     with_nan = holes[numeric.columns].astype(np.float64)
     assert_same(
-        Scorer.from_representation(boosted_rep).score(columns_of(holes)),
+        scorer_for(boosted_rep).score(columns_of(holes)),
         classifier_rows(boosted, with_nan),
     )
     unknown = holes.assign(color=["purple", "red"])
@@ -267,9 +267,9 @@ def test_null_features_are_missing_values_for_trees_and_unknown_text(log_model: 
 def test_null_features_give_null_predictions_for_linear_models(log_model: LogModel) -> None:
     train = frame(80, 18)
     model = LogisticRegression().fit(train, train.score > 0)
-    rep = build_representation(log_model(mlflow.sklearn, model, train), train.head(10))
+    rep = build_from_uri(log_model(mlflow.sklearn, model, train), train.head(10))
 
-    rows = Scorer.from_representation(rep).score([[None, 50.0, 0.1], [30.0, 50.0, 0.1]])
+    rows = scorer_for(rep).score([[None, 50.0, 0.1], [30.0, 50.0, 0.1]])
 
     assert rows[0] == (None, None, None)
     assert_same(

@@ -28,10 +28,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from shared.errors import InvalidPayload
-from shared.scoring import RepresentationFormat, Scorer, build_representation
+from shared.scoring import RepresentationFormat, scorer_for
 from shared.scoring.kinds import ModelKind
 from tests.support.datasets import churn_with_nulls
-from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING, LogModel
+from tests.support.mlflow_store import MLFLOW_SQLITE_STORE_WARNING, LogModel, build_from_uri
 
 pytestmark = MLFLOW_SQLITE_STORE_WARNING
 # MLflow saves scikit-learn models with skops, which loads tree structures only when trusted.
@@ -61,7 +61,7 @@ def dataset(name: str) -> tuple[pd.DataFrame, Any]:
 
 def assert_reproduces(model: Any, rep: Any, features: pd.DataFrame) -> None:
     """Every label equal and every number within 1e-6 (relative for large values)."""
-    got = Scorer.from_representation(rep).score_columns(
+    got = scorer_for(rep).score_columns(
         {name: features[name].tolist() for name in features.columns}
     )
     if rep.kind is ModelKind.CLASSIFICATION:
@@ -91,7 +91,7 @@ def test_breast_cancer_forest_gives_scikit_learns_probabilities_and_labels(
     model.fit(features.iloc[::2], target.iloc[::2])
     uri = log_model(mlflow.sklearn, model, features, skops_trusted_types=TRUSTED)
 
-    rep = build_representation(uri, features.head(5))
+    rep = build_from_uri(uri, features.head(5))
 
     assert rep.format is RepresentationFormat.ONNX
     assert_reproduces(model, rep, features)
@@ -122,7 +122,7 @@ def test_classifiers_reproduce_every_row_of_a_dataset(
     extra = {"skops_trusted_types": TRUSTED} if flavor is mlflow.sklearn else {}
     uri = log_model(flavor, model, features, **extra)
 
-    rep = build_representation(uri, features.head(5))
+    rep = build_from_uri(uri, features.head(5))
 
     assert rep.format is RepresentationFormat.ONNX
     assert_reproduces(model, rep, features)
@@ -154,7 +154,7 @@ def test_regressors_reproduce_every_row_of_diabetes(log_model: LogModel, make: A
     extra = {"skops_trusted_types": TRUSTED} if flavor is mlflow.sklearn else {}
     uri = log_model(flavor, model, features, **extra)
 
-    rep = build_representation(uri, features.head(5))
+    rep = build_from_uri(uri, features.head(5))
 
     assert_reproduces(model, rep, features)
 
@@ -179,7 +179,7 @@ def test_pipeline_with_null_features_scores_as_the_model_does(log_model: LogMode
         skops_trusted_types=[*TRUSTED, "sklearn.compose._column_transformer._RemainderColsList"],
     )
 
-    rep = build_representation(uri, features.dropna().head(5))
+    rep = build_from_uri(uri, features.dropna().head(5))
 
     assert_reproduces(model, rep, features)
 
@@ -197,4 +197,4 @@ def test_a_null_mismatch_refuses_the_deploy_naming_the_null_rows(
     monkeypatch.setattr(onnx_convert, "_missing_goes_as_sklearn", lambda model, nodes: None)
 
     with pytest.raises(InvalidPayload, match=r"\(\w+ NULL\) \w+: model "):
-        build_representation(uri, features.head(5))
+        build_from_uri(uri, features.head(5))

@@ -18,9 +18,9 @@ from shared.scoring import (
     ModelKind,
     Representation,
     RepresentationFormat,
-    Scorer,
     SqlType,
     method_from,
+    scorer_for,
 )
 from shared.scoring.kinds import output_column_names, output_columns
 
@@ -51,7 +51,7 @@ def test_rows_and_columns_give_the_same_scores_for_any_batch_size(
     regression: tuple[LinearRegression, Representation],
 ) -> None:
     model, rep = regression
-    scorer = Scorer.from_representation(rep)
+    scorer = scorer_for(rep)
     rows = np.random.default_rng(1).normal(size=(10_000, 2))
 
     by_rows = scorer.score(rows)
@@ -71,7 +71,7 @@ def test_null_numeric_feature_gives_null_regression_prediction(
 ) -> None:
     _, rep = regression
 
-    assert Scorer.from_representation(rep).score({"x": [None], "y": [1]}) == [(None,)]
+    assert scorer_for(rep).score({"x": [None], "y": [1]}) == [(None,)]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_malformed_batches_are_refused(
     _, rep = regression
 
     with pytest.raises(InvalidPayload, match=error):
-        Scorer.from_representation(rep).score(batch)  # type: ignore[arg-type]
+        scorer_for(rep).score(batch)  # type: ignore[arg-type]
 
 
 def test_checksum_is_the_sha256_of_the_payload(
@@ -109,7 +109,7 @@ def test_runtime_scores_with_only_numpy_and_onnxruntime(
 import sys
 for blocked in ("mlflow", "sklearn", "pandas", "skl2onnx", "onnxmltools", "loguru"):
     sys.modules[blocked] = None
-from shared.scoring import Column, Representation, Scorer
+from shared.scoring import Column, Representation, scorer_for
 # Plain strings, as read back from the database.
 rep = Representation(
     format="onnx", payload=open({str(tmp_path / "model.onnx")!r}, "rb").read(),
@@ -117,7 +117,7 @@ rep = Representation(
     outputs=(Column("PREDICTION", "DOUBLE"),), kind="regression",
     classes=(), method="predict", flavor="sklearn", model_uri="runs:/abc/model",
 )
-print(Scorer.from_representation(rep).score([[1.0, 2]]))
+print(scorer_for(rep).score([[1.0, 2]]))
 """
     done = subprocess.run(
         [sys.executable, "-c", script],

@@ -54,8 +54,8 @@ class MainTest {
 
     @Test
     void unknownCommandsAndFlagsShowTheUsage() {
-        assertEquals(2, run(Map.of(), "serve"));
-        assertTrue(err().contains("unknown command serve") && err().contains("usage:"), err());
+        assertEquals(2, run(Map.of(), "score"));
+        assertTrue(err().contains("unknown command score") && err().contains("usage:"), err());
         assertEquals(2, run(Map.of(), "gateway", "--port", "http"));
         assertTrue(err().contains("--port must be an integer from 0 to 65535, not http"), err());
         assertEquals(2, run(Map.of(), "gateway", "--cache-size"));

@@ -2,6 +2,7 @@ package io.mlmanager.mlrunner.cache;
 
 import io.mlmanager.mlrunner.block.ColumnBlock;
 import io.mlmanager.mlrunner.runner.InputColumn;
+import io.mlmanager.mlrunner.runner.LabelType;
 import io.mlmanager.mlrunner.runner.ModelKind;
 import io.mlmanager.mlrunner.runner.OutputColumn;
 import io.mlmanager.mlrunner.runner.Runner;
@@ -79,6 +80,11 @@ final class SharedRunner implements Runner {
     @Override
     public List<OutputColumn> outputs() {
         return delegate.outputs();
+    }
+
+    @Override
+    public LabelType labelType() {
+        return delegate.labelType();
     }
 
     @Override

@@ -1,8 +1,10 @@
 package io.mlmanager.mlrunner.gateway;
 
+import io.mlmanager.mlrunner.Flags;
 import io.mlmanager.mlrunner.cache.ModelCache;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 
 /**
  * The flags of {@code mlrunner gateway}.
@@ -32,47 +34,23 @@ public record GatewayOptions(int port, Path portFile, int cacheSize) {
         int port = 0;
         Path portFile = null;
         int cacheSize = ModelCache.DEFAULT_CAPACITY;
-        for (int i = 0; i < args.size(); i++) {
-            String flag = args.get(i);
-            String value;
-            int equals = flag.indexOf('=');
-            if (flag.startsWith("--") && equals > 0) {
-                value = flag.substring(equals + 1);
-                flag = flag.substring(0, equals);
-            } else {
-                if (i + 1 >= args.size()) {
-                    throw new IllegalArgumentException(flag.startsWith("--")
-                            ? flag + " needs a value" : "unexpected argument " + flag);
-                }
-                value = args.get(++i);
-            }
+        for (Map.Entry<String, String> pair : Flags.pairs(args)) {
+            String flag = pair.getKey();
+            String value = pair.getValue();
             switch (flag) {
                 case "--port":
-                    port = integer(flag, value, 0, 65535);
+                    port = (int) Flags.integer(flag, value, 0, 65535);
                     break;
                 case "--port-file":
                     portFile = Path.of(value);
                     break;
                 case "--cache-size":
-                    cacheSize = integer(flag, value, 1, 1_000_000);
+                    cacheSize = (int) Flags.integer(flag, value, 1, 1_000_000);
                     break;
                 default:
                     throw new IllegalArgumentException("unknown option " + flag);
             }
         }
         return new GatewayOptions(port, portFile, cacheSize);
-    }
-
-    private static int integer(String flag, String value, int min, int max) {
-        try {
-            int number = Integer.parseInt(value.trim());
-            if (number >= min && number <= max) {
-                return number;
-            }
-        } catch (NumberFormatException e) {
-            // reported below
-        }
-        throw new IllegalArgumentException(flag + " must be an integer from " + min + " to " + max
-                + ", not " + value);
     }
 }

@@ -33,6 +33,7 @@ public final class OnnxRunner implements Runner {
     private final List<InputColumn> inputs;
     private final List<OutputColumn> outputs;
     private final boolean booleanClasses;
+    private final LabelType labelType;
 
     private OnnxRunner(OrtEnvironment environment, OrtSession session, OnnxMetadata metadata)
             throws OrtException {
@@ -47,6 +48,26 @@ public final class OnnxRunner implements Runner {
         }
         this.outputs = OutputColumn.of(metadata.kind(), metadata.classes(), probabilities);
         this.booleanClasses = metadata.classes().equals(List.of("False", "True"));
+        this.labelType = labelTypeOf(session, booleanClasses);
+    }
+
+    private static LabelType labelTypeOf(OrtSession session, boolean booleanClasses) throws OrtException {
+        NodeInfo first = session.getOutputInfo().values().iterator().next();
+        if (!(first.getInfo() instanceof TensorInfo tensor)) {
+            return LabelType.TEXT;
+        }
+        switch (tensor.type) {
+            case INT64:
+            case INT32:
+                return booleanClasses ? LabelType.BOOLEAN : LabelType.INTEGER;
+            case BOOL:
+                return LabelType.BOOLEAN;
+            case FLOAT:
+            case DOUBLE:
+                return LabelType.FLOAT;
+            default:
+                return LabelType.TEXT;
+        }
     }
 
     /**
@@ -136,6 +157,11 @@ public final class OnnxRunner implements Runner {
     @Override
     public List<OutputColumn> outputs() {
         return outputs;
+    }
+
+    @Override
+    public LabelType labelType() {
+        return labelType;
     }
 
     @Override

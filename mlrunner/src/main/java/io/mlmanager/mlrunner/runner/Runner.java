@@ -25,6 +25,14 @@ public interface Runner extends AutoCloseable {
     /** The columns of the blocks {@link #score} returns. */
     List<OutputColumn> outputs();
 
+    /**
+     * The type of the labels in {@code PREDICTION} of a classifier, as the model gives them
+     * (the block always holds them as text).
+     */
+    default LabelType labelType() {
+        return LabelType.TEXT;
+    }
+
     /** The format the model was loaded from ({@code mojo} or {@code onnx}). */
     String format();
 

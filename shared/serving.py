@@ -1,0 +1,60 @@
+"""The model bundle that ``mlrunner serve`` reads, and whether mlrunner can serve a model.
+
+A bundle is one zip holding ``representation.json`` (what ``model_representations``
+stores beside the model: format, kind, inputs with their types, classes, the model URI)
+and ``payload`` (the ONNX model or the H2O MOJO). Its bytes are the same for the same
+representation (fixed timestamps, sorted keys), so the SHA-256 that a deploy records
+is the one the serving process checks at start.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+from shared.scoring.kinds import ModelKind
+from shared.scoring.representation import Representation, RepresentationFormat
+
+METADATA_ENTRY = "representation.json"
+PAYLOAD_ENTRY = "payload"
+_SERVED_FORMATS = (RepresentationFormat.ONNX, RepresentationFormat.MOJO)
+_SERVED_KINDS = (ModelKind.CLASSIFICATION, ModelKind.REGRESSION, ModelKind.CLUSTERING)
+
+
+def unservable_reason(representation: Representation) -> str | None:
+    """Why mlrunner cannot serve this representation (then MLflow's server does), or ``None``."""
+    if representation.format not in _SERVED_FORMATS:
+        return f"it has no ONNX or MOJO representation (format {representation.format.value})"
+    if representation.kind not in _SERVED_KINDS:
+        kind = representation.kind.value
+        return f"its outputs are {kind} ({representation.method}), not labels or values"
+    return None
+
+
+def bundle(representation: Representation) -> bytes:
+    """The bundle of a representation mlrunner can serve (``unservable_reason`` is ``None``)."""
+    metadata = {
+        "format": representation.format.value,
+        "kind": representation.kind.value,
+        "inputs": [{"name": c.name, "sql_type": c.sql_type.value} for c in representation.inputs],
+        "outputs": [{"name": c.name, "sql_type": c.sql_type.value} for c in representation.outputs],
+        "classes": list(representation.classes),
+        "method": representation.method,
+        "flavor": representation.flavor,
+        "model_uri": representation.model_uri,
+        "run_id": representation.run_id,
+        "model_version": representation.model_version,
+        "payload_sha256": representation.checksum,
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data, compression in (
+            (METADATA_ENTRY, json.dumps(metadata, sort_keys=True).encode(), zipfile.ZIP_DEFLATED),
+            # A MOJO is a zip already; ONNX weights barely compress.
+            (PAYLOAD_ENTRY, representation.payload, zipfile.ZIP_STORED),
+        ):
+            info = zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            archive.writestr(info, data)
+    return buffer.getvalue()
