@@ -107,10 +107,9 @@ class RetrainScheduler:
             self._scheduler = None
             logger.info("this worker no longer leads the retraining schedules")
         if self._lock_conn is not None:
-            try:
-                self._lock_conn.close()  # returns the connection: the session lock goes
-            except DBAPIError:
-                self._lock_conn.invalidate()
+            # Closed, not returned to the pool: a pooled session would keep the lock.
+            self._lock_conn.invalidate()
+            self._lock_conn.close()
             self._lock_conn = None
 
     # --- the schedules ---------------------------------------------------------------

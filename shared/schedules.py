@@ -13,19 +13,24 @@ All SQL on ``schedules`` lives in :class:`ScheduleStore`. The guarantees a firin
   missed time (:meth:`ScheduleStore.fire_due` says how many it coalesced).
 * Pausing keeps the row; resuming computes the next firing from now (the ticks of the
   pause are not "missed").
+* At most one retrain of a schedule runs at a time: a RETRAIN job holds the schedule's
+  :class:`RetrainSlot` while it runs, and a firing that finds it held is skipped (its
+  job says so and ends): ticks closer together than a retrain lasts cannot pile up or
+  compare two challengers with one champion.
 """
 
 from __future__ import annotations
 
 import builtins
 import datetime as dt
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Engine, Table, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from shared.errors import DeploymentConflict, NotFound
 from shared.models import ScheduleRow, utcnow
@@ -229,3 +234,57 @@ class ScheduleStore:
                 )
             )
         return Firing(schedule, fire_time, job_id, missed)
+
+
+# PostgreSQL: a session advisory lock per schedule, in the two-key space (deploys use
+# the one-key space). A holder killed with kill -9 loses its session and so its lock.
+RETRAIN_SLOT_LOCK = "SELECT pg_try_advisory_lock(hashtext('mlmanager-retrain'), :key)"
+# SQLite: one worker process (the embedded mode); its threads share these locks.
+_SQLITE_SLOTS: dict[int, threading.Lock] = {}
+_SQLITE_SLOTS_GUARD = threading.Lock()
+
+
+class RetrainSlot:
+    """The right to retrain one schedule now; :meth:`take` does not wait."""
+
+    def __init__(self, engine: Engine, schedule_id: int) -> None:
+        self.engine = engine
+        self.schedule_id = schedule_id
+        self._conn: Connection | None = None
+        self._lock: threading.Lock | None = None
+
+    def take(self) -> bool:
+        """Hold the slot if it is free (True) or say it is held elsewhere (False)."""
+        if self.engine.dialect.name != "postgresql":
+            with _SQLITE_SLOTS_GUARD:
+                lock = _SQLITE_SLOTS.setdefault(self.schedule_id, threading.Lock())
+            if not lock.acquire(blocking=False):
+                return False
+            self._lock = lock
+            return True
+        conn = self.engine.connect()
+        try:
+            # Two int4 keys: an id past 2**31 shares a slot with another (a skipped firing,
+            # never a double one).
+            key = self.schedule_id % 2**31
+            held = bool(conn.execute(text(RETRAIN_SLOT_LOCK), {"key": key}).scalar())
+            conn.commit()
+        except DBAPIError:
+            conn.invalidate()
+            conn.close()
+            raise
+        if not held:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self._conn is not None:
+            # Closed, not returned to the pool: a pooled session would keep the lock.
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None

@@ -4,10 +4,15 @@ A RETRAIN job (one firing of a schedule, or "run now") runs the model's MLflow P
 (an ``MLproject`` logged with the champion's run, or the schedule's git URI) with
 ``mlflow run`` into the same experiment, with lineage tags; registers what it logged as
 a new version (the challenger); compares the challenger's logged metric with the
-champion's; and only if it is better by the schedule's margin moves the ``champion``
+champion's, the champion read again at compare time; and only if it is better by the
+schedule's margin moves the ``champion``
 alias to it and submits a DEPLOY_DATABASE ``replace`` of every active database
 deployment of the old version (one job each, its unique key naming this job). A loser
 stays registered with the comparison in its tags.
+
+A RETRAIN job holds its schedule's :class:`~shared.schedules.RetrainSlot` from its first
+step to its end: a firing that comes while another retrain of the same schedule runs is
+skipped with a log line (one retrain of a schedule at a time).
 
 The leader worker that fires the schedules is ``bobby.scheduler``, run here as a
 worker service.
@@ -36,7 +41,7 @@ from shared.deploy_rules import DATABASE_TARGET
 from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore
 from shared.errors import DeploymentConflict, NotFound, ProjectFailed
 from shared.handlers import SPECS, DeployDatabasePayload, RetrainPayload, ScheduleRetrainPayload
-from shared.schedules import ScheduleStore
+from shared.schedules import RetrainSlot, ScheduleStore
 from shared.scoring.runtime import import_mlflow
 from shared.settings import inherited_environment
 
@@ -98,8 +103,13 @@ class Retrain(Handler):
 
     spec = SPECS["RETRAIN"]
     payload: RetrainPayload
+    workdir: Path | None = None
 
     def steps(self) -> list[Step]:
+        # The slot decides the plan: held, retrain; held by another job, skip this firing.
+        self.slot = RetrainSlot(self.ctx.ledger.engine, self.payload.schedule_id)
+        if not self.slot.take():
+            return [("skipping this firing", self.skip)]
         return [
             ("reading the schedule and the champion", self.read),
             ("fetching the MLflow Project", self.fetch_project),
@@ -109,7 +119,23 @@ class Retrain(Handler):
             ("promoting and redeploying", self.promote),
         ]
 
+    def close(self) -> None:
+        self.slot.release()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
     # --- steps -----------------------------------------------------------------------
+    def skip(self) -> None:
+        schedule = ScheduleStore(self.ctx.ledger.engine).get(self.payload.schedule_id)
+        when = f"firing {self.payload.fire_time}" if self.payload.fire_time else "run now"
+        logger.warning(
+            "schedule {} ({}): another retrain of it is still running; this {} is skipped "
+            "(one retrain of a schedule at a time)",
+            schedule.id,
+            schedule.name,
+            when,
+        )
+
     def read(self) -> None:
         import_mlflow()
         from mlflow import MlflowClient
@@ -218,6 +244,16 @@ class Retrain(Handler):
 
     def compare(self) -> None:
         metric, margin = self.plan.metric, self.plan.margin
+        started_with = self.champion
+        # Read again: the alias may have moved while the project ran (by hand: a retrain
+        # of this schedule cannot, it holds the slot).
+        self.champion = self._champion(self.plan.model_name, below=int(self.version.version))
+        if _version(started_with) != _version(self.champion):
+            logger.info(
+                "the champion changed while the project ran: version {} (was {})",
+                _version(self.champion) or "none",
+                _version(started_with) or "none",
+            )
         champion_value = None
         if self.champion is not None:
             champion_value = self.client.get_run(self.champion.run_id).data.metrics.get(metric)
@@ -271,15 +307,20 @@ class Retrain(Handler):
         self.store.record_outcome(self.schedule.id, self.ctx.job.id, self.outcome)
 
     # --- helpers ---------------------------------------------------------------------
-    def _champion(self, name: str) -> Any:
-        """The version aliased ``champion``, else the latest one, else None."""
+    def _champion(self, name: str, below: int | None = None) -> Any:
+        """The version aliased ``champion``, else the latest one (older than ``below``, the
+        challenger's), else None."""
         from mlflow.exceptions import MlflowException
 
         try:
             return self.client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
             pass
-        versions = self.client.search_model_versions(f"name = '{name}'")
+        versions = [
+            v
+            for v in self.client.search_model_versions(f"name = '{name}'")
+            if below is None or int(v.version) < below
+        ]
         return max(versions, key=lambda v: int(v.version)) if versions else None
 
     def _project_folder(self) -> str:
@@ -331,7 +372,6 @@ class Retrain(Handler):
             code = proc.wait()
         finally:
             done.set()
-            shutil.rmtree(self.workdir, ignore_errors=True)
         self.ctx.check()
         return code, list(tail)
 
@@ -405,3 +445,7 @@ class Retrain(Handler):
 def retrain_scheduler(ctx: ServiceContext) -> Callable[[], None] | None:
     """Fires the retraining schedules on the one leader worker (``bobby.scheduler``)."""
     return RetrainScheduler(ctx.engine, ctx.settings, ctx.stopping).run
+
+
+def _version(model_version: Any) -> str | None:
+    return None if model_version is None else str(model_version.version)
