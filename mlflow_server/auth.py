@@ -11,6 +11,10 @@ With ``AUTH_BACKEND=database`` the authentication function is
 connection to the database as that user succeeds (how the original logged users
 in). A successful login creates or updates the matching MLflow user, so MLflow's
 permissions still apply; the database password is never stored.
+
+With either backend, a job token (``shared.job_tokens``) is accepted as the password of
+its user while its job runs: how a retraining project logs its run as the schedule's
+owner (:func:`authenticate_request_mlflow` wraps MLflow's basic auth for that).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from sqlalchemy.engine import make_url
 from mlflow_server.bodies import check_body
 from mlflow_server.model_route import is_model_route
 from mlflow_server.schemas import API_PREFIX
+from shared import job_tokens
+from shared.db import get_engine
 from shared.errors import NotAuthenticated
 from shared.settings import get_settings
 
@@ -180,6 +186,27 @@ def _ensure_mlflow_user(username: str) -> None:
         store.create_user(username, secrets.token_urlsafe(24) + "Aa1!", is_admin=False)
 
 
+def _job_token_login() -> Any:
+    """The request's credentials if they are a live job token of their user, else None."""
+    auth = request.authorization
+    if auth is None or not auth.username or not job_tokens.is_token(auth.password or ""):
+        return None
+    answer = g.get("mlmanager_job_token_login")
+    if answer is None:  # MLflow authenticates several times per request
+        with get_engine(get_settings()).connect() as conn:
+            answer = job_tokens.valid(conn, auth.username, auth.password or "")
+        g.mlmanager_job_token_login = answer
+    return auth if answer else None
+
+
+def authenticate_request_mlflow() -> Any:
+    """MLflow ``authorization_function`` for AUTH_BACKEND=mlflow: a job token, else
+    MLflow's own basic auth (its user store)."""
+    from mlflow.server.auth import authenticate_request_basic_auth
+
+    return _job_token_login() or authenticate_request_basic_auth()
+
+
 def authenticate_request_database() -> Any:
     """MLflow ``authorization_function`` for AUTH_BACKEND=database.
 
@@ -199,6 +226,8 @@ def _authenticate_database() -> Any:
     auth = request.authorization
     if auth is None or not auth.username or auth.password is None:
         return make_basic_auth_response()
+    if _job_token_login() is not None:
+        return auth
     # MLflow's own users (the bootstrap admin) keep working.
     mlflow_result = authenticate_request_basic_auth()
     if not isinstance(mlflow_result, Response):

@@ -37,6 +37,7 @@ from loguru import logger
 from bobby.handlers import ServiceContext, register, register_service
 from bobby.handlers.base import Handler, Step
 from bobby.scheduler import RetrainScheduler
+from shared import job_tokens
 from shared.deploy_rules import DATABASE_TARGET
 from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore
 from shared.errors import DeploymentConflict, NotFound, ProjectFailed
@@ -47,18 +48,33 @@ from shared.settings import inherited_environment
 
 CHAMPION = "champion"
 TAG = "mlmanager.retrain"
-# The project is the user's code: it gets the MLflow login it needs to log its run, and
-# none of ML Manager's own secrets (database, clouds) or settings.
-HIDDEN_ENVIRONMENT = ("DB_", "MLMANAGER_", "AWS_", "AZURE_", "SAGEMAKER_", "JOB_", "WORKER_")
+# The project is the user's code: it logs its run as the schedule's owner (a job token,
+# ``shared.job_tokens``), and gets none of ML Manager's own secrets (database, clouds,
+# the worker's MLflow login) or settings.
+HIDDEN_ENVIRONMENT = (
+    "DB_",
+    "MLMANAGER_",
+    "AWS_",
+    "AZURE_",
+    "SAGEMAKER_",
+    "JOB_",
+    "WORKER_",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
 OUTPUT_TAIL_LINES = 20
 
 
-def project_environment() -> dict[str, str]:
-    """The project's environment: no ML Manager secrets; with ``--env-manager local`` its
-    ``python`` is the worker's own interpreter (its venv first on PATH)."""
+def project_environment(username: str, token: str) -> dict[str, str]:
+    """The project's environment: MLflow as ``username`` (with a job token), no ML Manager
+    secrets; with ``--env-manager local`` its ``python`` is the worker's own interpreter
+    (its venv first on PATH)."""
     env = inherited_environment()
     env = {k: v for k, v in env.items() if not k.startswith(HIDDEN_ENVIRONMENT)}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["MLFLOW_TRACKING_USERNAME"] = username
+    env["MLFLOW_TRACKING_PASSWORD"] = token
     return env
 
 
@@ -120,6 +136,8 @@ class Retrain(Handler):
         ]
 
     def close(self) -> None:
+        with self.ctx.ledger.engine.begin() as conn:
+            job_tokens.revoke(conn, self.ctx.job.id)
         self.slot.release()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -151,10 +169,13 @@ class Retrain(Handler):
             raise NotFound(f"model {name} has no version to retrain from: give run_id")
         self.source_run = self.client.get_run(source_run)
         self.experiment_id = self.source_run.info.experiment_id
+        # A retrained run names the run its project came from: the project stays with the
+        # model's first run however many retrains follow.
+        self.project_run = self.source_run.data.tags.get(f"{TAG}.project_run", source_run)
         when = self.payload.fire_time or "now (run on request)"
         logger.info("schedule {} ({}), firing {}", self.schedule.id, self.schedule.name, when)
         logger.info(
-            "model {}: champion {}; project from run {} (experiment {})",
+            "model {}: champion {}; retrained from run {} (experiment {})",
             name,
             f"version {self.champion.version}" if self.champion else "none",
             source_run,
@@ -172,7 +193,7 @@ class Retrain(Handler):
         import mlflow.artifacts
 
         local = mlflow.artifacts.download_artifacts(
-            run_id=self.source_run.info.run_id,
+            run_id=self.project_run,
             artifact_path=folder or None,
             dst_path=str(self.workdir),
         )
@@ -185,7 +206,7 @@ class Retrain(Handler):
         logger.info(
             "project: artifact {} of run {} (entry point {})",
             folder or "/",
-            self.source_run.info.run_id,
+            self.project_run,
             self.entry_point,
         )
 
@@ -199,6 +220,8 @@ class Retrain(Handler):
         }
         if self.payload.fire_time:
             tags[f"{TAG}.fire_time"] = self.payload.fire_time
+        if not self.plan.project_uri:
+            tags[f"{TAG}.project_run"] = self.project_run
         run = self.client.create_run(self.experiment_id, tags=tags)
         self.run_id = run.info.run_id
         logger.info("run {} in experiment {}", self.run_id, self.experiment_id)
@@ -212,7 +235,13 @@ class Retrain(Handler):
         for key, value in self.plan.parameters.items():
             command += ["-P", f"{key}={value}"]
         logger.info("$ {}", " ".join(command[1:]))
-        code, tail = self._stream(command)
+        with self.ctx.ledger.engine.begin() as conn:
+            token = job_tokens.issue(conn, self.ctx.job.id, self.schedule.user)
+        logger.info(
+            "the project logs to MLflow as {} (a token valid while this job runs)",
+            self.schedule.user,
+        )
+        code, tail = self._stream(command, project_environment(self.schedule.user, token))
         if code != 0:
             self._end_run("FAILED")
             raise ProjectFailed(
@@ -324,8 +353,8 @@ class Retrain(Handler):
         return max(versions, key=lambda v: int(v.version)) if versions else None
 
     def _project_folder(self) -> str:
-        """The artifact folder of the source run that holds an MLproject ('' = the root)."""
-        run_id = self.source_run.info.run_id
+        """The artifact folder of the project's run that holds an MLproject ('' = the root)."""
+        run_id = self.project_run
         top = self.client.list_artifacts(run_id)
         if any(a.path == "MLproject" for a in top):
             return ""
@@ -341,7 +370,7 @@ class Retrain(Handler):
             field="run_id",
         )
 
-    def _stream(self, command: list[str]) -> tuple[int, list[str]]:
+    def _stream(self, command: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
         """Run the project; every output line into the job log; (exit code, last lines)."""
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         proc = subprocess.Popen(
@@ -350,7 +379,7 @@ class Retrain(Handler):
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            env=project_environment(),
+            env=env,
             cwd=self.workdir,
         )
         control = self.ctx.control

@@ -1,4 +1,5 @@
-"""schedules: retraining schedules fired by the leader worker
+"""schedules: retraining schedules fired by the leader worker, and job tokens (a
+retraining project's MLflow login as the schedule's owner)
 
 Revision ID: 0007_schedules
 Revises: 0005_deployment_tokens
@@ -52,9 +53,26 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("schedules", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_schedules_next_fire_at"), ["next_fire_at"])
+    op.create_table(
+        "job_tokens",
+        sa.Column("id", _ID, autoincrement=True, nullable=False),
+        sa.Column("job_id", _ID, nullable=False),
+        sa.Column("username", sa.String(length=255), nullable=False),
+        sa.Column("token_sha256", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name=op.f("fk_job_tokens_job_id_jobs"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_job_tokens")),
+        sa.UniqueConstraint("token_sha256", name=op.f("uq_job_tokens_token_sha256")),
+    )
+    op.create_index(op.f("ix_job_tokens_job_id"), "job_tokens", ["job_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_job_tokens_job_id"), table_name="job_tokens")
+    op.drop_table("job_tokens")
     with op.batch_alter_table("schedules", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_schedules_next_fire_at"))
     op.drop_table("schedules")

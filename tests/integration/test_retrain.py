@@ -39,6 +39,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*Any type hint is inferred"),
 ]
 ADMIN = ("admin", ADMIN_PASSWORD)
+# The model's owner (not an administrator): her schedule's project logs as her.
+ALICE = ("alice", "alice-Passw0rd-2026!")
 PROJECT = ROOT / "tests" / "support" / "retrain_project"
 MODEL = "churn"
 # Seconds between ticks: longer than a retrain (10-15 s here), so ticks rarely meet a
@@ -51,8 +53,10 @@ class Rig:
     def __init__(self, url: str, engine: Engine, api: str, workers: list[WorkerProcess]) -> None:
         self.url, self.engine, self.api, self.workers = url, engine, api, workers
 
-    def call(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return requests.request(method, f"{self.api}{path}", auth=ADMIN, timeout=30, **kw)
+    def call(
+        self, method: str, path: str, auth: tuple[str, str] = ADMIN, **kw: Any
+    ) -> requests.Response:
+        return requests.request(method, f"{self.api}{path}", auth=auth, timeout=30, **kw)
 
     def sql(self, sql: str, **params: Any) -> list[Any]:
         with self.engine.begin() as conn:
@@ -130,7 +134,14 @@ def rig(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
                 )
             for w in workers:
                 w.wait_healthy(120)
-            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
+            r = requests.post(
+                f"{base}/api/2.0/mlflow/users/create",
+                json={"username": ALICE[0], "password": ALICE[1]},
+                auth=ADMIN,
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ALICE
             mlflow.set_tracking_uri(base)
             yield Rig(url, engine, f"{base}/api/2.0/mlmanager", workers)
         finally:
@@ -155,7 +166,8 @@ def _up(url: str) -> bool:
 
 
 def _champion_v1(rig: Rig) -> str:
-    """Training rows in apps.train, and version 1 (trained on noisy labels) with the project."""
+    """Training rows in apps.train, and version 1 (trained on noisy labels) with the project,
+    logged and registered by alice."""
     data = _data(400, 1)
     rig.sql("CREATE SCHEMA apps")
     rig.sql("CREATE TABLE apps.retrain_config (quality text)")
@@ -217,10 +229,11 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
         "metric": "accuracy",
         "parameters": {"db_url": rig.url, "table": "apps.train"},
     }
-    r = rig.call("POST", "/schedules", json=body)
+    r = rig.call("POST", "/schedules", json=body, auth=ALICE)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    assert rig.call("POST", "/schedules", json=body).status_code == 409
+    assert r.json()["user"] == "alice"
+    assert rig.call("POST", "/schedules", json=body, auth=ALICE).status_code == 409
 
     # First tick: the challenger (clean labels) beats version 1.
     wait_until(lambda: len(rig.fired(sid)) >= 1, 2 * EVERY + 10, "the first firing")
@@ -233,6 +246,11 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
     assert overlapping["status"] == "SUCCESS" and _skipped(rig, overlapping["id"])
     assert rig.wait_job(first.id)["status"] == "SUCCESS", rig.log(first.id)
     rig.sql("UPDATE apps.retrain_config SET quality = 'bad'")
+    # The project logged its run as alice, with a token that ended with the job.
+    assert "logging to MLflow as alice" in rig.log(first.id)
+    assert ADMIN_PASSWORD not in rig.log(first.id)
+    tokens = rig.sql("SELECT revoked_at FROM mlmanager.job_tokens WHERE job_id = :j", j=first.id)
+    assert len(tokens) == 1 and tokens[0].revoked_at is not None
 
     # ...is promoted, and the deployed table of version 1 is redeployed with it.
     assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
@@ -275,7 +293,7 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
     wait_until(lambda: retrained_after(first.id) is not None, 3 * EVERY, "a later retrain")
     second = retrained_after(first.id)
     # Pause: the next tick does not fire (checked below, once it has passed).
-    paused = rig.call("POST", f"/schedules/{sid}/pause").json()
+    paused = rig.call("POST", f"/schedules/{sid}/pause", auth=ALICE).json()
     paused_at = time.monotonic()
     assert paused["paused"] and paused["next_fire_at"] is None
     assert rig.wait_job(second.id)["status"] == "SUCCESS", rig.log(second.id)
@@ -291,7 +309,7 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
 
     # Run now with a failing project: the job fails with the project's own error output.
     rig.sql("UPDATE apps.retrain_config SET quality = 'fail'")
-    r = rig.call("POST", f"/schedules/{sid}/run")
+    r = rig.call("POST", f"/schedules/{sid}/run", auth=ALICE)
     assert r.status_code == 202, r.text
     failed = rig.wait_job(r.json()["id"])
     assert failed["status"] == "FAILURE"
@@ -316,12 +334,12 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
         assert runs[str(job.id)] == 1 or _skipped(rig, job.id), (job, runs)
 
     # Resume: firings start again; delete: they stop for good.
-    resumed = rig.call("POST", f"/schedules/{sid}/resume").json()
+    resumed = rig.call("POST", f"/schedules/{sid}/resume", auth=ALICE).json()
     assert not resumed["paused"] and resumed["next_fire_at"] is not None
     wait_until(lambda: len(rig.fired(sid)) > len(fired), 2 * EVERY, "a firing after resume")
-    assert rig.call("DELETE", f"/schedules/{sid}").status_code == 200
+    assert rig.call("DELETE", f"/schedules/{sid}", auth=ALICE).status_code == 200
     deleted_at = time.monotonic()
-    assert rig.call("GET", f"/schedules/{sid}").status_code == 404
+    assert rig.call("GET", f"/schedules/{sid}", auth=ALICE).status_code == 404
     count = len(rig.fired(sid))
     time.sleep(max(0.0, deleted_at + EVERY + 2 - time.monotonic()))
     assert len(rig.fired(sid)) == count

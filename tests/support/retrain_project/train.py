@@ -7,6 +7,7 @@ on the labels, ``bad`` on shuffled labels, ``fail`` stops with an error.
 """
 
 import argparse
+import os
 import sys
 
 import mlflow
@@ -24,6 +25,7 @@ engine = sqlalchemy.create_engine(args.db_url)
 with engine.connect() as conn:
     quality = conn.execute(sqlalchemy.text("SELECT quality FROM apps.retrain_config")).scalar()
     frame = pd.read_sql(sqlalchemy.text(f"SELECT x1, x2, y FROM {args.table} ORDER BY id"), conn)
+print(f"logging to MLflow as {os.environ.get('MLFLOW_TRACKING_USERNAME')}")
 print(f"training on {len(frame)} rows of {args.table} (quality {quality})")
 if quality == "fail":
     print("TrainingDataError: the label column holds no positive row", file=sys.stderr)
