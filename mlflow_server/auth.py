@@ -14,7 +14,7 @@ permissions still apply; the database password is never stored.
 
 With either backend, a job token (``shared.job_tokens``) is accepted as the password of
 its user while its job runs: how a retraining project logs its run as the schedule's
-owner (:func:`authenticate_request_mlflow` wraps MLflow's basic auth for that).
+owner (``guard`` puts the token check in front of the configured function).
 """
 
 from __future__ import annotations
@@ -53,6 +53,18 @@ def guard(app: Flask) -> None:
     deployment) and MLflow's routes to MLflow's unchanged check.
     """
     from mlflow.server import auth as mlflow_auth
+
+    # Job tokens first, then the configured function. Wrapped here rather than configured
+    # as MLflow's authorization_function: with its own basic-auth function configured,
+    # MLflow's UI keeps its logout and change-password (it hides them for any other).
+    configured = mlflow_auth.authenticate_request
+    if not getattr(configured, "accepts_job_tokens", False):
+
+        def authenticate_request() -> Any:
+            return _job_token_login() or configured()
+
+        authenticate_request.accepts_job_tokens = True  # type: ignore[attr-defined]
+        mlflow_auth.authenticate_request = authenticate_request
 
     funcs = app.before_request_funcs.setdefault(None, [])
     position = funcs.index(mlflow_auth._before_request)
@@ -199,14 +211,6 @@ def _job_token_login() -> Any:
     return auth if answer else None
 
 
-def authenticate_request_mlflow() -> Any:
-    """MLflow ``authorization_function`` for AUTH_BACKEND=mlflow: a job token, else
-    MLflow's own basic auth (its user store)."""
-    from mlflow.server.auth import authenticate_request_basic_auth
-
-    return _job_token_login() or authenticate_request_basic_auth()
-
-
 def authenticate_request_database() -> Any:
     """MLflow ``authorization_function`` for AUTH_BACKEND=database.
 
@@ -226,8 +230,6 @@ def _authenticate_database() -> Any:
     auth = request.authorization
     if auth is None or not auth.username or auth.password is None:
         return make_basic_auth_response()
-    if _job_token_login() is not None:
-        return auth
     # MLflow's own users (the bootstrap admin) keep working.
     mlflow_result = authenticate_request_basic_auth()
     if not isinstance(mlflow_result, Response):

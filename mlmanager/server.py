@@ -25,7 +25,7 @@ GUNICORN_OPTS = (
 
 
 AUTH_FUNCTIONS = {
-    "mlflow": "mlflow_server.auth:authenticate_request_mlflow",
+    "mlflow": "mlflow.server.auth:authenticate_request_basic_auth",
     "database": "mlflow_server.auth:authenticate_request_database",
 }
 

@@ -28,6 +28,20 @@ CREATE TABLE schedules (
 
 CREATE INDEX ix_schedules_next_fire_at ON schedules (next_fire_at);
 
+CREATE TABLE job_tokens (
+    id BIGSERIAL NOT NULL, 
+    job_id BIGINT NOT NULL, 
+    username VARCHAR(255) NOT NULL, 
+    token_sha256 VARCHAR(64) NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    revoked_at TIMESTAMP WITH TIME ZONE, 
+    CONSTRAINT pk_job_tokens PRIMARY KEY (id), 
+    CONSTRAINT fk_job_tokens_job_id_jobs FOREIGN KEY(job_id) REFERENCES jobs (id) ON DELETE CASCADE, 
+    CONSTRAINT uq_job_tokens_token_sha256 UNIQUE (token_sha256)
+);
+
+CREATE INDEX ix_job_tokens_job_id ON job_tokens (job_id);
+
 UPDATE mlmanager.mlmanager_alembic_version SET version_num='0007_schedules' WHERE mlmanager.mlmanager_alembic_version.version_num = '0005_deployment_tokens';
 
 COMMIT;

@@ -8,8 +8,11 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import itertools
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -41,6 +44,7 @@ pytestmark = [
 ADMIN = ("admin", ADMIN_PASSWORD)
 # The model's owner (not an administrator): her schedule's project logs as her.
 ALICE = ("alice", "alice-Passw0rd-2026!")
+BOB = ("bob", "bob-Passw0rd-2026!")
 PROJECT = ROOT / "tests" / "support" / "retrain_project"
 MODEL = "churn"
 # Seconds between ticks: longer than a retrain (10-15 s here), so ticks rarely meet a
@@ -188,6 +192,86 @@ def _champion_v1(rig: Rig) -> str:
     return run.info.run_id
 
 
+def test_schedule_api_rules_and_cli(rig: Rig) -> None:
+    """Bad schedules are 400s naming the field; another user's schedule is a 404; the CLI
+    shows the API's schedules. (Its cron never fires during the test.)"""
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("schedule-api")) as run:
+        data = _data(50, 3)
+        model = LogisticRegression().fit(data[["x1", "x2"]], data.y)
+        mlflow.sklearn.log_model(model, name="model", input_example=data[["x1", "x2"]].head(2))
+    mlflow.register_model(f"runs:/{run.info.run_id}/model", "churn-api")
+    body = {"name": "api-yearly", "cron_exp": "0 3 1 1 *", "model_name": "churn-api"}
+    body["metric"] = "accuracy"
+    for bad, field in (
+        ({"cron_exp": "61 * * * *"}, "cron_exp"),
+        ({"cron_exp": "* * *"}, "cron_exp"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"name": "no spaces"}, "name"),
+        ({"surprise": 1}, "surprise"),
+    ):
+        r = rig.call("POST", "/schedules", json={**body, **bad}, auth=ALICE)
+        assert r.status_code == 400 and r.json()["field"] == field, (bad, r.text)
+    r = rig.call("POST", "/schedules", json={**body, "model_name": "nobody"}, auth=ALICE)
+    assert r.status_code == 404 and r.json()["field"] == "model_name", r.text
+    r = rig.call("POST", "/schedules", json=body, auth=ALICE)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert r.json()["next_fire_at"].endswith("-01-01T03:00:00+00:00")
+
+    r = requests.post(
+        f"{rig.api.removesuffix('/api/2.0/mlmanager')}/api/2.0/mlflow/users/create",
+        json={"username": BOB[0], "password": BOB[1]},
+        auth=ADMIN,
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    for method, path in (("GET", ""), ("POST", "/pause"), ("POST", "/run"), ("DELETE", "")):
+        assert rig.call(method, f"/schedules/{sid}{path}", auth=BOB).status_code == 404
+    assert [s["id"] for s in rig.call("GET", "/schedules", auth=BOB).json()["schedules"]] == []
+
+    env = clean_environment()
+    env.update(
+        MLFLOW_TRACKING_URI=rig.api.removesuffix("/api/2.0/mlmanager"),
+        MLFLOW_TRACKING_USERNAME=ALICE[0],
+        MLFLOW_TRACKING_PASSWORD=ALICE[1],
+    )
+    cli = [sys.executable, "-m", "mlmanager", "schedules"]
+    shown = subprocess.run(
+        [*cli, "list"], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "api-yearly" in shown.stdout and "0 3 1 1 *" in shown.stdout
+    paused = subprocess.run(
+        [*cli, "pause", str(sid)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert paused.returncode == 0 and json.loads(paused.stdout)["paused"], paused.stderr
+    assert rig.call("DELETE", f"/schedules/{sid}", auth=ALICE).status_code == 200
+
+
+def _print_tick_timing(rig: Rig, retrain_id: int, redeploy_id: int) -> None:
+    """Where a tick's time goes, firing to redeployed table (printed: measured, not asserted)."""
+    rows = {
+        r.id: r
+        for r in rig.sql(
+            "SELECT id, payload->>'fire_time' AS fire_time, created_at, started_at, finished_at "
+            "FROM mlmanager.jobs WHERE id IN (:a, :b)",
+            a=retrain_id,
+            b=redeploy_id,
+        )
+    }
+    retrain, redeploy = rows[retrain_id], rows[redeploy_id]
+    fired = dt.datetime.fromisoformat(retrain.fire_time)
+    marks = [
+        ("enqueued", retrain.created_at - fired),
+        ("claimed", retrain.started_at - retrain.created_at),
+        ("retrained", retrain.finished_at - retrain.started_at),
+        ("redeploy claimed", redeploy.started_at - redeploy.created_at),
+        ("redeployed", redeploy.finished_at - redeploy.started_at),
+    ]
+    total = (redeploy.finished_at - fired).total_seconds()
+    steps = ", ".join(f"{name} +{delta.total_seconds():.2f} s" for name, delta in marks)
+    print(f"\ntick {retrain.fire_time}: fired to redeployed table in {total:.1f} s ({steps})")
+
+
 def _runs_per_job(client: MlflowClient) -> dict[str, int]:
     """MLflow runs the schedule's retrains created, counted per RETRAIN job."""
     runs = client.search_runs(
@@ -272,9 +356,7 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
     expected = mlflow.sklearn.load_model(f"models:/{MODEL}/2").predict(fresh)
     assert {row.run_id for row in scored} == {v2.run_id}
     assert [row.prediction for row in scored] == [str(v) for v in expected]
-    done = rig.sql("SELECT finished_at FROM mlmanager.jobs WHERE id = :j", j=redeploys[0].id)
-    took = done[0].finished_at - dt.datetime.fromisoformat(first.fire_time)
-    print(f"tick {first.fire_time}: fired to redeployed table in {took.total_seconds():.1f} s")
+    _print_tick_timing(rig, first.id, redeploys[0].id)
 
     # kill -9 of the leader: another worker leads, fires the next tick, and only once.
     leader = next(w for w in rig.workers if "is the retraining leader" in w.log.read_text())
