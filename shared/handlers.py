@@ -343,12 +343,13 @@ class ScheduleRetrainPayload(Payload):
                 raise ValueError(f"bad parameter name {name!r}")
         return value
 
-    @model_validator(mode="after")
-    def _cron(self) -> Self:
+    @field_validator("cron_exp")
+    @classmethod
+    def _cron(cls, value: str) -> str:
         from shared.schedules import cron_trigger
 
-        cron_trigger(self.cron_exp, self.timezone)  # raises ValueError naming the problem
-        return self
+        cron_trigger(value, "UTC")  # the syntax (the zone changes no field); ValueError says why
+        return value
 
 
 class RetrainPayload(Payload):
