@@ -216,7 +216,7 @@ def test_schedule_api_rules_and_cli(rig: Rig) -> None:
     r = rig.call("POST", "/schedules", json=body, auth=ALICE)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    assert r.json()["next_fire_at"].endswith("-01-01T03:00:00+00:00")
+    assert r.json()["next_fire_at"].endswith("-01-01T03:00:00.000Z")
 
     r = requests.post(
         f"{rig.api.removesuffix('/api/2.0/mlmanager')}/api/2.0/mlflow/users/create",
@@ -245,6 +245,16 @@ def test_schedule_api_rules_and_cli(rig: Rig) -> None:
     )
     assert paused.returncode == 0 and json.loads(paused.stdout)["paused"], paused.stderr
     assert rig.call("DELETE", f"/schedules/{sid}", auth=ALICE).status_code == 200
+
+    # The original way: a SCHEDULE_RETRAIN job creates the same schedule.
+    job = {"handler_name": "SCHEDULE_RETRAIN", "payload": {**body, "name": "api-by-job"}}
+    r = rig.call("POST", "/jobs", json=job, auth=ALICE)
+    assert r.status_code == 201, r.text
+    assert rig.wait_job(r.json()["id"])["status"] == "SUCCESS", rig.log(r.json()["id"])
+    mine = rig.call("GET", "/schedules", auth=ALICE).json()["schedules"]
+    [created] = [s for s in mine if s["name"] == "api-by-job"]
+    assert created["user"] == "alice" and created["spec"]["model_name"] == "churn-api"
+    assert rig.call("DELETE", f"/schedules/{created['id']}", auth=ALICE).status_code == 200
 
 
 def _print_tick_timing(rig: Rig, retrain_id: int, redeploy_id: int) -> None:
