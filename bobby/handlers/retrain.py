@@ -21,8 +21,10 @@ worker service.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -381,6 +383,9 @@ class Retrain(Handler):
             errors="replace",
             env=env,
             cwd=self.workdir,
+            # Its own process group: a stop kills the project's own children too (mlflow
+            # run starts the entry point's command in a shell).
+            start_new_session=True,
         )
         control = self.ctx.control
         done = threading.Event()
@@ -388,7 +393,8 @@ class Retrain(Handler):
         def watch() -> None:  # a cancelled job or a lost lease stops the project
             while not done.wait(0.5):
                 if control.cancel.is_set() or control.lost.is_set():
-                    proc.kill()
+                    with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                        os.killpg(proc.pid, signal.SIGKILL)
                     return
 
         threading.Thread(target=watch, name=f"retrain-{self.ctx.job.id}", daemon=True).start()
