@@ -20,9 +20,10 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from loguru import logger
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from shared.db import SessionLock
 from shared.errors import MLManagerError
 from shared.handlers import SPECS
 from shared.ledger import Ledger
@@ -41,7 +42,7 @@ class RetrainScheduler:
         self.store = ScheduleStore(engine)
         self.ledger = Ledger(engine, default_max_attempts=settings.job_max_attempts)
         self.is_postgres = engine.dialect.name == "postgresql"
-        self._lock_conn: Connection | None = None
+        self._lock = SessionLock(engine, LEADER_LOCK)
         self._scheduler: BackgroundScheduler | None = None
         self._versions: dict[str, tuple[str, str]] = {}
         self._firing = threading.Lock()
@@ -71,25 +72,11 @@ class RetrainScheduler:
     def _acquire(self) -> bool:
         if not self.is_postgres:
             return True  # SQLite: one worker
-        conn = self.engine.connect()
-        try:
-            got = bool(conn.execute(text(LEADER_LOCK)).scalar())
-            conn.commit()
-        except DBAPIError:
-            conn.invalidate()
-            conn.close()
-            raise
-        if not got:
-            conn.close()
-            return False
-        self._lock_conn = conn
-        return True
+        return self._lock.take()
 
     def _check_lock(self) -> None:
         """The lock is as alive as its connection: a dead one means someone else may lead."""
-        if self._lock_conn is not None:
-            self._lock_conn.execute(text("SELECT 1"))
-            self._lock_conn.commit()
+        self._lock.check()
 
     def _lead(self) -> None:
         scheduler = BackgroundScheduler(
@@ -106,11 +93,7 @@ class RetrainScheduler:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
             logger.info("this worker no longer leads the retraining schedules")
-        if self._lock_conn is not None:
-            # Closed, not returned to the pool: a pooled session would keep the lock.
-            self._lock_conn.invalidate()
-            self._lock_conn.close()
-            self._lock_conn = None
+        self._lock.release()
 
     # --- the schedules ---------------------------------------------------------------
     def _sync(self) -> None:

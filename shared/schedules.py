@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Engine, Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from shared.db import SessionLock
 from shared.errors import DeploymentConflict, NotFound
 from shared.models import ScheduleRow, utcnow
 
@@ -248,43 +249,26 @@ class RetrainSlot:
     """The right to retrain one schedule now; :meth:`take` does not wait."""
 
     def __init__(self, engine: Engine, schedule_id: int) -> None:
-        self.engine = engine
         self.schedule_id = schedule_id
-        self._conn: Connection | None = None
+        self.is_postgres = engine.dialect.name == "postgresql"
+        # Two int4 keys: an id past 2**31 shares a slot with another (a skipped firing,
+        # never a double one).
+        self._session = SessionLock(engine, RETRAIN_SLOT_LOCK, key=schedule_id % 2**31)
         self._lock: threading.Lock | None = None
 
     def take(self) -> bool:
         """Hold the slot if it is free (True) or say it is held elsewhere (False)."""
-        if self.engine.dialect.name != "postgresql":
-            with _SQLITE_SLOTS_GUARD:
-                lock = _SQLITE_SLOTS.setdefault(self.schedule_id, threading.Lock())
-            if not lock.acquire(blocking=False):
-                return False
-            self._lock = lock
-            return True
-        conn = self.engine.connect()
-        try:
-            # Two int4 keys: an id past 2**31 shares a slot with another (a skipped firing,
-            # never a double one).
-            key = self.schedule_id % 2**31
-            held = bool(conn.execute(text(RETRAIN_SLOT_LOCK), {"key": key}).scalar())
-            conn.commit()
-        except DBAPIError:
-            conn.invalidate()
-            conn.close()
-            raise
-        if not held:
-            conn.close()
+        if self.is_postgres:
+            return self._session.take()
+        with _SQLITE_SLOTS_GUARD:
+            lock = _SQLITE_SLOTS.setdefault(self.schedule_id, threading.Lock())
+        if not lock.acquire(blocking=False):
             return False
-        self._conn = conn
+        self._lock = lock
         return True
 
     def release(self) -> None:
+        self._session.release()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        if self._conn is not None:
-            # Closed, not returned to the pool: a pooled session would keep the lock.
-            self._conn.invalidate()
-            self._conn.close()
-            self._conn = None
