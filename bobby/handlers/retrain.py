@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 from loguru import logger
+from sqlalchemy.exc import DBAPIError
 
 from bobby.handlers import ServiceContext, register, register_service
 from bobby.handlers.base import Handler, Step
@@ -138,8 +139,11 @@ class Retrain(Handler):
         ]
 
     def close(self) -> None:
-        with self.ctx.ledger.engine.begin() as conn:
-            job_tokens.revoke(conn, self.ctx.job.id)
+        try:
+            with self.ctx.ledger.engine.begin() as conn:
+                job_tokens.revoke(conn, self.ctx.job.id)
+        except DBAPIError as exc:  # the token still ends with the job's RUNNING status
+            logger.warning("could not revoke the job's MLflow token now: {}", exc.orig)
         self.slot.release()
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
