@@ -431,13 +431,15 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
     resumed = rig.call("POST", f"/schedules/{sid}/resume", auth=ALICE).json()
     assert not resumed["paused"] and resumed["next_fire_at"] is not None
     wait_until(lambda: len(rig.fired(sid)) > len(fired), 2 * EVERY, "a firing after resume")
+    failing = rig.fired(sid)[-1]
+    # (A firing whose job has not read its schedule yet would fail on the deleted one.)
+    wait_until(lambda: "running the project" in rig.log(failing.id), 60, "the project")
     assert rig.call("DELETE", f"/schedules/{sid}", auth=ALICE).status_code == 200
     deleted_at = time.monotonic()
     assert rig.call("GET", f"/schedules/{sid}", auth=ALICE).status_code == 404
     count = len(rig.fired(sid))
 
     # That firing's project failed: the job too, with the project's own error output.
-    failing = rig.fired(sid)[-1]
     failed = rig.wait_job(failing.id)
     assert failed["status"] == "FAILURE"
     log = rig.log(failing.id)
