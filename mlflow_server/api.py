@@ -111,7 +111,7 @@ def error_response(exc: MLManagerError) -> Response:
     ran (``bodies``). There it answers in MLflow's own format, which has no ``field``
     (the message names it).
     """
-    field = exc.field if request.blueprint == blueprint.name else None
+    field = exc.field if blueprint.name in request.blueprints else None  # nested ones too
     return _error(exc.http_status, exc.error_code, exc.message, field)
 
 

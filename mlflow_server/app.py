@@ -19,6 +19,7 @@ from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
 from mlflow_server.model_route import model_blueprint
 from mlflow_server.native import Dispatcher
+from mlflow_server.schedules import blueprint as schedules_blueprint
 from mlflow_server.ui import ui
 from shared.db import get_engine
 from shared.errors import MLManagerError
@@ -43,6 +44,7 @@ def create_app() -> Any:
     seed_handlers()
     if blueprint.name in mlflow_app.blueprints:  # factory called twice in one process
         return Dispatcher(create_auth_app(mlflow_app))
+    blueprint.register_blueprint(schedules_blueprint)
     mlflow_app.register_blueprint(blueprint)
     mlflow_app.register_blueprint(model_blueprint)
     mlflow_app.register_blueprint(ui)

@@ -11,6 +11,10 @@ With ``AUTH_BACKEND=database`` the authentication function is
 connection to the database as that user succeeds (how the original logged users
 in). A successful login creates or updates the matching MLflow user, so MLflow's
 permissions still apply; the database password is never stored.
+
+With either backend, a job token (``shared.job_tokens``) is accepted as the password of
+its user while its job runs: how a retraining project logs its run as the schedule's
+owner (``guard`` puts the token check in front of the configured function).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from mlflow_server.bodies import check_body
 from mlflow_server.csrf import refuse_forgery
 from mlflow_server.model_route import is_model_route
 from mlflow_server.schemas import API_PREFIX, UI_PREFIX
+from shared import job_tokens
+from shared.db import get_engine
 from shared.errors import NotAuthenticated
 from shared.settings import get_settings
 
@@ -51,6 +57,18 @@ def guard(app: Flask) -> None:
     deployment) and MLflow's routes to MLflow's unchanged check.
     """
     from mlflow.server import auth as mlflow_auth
+
+    # Job tokens first, then the configured function. Wrapped here rather than configured
+    # as MLflow's authorization_function: with its own basic-auth function configured,
+    # MLflow's UI keeps its logout and change-password (it hides them for any other).
+    configured = mlflow_auth.authenticate_request
+    if not getattr(configured, "accepts_job_tokens", False):
+
+        def authenticate_request() -> Any:
+            return _job_token_login() or configured()
+
+        authenticate_request.accepts_job_tokens = True  # type: ignore[attr-defined]
+        mlflow_auth.authenticate_request = authenticate_request
 
     funcs = app.before_request_funcs.setdefault(None, [])
     position = funcs.index(mlflow_auth._before_request)
@@ -196,6 +214,19 @@ def _ensure_mlflow_user(username: str) -> None:
     if not store.has_user(username):
         # A random password nobody knows: this user logs in through the database only.
         store.create_user(username, secrets.token_urlsafe(24) + "Aa1!", is_admin=False)
+
+
+def _job_token_login() -> Any:
+    """The request's credentials if they are a live job token of their user, else None."""
+    auth = request.authorization
+    if auth is None or not auth.username or not job_tokens.is_token(auth.password or ""):
+        return None
+    answer = g.get("mlmanager_job_token_login")
+    if answer is None:  # MLflow authenticates several times per request
+        with get_engine(get_settings()).connect() as conn:
+            answer = job_tokens.valid(conn, auth.username, auth.password or "")
+        g.mlmanager_job_token_login = answer
+    return auth if answer else None
 
 
 def authenticate_request_database() -> Any:

@@ -30,6 +30,8 @@ from shared.handlers import (
     ModelRef,
     Payload,
     ReconcilePayload,
+    RetrainPayload,
+    ScheduleRetrainPayload,
     UndeployDatabasePayload,
     UndeployKubernetesPayload,
 )
@@ -51,6 +53,10 @@ def authorize_job(engine: Engine, payload: Payload) -> Payload:
         )
     if isinstance(payload, ReconcilePayload) and payload.deployment_id is not None:
         _require_own_deployment(engine, payload.deployment_id)
+    if isinstance(payload, ScheduleRetrainPayload):
+        check_schedule_payload(payload)
+    if isinstance(payload, RetrainPayload):
+        _require_own_schedule(engine, payload.schedule_id)
     if isinstance(payload, ModelRef) and not isinstance(payload, REMOVES_A_DEPLOYMENT):
         uri = readable_model_uri(payload.run_id, payload.model_uri)
         payload = payload.model_copy(update={"run_id": None, "model_uri": uri})
@@ -62,6 +68,28 @@ def _require_own_deployment(engine: Engine, deployment_id: int) -> None:
     deployment = DeploymentStore(engine).get(deployment_id)
     if deployment.user != current_user() and not is_admin():
         raise NotFound(f"no deployment {deployment_id}")
+
+
+def check_schedule_payload(payload: ScheduleRetrainPayload) -> None:
+    """A schedule retrains a model its user may read (and the run, when named)."""
+    if payload.environment == "kubernetes":
+        raise InvalidPayload(
+            "environment kubernetes is not available yet: retraining runs in the worker "
+            "(environment default)",
+            field="environment",
+        )
+    _require_registered_model(payload.model_name, "model_name")
+    if payload.run_id is not None:
+        _require_run(payload.run_id, "run_id")
+
+
+def _require_own_schedule(engine: Engine, schedule_id: int) -> None:
+    """Owner-or-admin: another user's schedule is a 404, as when reading it."""
+    from shared.schedules import ScheduleStore
+
+    schedule = ScheduleStore(engine).get(schedule_id)
+    if schedule.user != current_user() and not is_admin():
+        raise NotFound(f"no schedule {schedule_id}", field="schedule_id")
 
 
 def readable_model_uri(run_id: str | None, model_uri: str | None) -> str:
@@ -182,7 +210,7 @@ def _require_logged_model(model_id: str) -> None:
         raise _denied(f"logged model {model_id}", "model_uri")
 
 
-def _require_registered_model(name: str) -> None:
+def _require_registered_model(name: str, field: str = "model_uri") -> None:
     """MLflow's rule for get-model-version: READ on the model, versions not denied."""
     from mlflow.server import auth as mlflow_auth
     from mlflow.server.auth.permissions import (
@@ -192,9 +220,11 @@ def _require_registered_model(name: str) -> None:
     from mlflow.server.auth.requirements import ACTION_NOT_DENIED, Requirement
 
     registry = _registry()
-    model = _fetch(lambda: registry.get_registered_model(name), f"no registered model {name}")
+    model = _fetch(
+        lambda: registry.get_registered_model(name), f"no registered model {name}", field
+    )
     if model._is_prompt():
-        raise InvalidPayload(f"{name} is a prompt, not a model", field="model_uri")
+        raise InvalidPayload(f"{name} is a prompt, not a model", field=field)
     if is_admin():
         return
     allowed = mlflow_auth.authorize(
@@ -206,4 +236,4 @@ def _require_registered_model(name: str) -> None:
         ],
     )
     if not allowed:
-        raise _denied(f"registered model {name}", "model_uri")
+        raise _denied(f"registered model {name}", field)

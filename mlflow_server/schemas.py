@@ -12,6 +12,7 @@ from shared.deployments import Deployment, DeploymentSpec, DeploymentStats
 from shared.handlers import SPECS
 from shared.ledger import JOB_SORTS, Handler, Job, LogLine
 from shared.models import DEPLOYMENT_STATUSES, JOB_STATUSES
+from shared.schedules import Schedule
 
 API_PREFIX = "/api/2.0/mlmanager"
 UI_PREFIX = "/mlmanager"  # the pages (mlflow_server.ui)
@@ -162,6 +163,51 @@ class DeploymentOut(BaseModel):
 
 class DeploymentList(BaseModel):
     deployments: list[DeploymentOut]
+    next_offset: int | None
+
+
+class ScheduleOut(BaseModel):
+    id: int
+    name: str
+    model_name: str
+    cron_exp: str
+    timezone: str
+    environment: str
+    spec: dict[str, Any] = Field(description="The SCHEDULE_RETRAIN payload it was created with")
+    paused: bool
+    next_fire_at: str | None = Field(description="Next firing (null while paused)")
+    last_fired_at: str | None
+    last_job_id: int | None
+    last_job_status: str | None = Field(description="Status of the last RETRAIN job")
+    last_outcome: str | None = Field(description="What the last retrain decided")
+    user: str
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, s: Schedule, last_job: Job | None) -> ScheduleOut:
+        return cls(
+            id=s.id,
+            name=s.name,
+            model_name=s.model_name,
+            cron_exp=s.cron_exp,
+            timezone=s.timezone,
+            environment=str(s.spec.get("environment", "default")),
+            spec=s.spec,
+            paused=s.paused,
+            next_fire_at=None if s.paused else iso(s.next_fire_at),
+            last_fired_at=iso(s.last_fired_at),
+            last_job_id=s.last_job_id,
+            last_job_status=last_job.status if last_job else None,
+            last_outcome=s.last_outcome,
+            user=s.user,
+            created_at=iso(s.created_at) or "",
+            updated_at=iso(s.updated_at) or "",
+        )
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]
     next_offset: int | None
 
 

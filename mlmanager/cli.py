@@ -203,8 +203,9 @@ def _register_client_commands() -> None:
     from mlmanager.cli_artifacts import artifacts_group
     from mlmanager.cli_deployments import deployments_group
     from mlmanager.cli_jobs import deploy_group, jobs_group
+    from mlmanager.cli_schedules import schedules_group
 
-    for group in (jobs_group, deploy_group, deployments_group, artifacts_group):
+    for group in (jobs_group, deploy_group, deployments_group, artifacts_group, schedules_group):
         for command in group.commands.values():
             if command.callback is not None:
                 command.callback = clean_errors(command.callback)

@@ -90,6 +90,21 @@ class MLManagerClient:
     def delete_deployment(self, deployment_id: int) -> dict[str, Any]:
         return dict(self._call("DELETE", f"{API}/deployments/{deployment_id}"))
 
+    def create_schedule(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/schedules", json=payload))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"{API}/schedules", params={"limit": 500})["schedules"])
+
+    def schedule(self, schedule_id: int, action: str | None = None) -> dict[str, Any]:
+        """GET the schedule, or POST one of its actions (pause, resume, run)."""
+        if action is None:
+            return dict(self._call("GET", f"{API}/schedules/{schedule_id}"))
+        return dict(self._call("POST", f"{API}/schedules/{schedule_id}/{action}"))
+
+    def delete_schedule(self, schedule_id: int) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"{API}/schedules/{schedule_id}"))
+
     def follow(self, job_id: int, after: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``("log", line)`` events, then one ``("end", job)``, from the SSE stream."""
         url = f"{self.base_url}{API}/jobs/{job_id}/logs/stream"

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from shared.errors import ConfigError, DatabaseUnavailable, InvalidIdentifier, MLManagerError
 from shared.settings import Settings
@@ -170,6 +170,49 @@ def get_engine(settings: Settings) -> Engine:
 def schema_of(engine: Engine) -> str | None:
     """The schema of our tables on this engine (None where the dialect has no schemas)."""
     return engine.get_execution_options().get(SCHEMA_OPTION)
+
+
+class SessionLock:
+    """A PostgreSQL session advisory lock on a connection of its own, taken without
+    waiting. A holder that dies (``kill -9``) loses its session and so the lock."""
+
+    def __init__(self, engine: Engine, try_lock_sql: str, **params: Any) -> None:
+        self.engine = engine
+        self.sql = text(try_lock_sql)  # a pg_try_advisory_lock(...) call
+        self.params = params
+        self._conn: Connection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    def take(self) -> bool:
+        conn = self.engine.connect()
+        try:
+            got = bool(conn.execute(self.sql, self.params).scalar())
+            conn.commit()
+        except DBAPIError:
+            conn.invalidate()
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def check(self) -> None:
+        """Raise DBAPIError if the holding connection died (the lock went with it)."""
+        if self._conn is not None:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+
+    def release(self) -> None:
+        if self._conn is not None:
+            # Closed, not returned to the pool: a pooled session would keep the lock.
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
 
 
 def describe_url(url: str) -> str:

@@ -86,6 +86,13 @@ class TargetUnavailable(MLManagerError):
     error_code = "TARGET_UNAVAILABLE"
 
 
+class ProjectFailed(MLManagerError):
+    """A retraining project (the user's MLflow Project) failed or logged nothing usable."""
+
+    http_status = 422
+    error_code = "PROJECT_FAILED"
+
+
 class WatchFailed(MLManagerError):
     """A watched workload reported failure, or went silent (not retried: it would again)."""
 

@@ -277,10 +277,88 @@ class DeployAzurePayload(ModelRef):
     allocated_ram: float = Field(0.5, gt=0)
 
 
-class ScheduleRetrainPayload(ModelRef):
-    name: str = Field(min_length=1, max_length=255, description="Registered model to retrain")
-    cron_exp: str = Field(pattern=r"^\S+( \S+){4}$", description="Cron expression (5 fields)")
-    environment: Literal["default", "kubernetes"] = "default"
+class ScheduleRetrainPayload(Payload):
+    """A retraining schedule (``shared.schedules``): the original fields ``name``,
+    ``cron_exp``, ``environment`` (and ``run_id``), plus what to retrain and how to judge it."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", description="Name of the schedule"
+    )
+    cron_exp: str = Field(
+        description="Cron expression: 5 fields (minute hour day month day_of_week), or 6 with "
+        "seconds first; day_of_week counts from Monday=0 (APScheduler), names (mon-fri) are safest"
+    )
+    timezone: str = Field("UTC", description="IANA time zone the cron expression is read in")
+    environment: Literal["default", "kubernetes"] = Field(
+        "default", description="default: the project runs as a worker subprocess"
+    )
+    model_name: str = Field(
+        min_length=1, max_length=255, description="Registered model whose champion is challenged"
+    )
+    run_id: str | None = Field(
+        None,
+        pattern=r"^[0-9a-zA-Z_-]{1,64}$",
+        description="Run whose logged MLflow Project is retrained (default: the champion's run)",
+    )
+    project_uri: str | None = Field(
+        None,
+        max_length=1024,
+        description="Git URI of the MLflow Project, instead of the one logged with the run",
+    )
+    entry_point: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description="Entry point (default: retrain if the MLproject has it, else main)",
+    )
+    parameters: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Parameters of the entry point (-P name=value)"
+    )
+    metric: str = Field(
+        pattern=r"^[A-Za-z0-9_.\-/ ]{1,250}$",
+        description="Metric the challenger and the champion logged, compared to choose",
+    )
+    greater_is_better: bool = Field(True, description="Direction of the metric")
+    margin: float = Field(
+        0.0, ge=0, description="How much better the challenger must be to be promoted"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameter_names(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}", name):
+                raise ValueError(f"bad parameter name {name!r}")
+        return value
+
+    @field_validator("cron_exp")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from shared.schedules import cron_trigger
+
+        cron_trigger(value, "UTC")  # the syntax (the zone changes no field); ValueError says why
+        return value
+
+
+class RetrainPayload(Payload):
+    """One firing of a schedule (submitted by the leader worker, or by "run now")."""
+
+    schedule_id: int = Field(ge=1, description="The schedule to fire")
+    fire_time: str | None = Field(
+        None, description="The scheduled time of this firing (ISO-8601 UTC); absent: run now"
+    )
 
 
 class WatchElasticsearchPayload(Payload):
@@ -357,7 +435,16 @@ for _spec in (
         idempotent=True,
         environments=frozenset({"azure"}),
     ),
-    HandlerSpec("SCHEDULE_RETRAIN", "Retrain a model on a schedule", ScheduleRetrainPayload),
+    # Creates (or, rerun, finds) the schedule: converging, so retried like a deploy.
+    HandlerSpec(
+        "SCHEDULE_RETRAIN",
+        "Create a retraining schedule",
+        ScheduleRetrainPayload,
+        idempotent=True,
+    ),
+    # One retraining: runs the project once (a crashed run is not repeated: the next
+    # firing retrains).
+    HandlerSpec("RETRAIN", "Retrain a model now (a schedule's firing)", RetrainPayload),
     # Retried after a crash: a new attempt resumes after the lines already in the job's log.
     HandlerSpec(
         "WATCH_ELASTICSEARCH",

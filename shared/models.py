@@ -192,6 +192,21 @@ class DeploymentTokenRow(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class JobTokenRow(Base):
+    """A job's MLflow login as its user while it runs (``shared.job_tokens``; SHA-256 only)."""
+
+    __tablename__ = "job_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    username: Mapped[str] = mapped_column(String(255), nullable=False)
+    token_sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
 class WorkerRow(Base):
     """A live (or recently seen) worker and the handlers it can run."""
 
@@ -264,3 +279,31 @@ class ArtifactChunkRow(Base):
     written_at: Mapped[dt.datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, index=True
     )
+
+
+class ScheduleRow(Base):
+    """A retraining schedule (``shared.schedules``): when the leader worker fires it, and
+    what the last firing did. ``spec`` is the validated SCHEDULE_RETRAIN payload."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    model_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    cron_exp: Mapped[str] = mapped_column(String(255), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(Payload, nullable=False)
+    paused: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=text("false")
+    )
+    # The firing the leader owes next (UTC); it and the schedule id are the firing's key.
+    next_fire_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_fired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_job_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("jobs.id", ondelete="SET NULL")
+    )
+    # What the last retrain decided ("version 3 promoted: ..."), written by its job.
+    last_outcome: Mapped[str | None] = mapped_column(Text)
+    username: Mapped[str] = mapped_column(String(255), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

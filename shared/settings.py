@@ -142,6 +142,17 @@ class Settings(BaseSettings):
     h2o_max_mem_size: str = Field(
         "1G", description="Heap of the local H2O cluster the worker starts (e.g. 1G, 2048M)"
     )
+    scheduler_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often a worker tries to become the retraining leader, and the "
+        "leader re-reads the schedules",
+    )
+    retrain_env_manager: Literal["local", "virtualenv", "uv", "conda"] = Field(
+        "local",
+        description="mlflow run --env-manager of retraining projects (local: the worker's "
+        "own Python environment)",
+    )
     worker_shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long running jobs may finish before release"
     )

@@ -40,7 +40,13 @@ VALID = {
         "resource_group": "rg",
         "model_name": "iris",
     },
-    "SCHEDULE_RETRAIN": {"run_id": "abc123", "name": "iris", "cron_exp": "0 3 * * *"},
+    "SCHEDULE_RETRAIN": {
+        "run_id": "abc123",
+        "name": "iris",
+        "cron_exp": "0 3 * * *",
+        "model_name": "iris",
+        "metric": "accuracy",
+    },
     "WATCH_ELASTICSEARCH": {
         "context_name": "ctx",
         "entity_id": "e1",
