@@ -147,7 +147,9 @@ class SageMaker:
         return True
 
     def upload(self, bucket: str, key: str, data: bytes) -> None:
-        self.call(f"upload s3://{bucket}/{key}", self.s3.put_object, Bucket=bucket, Key=key, Body=data)
+        self.call(
+            f"upload s3://{bucket}/{key}", self.s3.put_object, Bucket=bucket, Key=key, Body=data
+        )
 
     def delete_object(self, bucket: str, key: str) -> None:
         self._missing(f"delete s3://{bucket}/{key}", self.s3.delete_object, Bucket=bucket, Key=key)

@@ -136,7 +136,9 @@ class DeployAws(_SageMakerHandler):
     def package(self) -> None:
         p, settings = self.payload, self.ctx.settings
         if not settings.sagemaker_role:
-            raise ConfigError("SAGEMAKER_ROLE is not set: the worker needs the role SageMaker runs as")
+            raise ConfigError(
+                "SAGEMAKER_ROLE is not set: the worker needs the role SageMaker runs as"
+            )
         self._lock()
         with self.ctx.ledger.engine.connect() as conn:
             mine = DeploymentStore.of_job(conn, TARGET, p.app_name, self.ctx.job.id)
@@ -158,7 +160,9 @@ class DeployAws(_SageMakerHandler):
         self.package_: ModelPackage = package_model(source)
         account = client.account()
         image = image_for(settings, p.sagemaker_region, account, self.package_.runtime)
-        self.bucket = settings.sagemaker_bucket or f"mlmanager-sagemaker-{p.sagemaker_region}-{account}"
+        self.bucket = (
+            settings.sagemaker_bucket or f"mlmanager-sagemaker-{p.sagemaker_region}-{account}"
+        )
         job = self.ctx.job.id
         model = resource_name(p.app_name, job, "model")
         new = SageMakerVariant(
@@ -171,7 +175,9 @@ class DeployAws(_SageMakerHandler):
         if p.deployment_mode == "add" and self.previous_spec is not None:
             kept = list(self.previous_spec.variants)
         elif p.deployment_mode == "add" and self.live is not None:
-            logger.warning("endpoint {} was not deployed by ML Manager: add replaces it", p.app_name)
+            logger.warning(
+                "endpoint {} was not deployed by ML Manager: add replaces it", p.app_name
+            )
         self.planned = SageMakerDeploymentSpec(
             endpoint_name=p.app_name,
             region=p.sagemaker_region,
@@ -218,7 +224,9 @@ class DeployAws(_SageMakerHandler):
         self.undo.push(
             f"endpoint configuration {config}", lambda: client.delete_endpoint_config(config)
         )
-        client.create_endpoint_config(config, spec.variants, spec.instance_type, spec.instance_count)
+        client.create_endpoint_config(
+            config, spec.variants, spec.instance_type, spec.instance_count
+        )
         logger.info(
             "created endpoint configuration {} (variants {})",
             config,
@@ -246,7 +254,9 @@ class DeployAws(_SageMakerHandler):
             from shared.cloud import DeploymentFailed
 
             reason = live.get("FailureReason") or "the update was rolled back"
-            raise DeploymentFailed(f"endpoint {name} kept {live.get('EndpointConfigName')}: {reason}")
+            raise DeploymentFailed(
+                f"endpoint {name} kept {live.get('EndpointConfigName')}: {reason}"
+            )
         self.undo.forget()
         self._record("DEPLOYED", spec)
         self._retire_replaced(spec)
@@ -297,7 +307,9 @@ class DeployAws(_SageMakerHandler):
             f"  endpoint configuration {spec.endpoint_config}: "
             f"{spec.instance_count} x {spec.instance_type}",
         ]
-        lines += [f"  variant {v.name} (weight {v.weight:g}): {v.model_data}" for v in spec.variants]
+        lines += [
+            f"  variant {v.name} (weight {v.weight:g}): {v.model_data}" for v in spec.variants
+        ]
         return "\n".join(lines)
 
     def close(self) -> None:
@@ -331,7 +343,9 @@ class UndeployAws(_SageMakerHandler):
             deployment = DeploymentStore.active(conn, TARGET, p.app_name)
             if deployment is None:
                 if DeploymentStore.retired_by(conn, TARGET, p.app_name, self.ctx.job.id):
-                    logger.info("an earlier attempt of this job removed {}: nothing left to do", p.app_name)
+                    logger.info(
+                        "an earlier attempt of this job removed {}: nothing left to do", p.app_name
+                    )
                     return
                 raise NotFound(f"no SageMaker deployment named {p.app_name}")
         spec = deployment.spec
@@ -340,9 +354,13 @@ class UndeployAws(_SageMakerHandler):
             raise NotFound(f"{p.app_name} is deployed in {spec.region}, not {p.sagemaker_region}")
         client = self._client()
         client.delete_endpoint(spec.endpoint_name)
-        self._wait(client, spec.endpoint_name, f"endpoint {spec.endpoint_name}", frozenset({"Deleted"}))
+        self._wait(
+            client, spec.endpoint_name, f"endpoint {spec.endpoint_name}", frozenset({"Deleted"})
+        )
         client.delete_endpoint_config(spec.endpoint_config)
-        logger.info("deleted endpoint {} and configuration {}", spec.endpoint_name, spec.endpoint_config)
+        logger.info(
+            "deleted endpoint {} and configuration {}", spec.endpoint_name, spec.endpoint_config
+        )
         for variant in spec.variants:
             client.delete_model(variant.model)
             logger.info("deleted model {}", variant.model)
@@ -354,4 +372,3 @@ class UndeployAws(_SageMakerHandler):
 
     def close(self) -> None:
         self._unlock()
-
