@@ -47,27 +47,40 @@ def invocations_url(region: str, endpoint: str) -> str:
     return f"https://runtime.sagemaker.{region}.amazonaws.com/endpoints/{endpoint}/invocations"
 
 
-def image_for(settings: Settings, region: str, account: str, runtime: str) -> str:
-    """The serving image of ``region`` from SAGEMAKER_IMAGES_FILE (infrastructure/config.json):
-    ML Manager's serving image (mlrunner), or MLflow's pyfunc image for the rest."""
-    path = settings.sagemaker_images_file
-    try:
-        config = json.loads(path.read_text())["sagemaker"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"SAGEMAKER_IMAGES_FILE {path}: no sagemaker section ({exc})") from None
-    if region not in config.get("regions", []):
-        raise InvalidPayload(
-            f"region {region} has no serving image: it is not among the regions of {path} "
-            "(push the images there and add it)",
-            field="sagemaker_region",
+@dataclass(frozen=True)
+class ServingImages:
+    """The serving images of one region (SAGEMAKER_IMAGES_FILE, infrastructure/config.json)."""
+
+    region: str
+    templates: dict[str, str]
+
+    @classmethod
+    def of(cls, settings: Settings, region: str) -> ServingImages:
+        """The region's images; a region missing from the file is a clear error naming it."""
+        path = settings.sagemaker_images_file
+        try:
+            config = json.loads(path.read_text())["sagemaker"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"SAGEMAKER_IMAGES_FILE {path}: no sagemaker section ({exc})"
+            ) from None
+        if region not in config.get("regions", []):
+            raise InvalidPayload(
+                f"region {region} has no serving image: it is not among the regions of {path} "
+                "(push the images there and add it)",
+                field="sagemaker_region",
+            )
+        return cls(region, {k: config[k] for k in ("serving_image", "pyfunc_image")})
+
+    def image(self, account: str, runtime: str) -> str:
+        """ML Manager's serving image (mlrunner), or MLflow's pyfunc image for the rest."""
+        template = self.templates["serving_image" if runtime == "mlrunner" else "pyfunc_image"]
+        return template.format(
+            account=account,
+            region=self.region,
+            version=version("mlmanager"),
+            mlflow_version=version("mlflow"),
         )
-    template = config["serving_image" if runtime == "mlrunner" else "pyfunc_image"]
-    return str(template).format(
-        account=account,
-        region=region,
-        version=version("mlmanager"),
-        mlflow_version=version("mlflow"),
-    )
 
 
 @dataclass

@@ -26,7 +26,14 @@ from sqlalchemy import Connection, text
 from bobby.handlers import register
 from bobby.handlers.base import Handler, JobStopped, Step
 from bobby.handlers.database import resolve_model_uri
-from shared.cloud import ARCHIVE_NAME, ModelPackage, Undo, package_model, wait_for
+from shared.cloud import (
+    ARCHIVE_NAME,
+    DeploymentFailed,
+    ModelPackage,
+    Undo,
+    package_model,
+    wait_for,
+)
 from shared.deployments import (
     Deployment,
     DeploymentStore,
@@ -40,9 +47,9 @@ from shared.sagemaker import (
     FAILED,
     IN_SERVICE,
     SageMaker,
+    ServingImages,
     archive_key,
     check_mode,
-    image_for,
     invocations_url,
     resource_name,
 )
@@ -152,6 +159,7 @@ class DeployAws(_SageMakerHandler):
             )
             self.finished = True
             return
+        images = ServingImages.of(settings, p.sagemaker_region)
         self.client = client = self._client()
         self.live = client.endpoint(p.app_name)
         check_mode(p.deployment_mode, self.live, p.app_name)
@@ -159,7 +167,7 @@ class DeployAws(_SageMakerHandler):
         self.source = source = ModelSource.open(self.model_uri)
         self.package_: ModelPackage = package_model(source)
         account = client.account()
-        image = image_for(settings, p.sagemaker_region, account, self.package_.runtime)
+        image = images.image(account, self.package_.runtime)
         self.bucket = (
             settings.sagemaker_bucket or f"mlmanager-sagemaker-{p.sagemaker_region}-{account}"
         )
@@ -251,8 +259,6 @@ class DeployAws(_SageMakerHandler):
         self._wait(client, name, f"endpoint {name}", IN_SERVICE)
         live = client.endpoint(name) or {}
         if live.get("EndpointConfigName") != spec.endpoint_config:
-            from shared.cloud import DeploymentFailed
-
             reason = live.get("FailureReason") or "the update was rolled back"
             raise DeploymentFailed(
                 f"endpoint {name} kept {live.get('EndpointConfigName')}: {reason}"
