@@ -345,8 +345,24 @@ def test_create_refuses_an_existing_endpoint(
     assert "already exists" in job["error"]
 
 
-def test_undeploy_deletes_what_the_deploys_created(moto: Moto, api: MLManagerClient) -> None:
+def shown(server: MLManagerProcess, deployment_id: int) -> dict[str, Any]:
+    """GET /deployments/{id} (with the target's live drift)."""
+    r = requests.get(
+        f"{server.api}/deployments/{deployment_id}", auth=("admin", ADMIN_PASSWORD), timeout=30
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_undeploy_deletes_what_the_deploys_created(
+    server: MLManagerProcess, moto: Moto, api: MLManagerClient
+) -> None:
+    """Even after the endpoint was deleted by hand (drift shown by the API): the undeploy
+    deletes what is left, configuration, models and archives."""
     record = deployment(api, "iris")
+    assert shown(server, record["id"])["drift"] is None
+    moto.client("sagemaker").delete_endpoint(EndpointName="iris")
+    assert shown(server, record["id"])["drift"] == ["endpoint iris missing"]
     job = api.delete_deployment(record["id"])
     for kind, data in api.follow(job["id"]):
         if kind == "end":
