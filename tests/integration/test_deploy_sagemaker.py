@@ -357,12 +357,19 @@ def shown(server: MLManagerProcess, deployment_id: int) -> dict[str, Any]:
 def test_undeploy_deletes_what_the_deploys_created(
     server: MLManagerProcess, moto: Moto, api: MLManagerClient
 ) -> None:
-    """Even after the endpoint was deleted by hand (drift shown by the API): the undeploy
-    deletes what is left, configuration, models and archives."""
+    """An endpoint deleted by hand shows as drift, RECONCILE re-creates it from the
+    recorded configuration; deleted by hand again, the undeploy still deletes what is
+    left: configuration, models and archives."""
     record = deployment(api, "iris")
     assert shown(server, record["id"])["drift"] is None
     moto.client("sagemaker").delete_endpoint(EndpointName="iris")
     assert shown(server, record["id"])["drift"] == ["endpoint iris missing"]
+    repair = run_job(api, "RECONCILE", {"deployment_id": record["id"]})
+    assert repair["status"] == "SUCCESS", repair
+    assert "create endpoint iris" in log_text(api, repair["id"])
+    live = moto.client("sagemaker").describe_endpoint(EndpointName="iris")
+    assert live["EndpointConfigName"] == record["spec"]["endpoint_config"]
+    moto.client("sagemaker").delete_endpoint(EndpointName="iris")
     job = api.delete_deployment(record["id"])
     for kind, data in api.follow(job["id"]):
         if kind == "end":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.azureml import instance_type_for
 from shared.cloud import DeploymentFailed, Undo, wait_for
 from shared.deployments import Deployment, SageMakerDeploymentSpec, SageMakerVariant, parse_spec
 from shared.errors import InvalidPayload
@@ -130,3 +131,26 @@ def test_a_sagemaker_record_reads_back_typed_and_undeploys_by_its_endpoint() -> 
         "UNDEPLOY_AWS",
         {"model_uri": "models:/m-1", "app_name": "iris", "sagemaker_region": "us-east-2"},
     )
+
+
+@pytest.mark.parametrize(
+    ("cores", "ram", "expected"),
+    [
+        (0.1, 0.5, "Standard_DS1_v2"),  # the original payload's defaults
+        (1, 4, "Standard_F2s_v2"),
+        (2, 8, "Standard_E2s_v3"),
+        (3, 8, "Standard_F4s_v2"),
+        (4, 20, "Standard_E4s_v3"),
+        (64, 400, "Standard_E64s_v3"),
+    ],
+)
+def test_azure_cores_and_memory_map_to_the_smallest_vm_size(
+    cores: float, ram: float, expected: str
+) -> None:
+    assert instance_type_for(cores, ram) == expected
+
+
+def test_azure_sizes_beyond_the_largest_vm_are_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidPayload, match="no managed online endpoint VM size") as raised:
+        instance_type_for(2, 1000)
+    assert raised.value.field == "allocated_ram"
