@@ -236,9 +236,10 @@ class SageMaker:
         self._missing(f"delete endpoint {name}", self.sagemaker.delete_endpoint, EndpointName=name)
 
 
-def check_mode(mode: str, live: dict[str, Any] | None, name: str) -> None:
-    """``create`` needs a new endpoint name; ``replace`` and ``add`` take either."""
-    if mode == "create" and live is not None:
+def check_mode(mode: str, live: dict[str, Any] | None, name: str, config: str) -> None:
+    """``create`` needs a new endpoint name (or the one an earlier attempt of the same
+    job created with ``config``); ``replace`` and ``add`` take either."""
+    if mode == "create" and live is not None and live.get("EndpointConfigName") != config:
         raise DeploymentConflict(
             f"endpoint {name} already exists: deploy with deployment_mode replace or add"
         )

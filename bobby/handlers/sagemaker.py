@@ -162,7 +162,8 @@ class DeployAws(_SageMakerHandler):
         images = ServingImages.of(settings, p.sagemaker_region)
         self.client = client = self._client()
         self.live = client.endpoint(p.app_name)
-        check_mode(p.deployment_mode, self.live, p.app_name)
+        config = resource_name(p.app_name, self.ctx.job.id, "config")
+        check_mode(p.deployment_mode, self.live, p.app_name, config)
         self.model_uri = resolve_model_uri(p.run_id, p.model_uri)
         self.source = source = ModelSource.open(self.model_uri)
         self.package_: ModelPackage = package_model(source)
@@ -190,7 +191,7 @@ class DeployAws(_SageMakerHandler):
             endpoint_name=p.app_name,
             region=p.sagemaker_region,
             url=invocations_url(p.sagemaker_region, p.app_name),
-            endpoint_config=resource_name(p.app_name, job, "config"),
+            endpoint_config=config,
             variants=[*kept, new],
             image=image,
             runtime=self.package_.runtime,
@@ -248,8 +249,13 @@ class DeployAws(_SageMakerHandler):
         assert spec is not None
         name = spec.endpoint_name
         live = client.endpoint(name)
-        if live is None:
+        if live is None or (
+            self.previous is None and live.get("EndpointConfigName") == spec.endpoint_config
+        ):
+            # A new endpoint (or the one an earlier attempt of this job created) is ours
+            # to delete if the deploy fails.
             self.undo.push(f"endpoint {name}", lambda: client.delete_endpoint(name))
+        if live is None:
             client.create_endpoint(name, spec.endpoint_config)
             logger.info("creating endpoint {}", name)
         elif live.get("EndpointConfigName") != spec.endpoint_config:

@@ -12,6 +12,7 @@ uploaded - and IAM checks of the role, quotas, real timings.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -247,6 +248,11 @@ def test_deploy_creates_the_endpoint_and_waits_for_in_service(
     assert spec["endpoint_config"] == live["EndpointConfigName"]
     assert spec["runtime"] == "mlrunner"
     assert spec["image"].startswith(f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlmanager-serving:")
+    job = api.job(record["job_id"])
+    ran = dt.datetime.fromisoformat(job["finished_at"]) - dt.datetime.fromisoformat(
+        job["started_at"]
+    )
+    print(f"DEPLOY_AWS job {job['id']}: {ran.total_seconds():.1f}s on the worker")
     log = log_text(api, record["job_id"])
     assert "endpoint iris: Creating" in log
     assert "endpoint iris: InService" in log
