@@ -254,6 +254,7 @@ def test_deploy_creates_the_endpoint_and_waits_for_in_service(
     )
     print(f"DEPLOY_AWS job {job['id']}: {ran.total_seconds():.1f}s on the worker")
     log = log_text(api, record["job_id"])
+    print(log)
     assert "endpoint iris: Creating" in log
     assert "endpoint iris: InService" in log
 
