@@ -253,8 +253,8 @@ def test_deploy_creates_the_endpoint_and_waits_for_in_service(
         job["started_at"]
     )
     print(f"DEPLOY_AWS job {job['id']}: {ran.total_seconds():.1f}s on the worker")
+    print("\n".join(f"{ln['time'][11:23]} {ln['message']}" for ln in api.logs(job["id"])["lines"]))
     log = log_text(api, record["job_id"])
-    print(log)
     assert "endpoint iris: Creating" in log
     assert "endpoint iris: InService" in log
 
@@ -402,6 +402,24 @@ def test_a_failed_endpoint_leaves_nothing_behind(
     }
     record = deployment(api, "failing-iris", status="FAILED")
     assert "did not pass the ping health check" in record["spec"]["failure_reason"]
+
+
+def test_a_cancelled_deploy_removes_what_it_created(
+    moto: Moto, api: MLManagerClient, models: tuple[str, str, Any]
+) -> None:
+    """Cancelled while the endpoint is still Creating: the wait stops at its next poll and
+    the endpoint, configuration, model and archive are deleted."""
+    job = api.submit("DEPLOY_AWS", {"model_uri": models[0], "app_name": "slow-iris"})
+    deadline = time.monotonic() + 120
+    while "endpoint slow-iris: Creating" not in log_text(api, job["id"]):
+        assert time.monotonic() < deadline, log_text(api, job["id"])
+        time.sleep(0.2)
+    api.cancel(job["id"])
+    for kind, data in api.follow(job["id"]):
+        if kind == "end":
+            assert data["status"] == "CANCELLED", data
+    assert names(moto, "slow-iris") == {"endpoints": [], "configs": [], "models": [], "objects": []}
+    assert deployment(api, "slow-iris", status="FAILED")["spec"]["failure_reason"]
 
 
 def test_a_region_without_images_is_a_clear_error(

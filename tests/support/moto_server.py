@@ -11,6 +11,7 @@ not in the product:
 - An endpoint whose name starts with ``FAILING_PREFIX`` ends ``Failed`` with a
   ``FailureReason``, as SageMaker reports a container that never answers ``/ping``; an
   update to a configuration whose name holds ``FAILING_PREFIX`` is rolled back.
+- An endpoint whose name starts with ``SLOW_PREFIX`` stays ``Creating``.
 - Every API call is appended to CALL_LOG as ``service:Action`` (S3: ``s3:METHOD /path``),
   so a test can assert what a deploy calls, in order.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 TRANSITION_READS = 2
 FAILING_PREFIX = "fail"
+SLOW_PREFIX = "slow"
 FAILURE_REASON = (
     "The primary container for production variant {variant} did not pass the ping "
     "health check. Please check CloudWatch logs for this endpoint."
@@ -51,7 +53,7 @@ def _extend() -> None:
 
     def advance(endpoint: Any) -> None:
         endpoint.reads += 1
-        if endpoint.reads < TRANSITION_READS:
+        if endpoint.reads < TRANSITION_READS or endpoint.endpoint_name.startswith(SLOW_PREFIX):
             return
         variant = endpoint.production_variants[0]["VariantName"]
         if endpoint.endpoint_status == "Creating":
