@@ -91,8 +91,11 @@ class SageMaker:
     region: str
 
     def _client(self, service: str) -> Any:
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ConfigError("SageMaker deploys need boto3: install mlmanager[aws]") from None
 
         s = self.settings
         session = boto3.session.Session(

@@ -140,6 +140,8 @@ def test_sigterm_lets_a_short_job_finish(ledger: Ledger, start_worker: StartWork
         "UNDEPLOY_DATABASE",
         "RECONCILE",
         "WATCH_ELASTICSEARCH",
+        "DEPLOY_AWS",
+        "UNDEPLOY_AWS",
         "DISABLE_SERVICE",
         "ENABLE_SERVICE",
     ]
