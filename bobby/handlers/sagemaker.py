@@ -22,6 +22,7 @@ from typing import Any
 
 from loguru import logger
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from bobby.handlers import register
 from bobby.handlers.base import Handler, JobStopped, Step
@@ -333,7 +334,10 @@ class DeployAws(_SageMakerHandler):
                 if self.planned is not None:
                     reason = self.failure or "stopped"
                     failed = self.planned.model_copy(update={"failure_reason": reason})
-                    self._record("FAILED", failed)
+                    try:
+                        self._record("FAILED", failed)
+                    except DBAPIError as exc:  # the step's error is the one to report
+                        logger.error("could not record the failed deployment: {}", exc.orig)
         finally:
             if self.source is not None:
                 self.source.close()

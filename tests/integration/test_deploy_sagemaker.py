@@ -404,6 +404,30 @@ def test_a_failed_endpoint_leaves_nothing_behind(
     assert "did not pass the ping health check" in record["spec"]["failure_reason"]
 
 
+def test_a_rolled_back_update_keeps_the_old_model_serving(
+    moto: Moto, api: MLManagerClient, models: tuple[str, str, Any]
+) -> None:
+    """Blue/green: SageMaker rolls a failed update back (the stand-in: endpoints named
+    *-rollback). The job fails with the FailureReason, deletes the configuration, model
+    and archive it created, and the earlier deployment stays DEPLOYED and serving."""
+    first = run_job(api, "DEPLOY_AWS", {"model_uri": models[0], "app_name": "iris-rollback"})
+    assert first["status"] == "SUCCESS", first
+    before = deployment(api, "iris-rollback")
+    job = run_job(api, "DEPLOY_AWS", {"model_uri": models[1], "app_name": "iris-rollback"})
+    assert job["status"] == "FAILURE"
+    assert "did not pass the ping health check" in job["error"]
+    live = moto.client("sagemaker").describe_endpoint(EndpointName="iris-rollback")
+    assert (live["EndpointStatus"], live["EndpointConfigName"]) == (
+        "InService",
+        before["spec"]["endpoint_config"],
+    )
+    left = names(moto, "iris-rollback")
+    assert left["configs"] == [before["spec"]["endpoint_config"]]
+    assert left["models"] == [before["spec"]["variants"][0]["model"]]
+    assert len(left["objects"]) == 1
+    assert deployment(api, "iris-rollback")["id"] == before["id"]
+
+
 def test_a_cancelled_deploy_removes_what_it_created(
     moto: Moto, api: MLManagerClient, models: tuple[str, str, Any]
 ) -> None:

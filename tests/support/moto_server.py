@@ -10,7 +10,8 @@ not in the product:
   of DescribeEndpoint, then ``InService``.
 - An endpoint whose name starts with ``FAILING_PREFIX`` ends ``Failed`` with a
   ``FailureReason``, as SageMaker reports a container that never answers ``/ping``; an
-  update to a configuration whose name holds ``FAILING_PREFIX`` is rolled back.
+  update of an endpoint whose name ends with ``ROLLBACK_SUFFIX`` is rolled back: the
+  endpoint is ``InService`` again on its old configuration, with a ``FailureReason``.
 - An endpoint whose name starts with ``SLOW_PREFIX`` stays ``Creating``.
 - Every API call is appended to CALL_LOG as ``service:Action`` (S3: ``s3:METHOD /path``),
   so a test can assert what a deploy calls, in order.
@@ -29,6 +30,7 @@ from typing import Any
 TRANSITION_READS = 2
 FAILING_PREFIX = "fail"
 SLOW_PREFIX = "slow"
+ROLLBACK_SUFFIX = "-rollback"
 FAILURE_REASON = (
     "The primary container for production variant {variant} did not pass the ping "
     "health check. Please check CloudWatch logs for this endpoint."
@@ -66,7 +68,7 @@ def _extend() -> None:
             name, variants = endpoint.pending_config
             endpoint.pending_config = None
             endpoint.endpoint_status = "InService"
-            if FAILING_PREFIX in name:  # rolled back: the old configuration stays
+            if endpoint.endpoint_name.endswith(ROLLBACK_SUFFIX):  # the old configuration stays
                 endpoint.failure_reason = FAILURE_REASON.format(variant=variants[0]["VariantName"])
             else:
                 endpoint.endpoint_config_name = name
