@@ -17,6 +17,7 @@ from functools import cached_property
 from importlib.metadata import version
 from typing import Any, TypeVar
 
+from shared.cloud import DeploymentFailed
 from shared.deployments import Deployment, SageMakerDeploymentSpec, SageMakerVariant
 from shared.errors import ConfigError, DeploymentConflict, InvalidPayload, TargetUnavailable
 from shared.settings import Settings
@@ -295,4 +296,7 @@ class SageMakerTarget(Target):
         if live.endpoint_config != spec.endpoint_config:
             client.update_endpoint(spec.endpoint_name, spec.endpoint_config)
             return [f"update endpoint {spec.endpoint_name} to {spec.endpoint_config}"]
-        return []
+        raise DeploymentFailed(
+            f"endpoint {spec.endpoint_name} is {live.status} on its recorded configuration: "
+            "reconcile cannot repair that; undeploy and deploy again"
+        )

@@ -243,17 +243,6 @@ def drift_of(engine: Engine, deployment: Deployment) -> list[str] | None:
     target that cannot be observed yet)."""
     if deployment.status != "DEPLOYED" or deployment.spec is None:
         return None
-    if deployment.target == "sagemaker":
-        from shared.errors import TargetUnavailable
-        from shared.sagemaker import SageMakerTarget
-        from shared.settings import get_settings
-
-        try:
-            return list(SageMakerTarget(get_settings()).observe(deployment).drift) or None
-        except TargetUnavailable as exc:
-            return [f"cannot observe: {exc.message}"]
-        except ImportError:
-            return ["cannot observe: the server lacks boto3 (install the aws extra)"]
     if deployment.target != DatabaseTarget.name:
         return None
     live = DatabaseTarget(engine).observe(deployment)
