@@ -36,14 +36,17 @@ from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
 from mlmanager.client import MLManagerClient
-from tests.support import custom_models  # noqa: F401  (first: imports mlflow.pyfunc quietly)
+from tests.support import custom_models  # (first: imports mlflow.pyfunc quietly)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 from tests.support.serving import MLRUNNER_JAR, ServingProcess
 
-pytestmark = [INPUT_EXAMPLE_WARNING]
+pytestmark = [
+    INPUT_EXAMPLE_WARNING,
+    pytest.mark.filterwarnings("ignore:.*Passing a Python object as `python_model`"),
+]
 
 REGION = "us-east-2"
 ACCOUNT = "123456789012"  # moto's account
@@ -444,6 +447,39 @@ def test_a_cancelled_deploy_removes_what_it_created(
             assert data["status"] == "CANCELLED", data
     assert names(moto, "slow-iris") == {"endpoints": [], "configs": [], "models": [], "objects": []}
     assert deployment(api, "slow-iris", status="FAILED")["spec"]["failure_reason"]
+
+
+def test_a_model_mlrunner_cannot_serve_goes_to_mlflows_pyfunc_image(
+    moto: Moto, api: MLManagerClient, server: MLManagerProcess
+) -> None:
+    """A custom pyfunc model (no ONNX): the archive is the MLflow model directory and the
+    model runs MLflow's pyfunc image of the region."""
+    import cloudpickle
+
+    x = pd.DataFrame({"income": [1.0, 2.0], "score": [0.5, 0.1]})
+    cloudpickle.register_pickle_by_value(custom_models)
+    try:
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=custom_models.Doubler(),
+                signature=infer_signature(x, x.income * 2.0 + x.score),
+                input_example=x,
+                pip_requirements=[],
+            )
+    finally:
+        cloudpickle.unregister_pickle_by_value(custom_models)
+    job = run_job(api, "DEPLOY_AWS", {"model_uri": info.model_uri, "app_name": "doubler"})
+    assert job["status"] == "SUCCESS", job
+    spec = deployment(api, "doubler")["spec"]
+    assert spec["runtime"] == "mlflow"
+    assert spec["image"] == (
+        f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlflow-pyfunc:{mlflow.__version__}"
+    )
+    bucket, key = spec["variants"][0]["model_data"].removeprefix("s3://").split("/", 1)
+    archive = moto.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert {"MLmodel", "python_model.pkl"} <= set(tar.getnames())
 
 
 def test_a_region_without_images_is_a_clear_error(
