@@ -414,10 +414,23 @@ def _drift(deployment: Deployment) -> list[str] | None:
 
     from shared.targets import drift_of
 
+    if deployment.target == "sagemaker" and deployment.status == "DEPLOYED":
+        return _sagemaker_drift(deployment)
     try:
         return drift_of(ledger().engine, deployment)
     except DBAPIError as exc:
         return [f"cannot observe the target: {str(exc.orig).strip()}"]
+
+
+def _sagemaker_drift(deployment: Deployment) -> list[str] | None:
+    """The endpoint as SageMaker describes it now, against the record (a server without
+    boto3 says so here: ConfigError)."""
+    from shared.sagemaker import SageMakerTarget
+
+    try:
+        return list(SageMakerTarget(get_settings()).observe(deployment).drift) or None
+    except MLManagerError as exc:
+        return [f"cannot observe the target: {exc.message}"]
 
 
 def _async_backlog(deployment_id: int, spec: DatabaseDeploymentSpec) -> dict[str, Any]:

@@ -59,7 +59,9 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
             )
         return job
 
-    def _payload(self, model_uri: str | None, config: dict[str, Any] | None) -> tuple[str, dict]:
+    def _payload(
+        self, model_uri: str | None, config: dict[str, Any] | None, *, replace: bool = False
+    ) -> tuple[str, dict]:
         options = {k: _config_value(v) for k, v in (config or {}).items()}
         handler = options.pop("handler", None) or DEPLOY_TARGETS.get(
             str(options.pop("target", "database"))
@@ -71,8 +73,11 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
             )
         # Handlers this client does not know (custom ones) are validated by the server.
         spec = SPECS.get(str(handler))
-        if model_uri and spec is not None and "model_uri" in spec.payload_model.model_fields:
+        fields = spec.payload_model.model_fields if spec is not None else {}
+        if model_uri and "model_uri" in fields:
             options.setdefault("model_uri", model_uri)
+        if replace:  # the database target's flag; the cloud targets' mode
+            options["deployment_mode" if "deployment_mode" in fields else "replace"] = "replace"
         return handler, options
 
     def _find(self, name: str) -> dict[str, Any]:
@@ -102,7 +107,7 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         config: dict[str, Any] | None = None,
         endpoint: str | None = None,
     ) -> dict[str, Any]:
-        handler, payload = self._payload(model_uri, {**(config or {}), "replace": "true"})
+        handler, payload = self._payload(model_uri, config, replace=True)
         job = self._run(handler, payload)
         return {"name": name, "flavor": flavor, "job_id": job["id"], "status": job["status"]}
 

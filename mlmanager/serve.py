@@ -24,10 +24,8 @@ from types import FrameType
 
 from loguru import logger
 
-from shared.errors import InvalidPayload
 from shared.model_source import ModelSource
-from shared.scoring.representation import Representation
-from shared.serving import bundle, unservable_reason
+from shared.serving import bundle, servable_representation
 from shared.settings import inherited_environment
 
 # The serving JVM: a small heap suffices (a model plus request buffers), and the serial
@@ -44,22 +42,6 @@ class ServePlan:
     reason: str  # why this runtime
 
 
-def build_for_serving(model_uri: str) -> Representation:
-    """The model's representation, built and checked as a database deploy builds it: the
-    model read once (``ModelSource``), checked on its input example with the method
-    MLflow's pyfunc calls."""
-    from shared.scoring.build import build_representation, source_sample
-
-    with ModelSource.open(model_uri) as source:
-        return build_representation(source, source_sample(source), _logged_method(source))
-
-
-def _logged_method(source: ModelSource) -> str | None:
-    """The method MLflow's pyfunc calls (``pyfunc_predict_fn`` of a scikit-learn model)."""
-    method = (source.flavors.get("sklearn") or {}).get("pyfunc_predict_fn")
-    return None if method in (None, "predict") else str(method)
-
-
 def plan(
     model_uri: str,
     host: str,
@@ -71,12 +53,9 @@ def plan(
     or MLflow's scoring server when mlrunner cannot serve the model."""
     from shared.scoring.jvm import find_jar, find_java
 
-    try:
-        representation = build_for_serving(model_uri)
-        reason = unservable_reason(representation)
-    except InvalidPayload as exc:
-        reason = exc.message
-    if reason is not None:
+    with ModelSource.open(model_uri) as source:
+        representation, reason = servable_representation(source)
+    if representation is None:
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
         command += ["--env-manager", "local", "--host", host, "--port", str(port)]
         return ServePlan(command, "mlflow", reason)
@@ -88,8 +67,7 @@ def plan(
     command += ["--host", host, "--port", str(port)]
     if threads is not None:
         command += ["--threads", str(threads)]
-    why = f"{representation.format.value} representation of a {representation.flavor} model"
-    return ServePlan(command, "mlrunner", why)
+    return ServePlan(command, "mlrunner", reason)
 
 
 def serving_environment() -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine, Table, insert, select, text, update
@@ -30,7 +30,11 @@ deployments: Table = DeploymentRow.__table__  # type: ignore[assignment]
 RETIRED_LOOKBACK = 20
 
 # Target -> the handler that undoes a deployment, and the payload it needs.
-UNDEPLOY_HANDLERS = {"database": "UNDEPLOY_DATABASE", "kubernetes": "UNDEPLOY_KUBERNETES"}
+UNDEPLOY_HANDLERS = {
+    "database": "UNDEPLOY_DATABASE",
+    "kubernetes": "UNDEPLOY_KUBERNETES",
+    "sagemaker": "UNDEPLOY_AWS",
+}
 
 
 class DatabaseDeploymentSpec(BaseModel):
@@ -59,11 +63,41 @@ class DatabaseDeploymentSpec(BaseModel):
     max_batch_size: int = 10000
 
 
-# One model per target, chosen by ``target``. Kubernetes, SageMaker and Azure join it as
-# ``Annotated[DatabaseDeploymentSpec | KubernetesDeploymentSpec | ..., Field(discriminator=
-# "target")]``; pydantic refuses a discriminated "union" of one member, hence the alias.
-DeploymentSpec = DatabaseDeploymentSpec
-SPEC_MODELS: dict[str, type[BaseModel]] = {"database": DatabaseDeploymentSpec}
+class SageMakerVariant(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    model: str = Field(description="the SageMaker model the variant serves")
+    weight: float
+    model_data: str = Field(description="s3:// URL of the variant's model.tar.gz")
+
+
+class SageMakerDeploymentSpec(BaseModel):
+    """A SageMaker endpoint serving the model: what the deploy created (undeploy deletes it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Literal["sagemaker"] = "sagemaker"
+    endpoint_name: str
+    region: str
+    url: str = Field(description="the endpoint's /invocations URL (signed requests)")
+    endpoint_config: str = Field(description="the endpoint configuration in force")
+    variants: list[SageMakerVariant] = Field(description="production variants, newest last")
+    image: str
+    runtime: Literal["mlrunner", "mlflow"]
+    instance_type: str
+    instance_count: int
+    failure_reason: str | None = Field(None, description="why a FAILED deploy failed")
+
+
+# One model per target, chosen by ``target``; Kubernetes and Azure join the union.
+DeploymentSpec = Annotated[
+    DatabaseDeploymentSpec | SageMakerDeploymentSpec, Field(discriminator="target")
+]
+SPEC_MODELS: dict[str, type[BaseModel]] = {
+    "database": DatabaseDeploymentSpec,
+    "sagemaker": SageMakerDeploymentSpec,
+}
 
 
 class ScoringLag(BaseModel):
@@ -127,6 +161,8 @@ class Deployment:
         )
         if isinstance(self.spec, DatabaseDeploymentSpec):
             model |= {"db_schema": self.spec.db_schema, "db_table": self.spec.db_table}
+        elif isinstance(self.spec, SageMakerDeploymentSpec):
+            model |= {"app_name": self.name, "sagemaker_region": self.spec.region}
         return handler, model
 
 

@@ -267,6 +267,14 @@ class DeployAwsPayload(ModelRef):
     pipeline: Literal["model"] = "model"
 
 
+class UndeployAwsPayload(ModelRef):
+    app_name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+    sagemaker_region: str = Field("us-east-2", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    delete_artifacts: bool = Field(
+        True, description="Also delete the model archives the deploys uploaded to S3"
+    )
+
+
 class DeployAzurePayload(ModelRef):
     workspace: str = Field(min_length=1, max_length=64)
     endpoint_name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9-]{2,31}$")
@@ -425,6 +433,13 @@ for _spec in (
         "DEPLOY_AWS",
         "Deploy to SageMaker",
         DeployAwsPayload,
+        idempotent=True,
+        environments=frozenset({"aws"}),
+    ),
+    HandlerSpec(
+        "UNDEPLOY_AWS",
+        "Remove a SageMaker endpoint",
+        UndeployAwsPayload,
         idempotent=True,
         environments=frozenset({"aws"}),
     ),

@@ -13,6 +13,8 @@ import io
 import json
 import zipfile
 
+from shared.errors import InvalidPayload
+from shared.model_source import ModelSource
 from shared.scoring.kinds import ModelKind
 from shared.scoring.representation import Representation, RepresentationFormat
 
@@ -30,6 +32,30 @@ def unservable_reason(representation: Representation) -> str | None:
         kind = representation.kind.value
         return f"its outputs are {kind} ({representation.method}), not labels or values"
     return None
+
+
+def servable_representation(source: ModelSource) -> tuple[Representation | None, str]:
+    """(the representation mlrunner serves, why) or (``None``, why not: MLflow serves it).
+
+    Built and checked exactly as a database deploy builds it: on the model's input
+    example, with the method MLflow's pyfunc calls."""
+    from shared.scoring.build import build_representation, source_sample
+
+    try:
+        representation = build_representation(source, source_sample(source), _logged_method(source))
+    except InvalidPayload as exc:
+        return None, exc.message
+    reason = unservable_reason(representation)
+    if reason is not None:
+        return None, reason
+    why = f"{representation.format.value} representation of a {representation.flavor} model"
+    return representation, why
+
+
+def _logged_method(source: ModelSource) -> str | None:
+    """The method MLflow's pyfunc calls (``pyfunc_predict_fn`` of a scikit-learn model)."""
+    method = (source.flavors.get("sklearn") or {}).get("pyfunc_predict_fn")
+    return None if method in (None, "predict") else str(method)
 
 
 def bundle(representation: Representation) -> bytes:

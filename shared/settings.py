@@ -245,6 +245,24 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     sagemaker_role: str | None = None
+    aws_endpoint_url: str | None = Field(
+        None, description="One endpoint for every AWS API (a local stand-in); unset: AWS's own"
+    )
+    sagemaker_bucket: str | None = Field(
+        None,
+        description="S3 bucket of the model archives, created if missing (default "
+        "mlmanager-sagemaker-<region>-<account>)",
+    )
+    sagemaker_images_file: Path = Field(
+        Path(__file__).resolve().parents[1] / "infrastructure" / "config.json",
+        description="The serving images' regions and URIs (infrastructure/config.json)",
+    )
+    sagemaker_timeout_seconds: float = Field(
+        1800.0, gt=0, description="How long a SageMaker deploy waits for InService"
+    )
+    sagemaker_poll_seconds: float = Field(
+        15.0, gt=0, description="How often a SageMaker deploy reads the endpoint's status"
+    )
     azure_username: SecretStr | None = None
     azure_password: SecretStr | None = None
 

@@ -18,6 +18,7 @@ BUILTIN_MODULES = (
     "bobby.handlers.database",
     "bobby.handlers.elasticsearch",
     "bobby.handlers.retrain",
+    "bobby.handlers.sagemaker",
 )
 
 REGISTRY: dict[str, type[Handler]] = {}

@@ -56,7 +56,7 @@ from shared.scoring.plan import (
 )
 from shared.scoring.representation import Representation
 from shared.scoring.runtime import import_mlflow
-from shared.targets import DatabaseTarget
+from shared.targets import DatabaseTarget, Target
 
 TARGET = DATABASE_TARGET
 # Rows of the table, reference table and input example the conversion is checked on
@@ -499,14 +499,20 @@ class Reconcile(_DatabaseHandler):
         chosen = self._chosen()
         repaired = failed = 0
         for deployment in chosen:
-            if deployment.target != DatabaseTarget.name:
+            target: Target
+            if deployment.target == "sagemaker":
+                from shared.sagemaker import SageMakerTarget
+
+                target = SageMakerTarget(self.ctx.settings)
+            elif deployment.target != DatabaseTarget.name:
                 logger.info(
                     "deployment {}: {} cannot be reconciled yet", deployment.id, deployment.target
                 )
                 continue
-            target = DatabaseTarget(
-                self.engine, scoring_schema=self._schema, prepare=self._preparer(deployment)
-            )
+            else:
+                target = DatabaseTarget(
+                    self.engine, scoring_schema=self._schema, prepare=self._preparer(deployment)
+                )
             try:
                 done = target.reconcile(deployment)
             except MLManagerError as exc:

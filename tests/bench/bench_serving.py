@@ -36,7 +36,8 @@ import psutil
 import xgboost
 from sklearn.linear_model import LogisticRegression
 
-from mlmanager.serve import build_for_serving
+from shared.model_source import ModelSource
+from shared.serving import servable_representation
 from tests.support.mlflow_store import log_model, temporary_tracking_store
 from tests.support.serving import ServingProcess, write_bundle
 
@@ -126,7 +127,10 @@ def run() -> dict[str, Any]:
             bodies["thousand"].write_text(request_body(frame.head(1000)))
             for name, uri in models.items():
                 local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(root / name)))
-                sha256 = write_bundle(build_for_serving(uri), root / f"{name}.bundle")
+                with ModelSource.open(uri) as source:
+                    representation, why = servable_representation(source)
+                assert representation is not None, why
+                sha256 = write_bundle(representation, root / f"{name}.bundle")
                 anchor = ServingProcess.mlflow(local, root / f"{name}.mlflow.log")
                 measured = {"mlflow_models_serve": measure(anchor, bodies, script)}
                 candidate = ServingProcess.mlrunner(

@@ -142,6 +142,8 @@ def test_sigterm_lets_a_short_job_finish(ledger: Ledger, start_worker: StartWork
         "WATCH_ELASTICSEARCH",
         "SCHEDULE_RETRAIN",
         "RETRAIN",
+        "DEPLOY_AWS",
+        "UNDEPLOY_AWS",
         "DISABLE_SERVICE",
         "ENABLE_SERVICE",
     ]

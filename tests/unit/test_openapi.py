@@ -33,8 +33,15 @@ def test_a_deployment_documents_its_target_and_a_typed_spec_per_target() -> None
     schemas = openapi_document()["components"]["schemas"]
     deployment = schemas["DeploymentOut"]["properties"]
     assert "description" in deployment["target"]
-    specs = {ref["$ref"] for ref in deployment["spec"]["anyOf"] if "$ref" in ref}
-    assert specs == {"#/components/schemas/DatabaseDeploymentSpec"}
+    # One member per target, chosen by `target` (a discriminated union inside the nullable).
+    members = [m for ref in deployment["spec"]["anyOf"] for m in ref.get("oneOf", [ref])]
+    specs = {m["$ref"] for m in members if "$ref" in m}
+    assert {
+        "#/components/schemas/DatabaseDeploymentSpec",
+        "#/components/schemas/SageMakerDeploymentSpec",
+    } <= specs
+    sagemaker = schemas["SageMakerDeploymentSpec"]["properties"]
+    assert {"endpoint_name", "region", "url"} <= set(sagemaker)
     database = schemas["DatabaseDeploymentSpec"]["properties"]
     assert database["target"]["const"] == "database"
     assert {"db_schema", "db_table", "trigger", "representation_id", "mode"} <= set(database)
