@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 
 from shared.deployment_tokens import revoke
 from shared.errors import NotFound
+from shared.kube.spec import KubernetesDeploymentSpec
 from shared.models import DeploymentRow, utcnow
 
 deployments: Table = DeploymentRow.__table__  # type: ignore[assignment]
@@ -59,11 +60,14 @@ class DatabaseDeploymentSpec(BaseModel):
     max_batch_size: int = 10000
 
 
-# One model per target, chosen by ``target``. Kubernetes, SageMaker and Azure join it as
-# ``Annotated[DatabaseDeploymentSpec | KubernetesDeploymentSpec | ..., Field(discriminator=
-# "target")]``; pydantic refuses a discriminated "union" of one member, hence the alias.
-DeploymentSpec = DatabaseDeploymentSpec
-SPEC_MODELS: dict[str, type[BaseModel]] = {"database": DatabaseDeploymentSpec}
+# One model per target, chosen by ``target`` (SageMaker and Azure join the union).
+DeploymentSpec = Annotated[
+    DatabaseDeploymentSpec | KubernetesDeploymentSpec, Field(discriminator="target")
+]
+SPEC_MODELS: dict[str, type[BaseModel]] = {
+    "database": DatabaseDeploymentSpec,
+    "kubernetes": KubernetesDeploymentSpec,
+}
 
 
 class ScoringLag(BaseModel):
@@ -127,6 +131,8 @@ class Deployment:
         )
         if isinstance(self.spec, DatabaseDeploymentSpec):
             model |= {"db_schema": self.spec.db_schema, "db_table": self.spec.db_table}
+        if isinstance(self.spec, KubernetesDeploymentSpec):
+            model |= {"name": self.spec.name}
         return handler, model
 
 

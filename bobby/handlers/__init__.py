@@ -17,6 +17,7 @@ BUILTIN_MODULES = (
     "bobby.handlers.service",
     "bobby.handlers.database",
     "bobby.handlers.elasticsearch",
+    "bobby.handlers.kubernetes",
 )
 
 REGISTRY: dict[str, type[Handler]] = {}

@@ -56,7 +56,7 @@ from shared.scoring.plan import (
 )
 from shared.scoring.representation import Representation
 from shared.scoring.runtime import import_mlflow
-from shared.targets import DatabaseTarget
+from shared.targets import DatabaseTarget, Target
 
 TARGET = DATABASE_TARGET
 # Rows of the table, reference table and input example the conversion is checked on
@@ -499,14 +499,12 @@ class Reconcile(_DatabaseHandler):
         chosen = self._chosen()
         repaired = failed = 0
         for deployment in chosen:
-            if deployment.target != DatabaseTarget.name:
+            target = self._target(deployment)
+            if target is None:
                 logger.info(
                     "deployment {}: {} cannot be reconciled yet", deployment.id, deployment.target
                 )
                 continue
-            target = DatabaseTarget(
-                self.engine, scoring_schema=self._schema, prepare=self._preparer(deployment)
-            )
             try:
                 done = target.reconcile(deployment)
             except MLManagerError as exc:
@@ -531,6 +529,18 @@ class Reconcile(_DatabaseHandler):
         logger.info(
             "{} deployment(s) checked, {} repaired, {} could not be", len(chosen), repaired, failed
         )
+
+    def _target(self, deployment: Deployment) -> Target | None:
+        """The target that re-applies ``deployment`` (None: one that cannot yet)."""
+        if deployment.target == DatabaseTarget.name:
+            return DatabaseTarget(
+                self.engine, scoring_schema=self._schema, prepare=self._preparer(deployment)
+            )
+        if deployment.target == "kubernetes":
+            from shared.kube.target import KubernetesTarget
+
+            return KubernetesTarget(self.ctx.settings, self.engine)
+        return None
 
     def _chosen(self) -> list[Deployment]:
         """The deployments this job may reconcile: owner-or-admin, as undeploy."""
