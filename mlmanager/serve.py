@@ -27,12 +27,9 @@ from loguru import logger
 from shared.errors import InvalidPayload
 from shared.model_source import ModelSource
 from shared.scoring.representation import Representation
-from shared.serving import bundle, unservable_reason
+from shared.serving import SERVE_JAVA_OPTS, bundle, unservable_reason
 from shared.settings import inherited_environment
 
-# The serving JVM: a small heap suffices (a model plus request buffers), and the serial
-# collector keeps the resident size near the heap (measured in tests/bench/bench_serving.py).
-SERVE_JAVA_OPTS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC")
 
 
 @dataclass(frozen=True)

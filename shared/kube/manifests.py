@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from shared.serving import SERVE_JAVA_OPTS
 from shared.kube.spec import (
     CONTAINER_PORT,
     MLRUNNER_JAR,
@@ -24,8 +25,6 @@ from shared.kube.spec import (
 Manifest = dict[str, Any]
 TOKEN_KEY = "token"
 TOKEN_ENV = "MLRUNNER_MODEL_TOKEN"
-# The serving JVM (as `mlmanager serve` runs it): a small heap, the serial collector.
-JAVA_OPTS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC")
 RUN_AS = 10001
 
 
@@ -39,7 +38,7 @@ def _metadata(spec: KubernetesDeploymentSpec, object_labels: dict[str, str]) -> 
 
 def _container(spec: KubernetesDeploymentSpec, deployment_id: int) -> dict[str, Any]:
     if spec.runtime == "mlrunner":
-        command = ["java", *JAVA_OPTS, "-jar", MLRUNNER_JAR, "serve"]
+        command = ["java", *SERVE_JAVA_OPTS, "-jar", MLRUNNER_JAR, "serve"]
         args = [
             "--model", model_url(spec, deployment_id),
             "--sha256", str(spec.model_sha256),

@@ -15,11 +15,12 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import yaml
 
@@ -273,3 +274,16 @@ def fake_node() -> dict[str, Any]:
         },
         "status": {"allocatable": capacity, "capacity": capacity},
     }
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The control plane, started once per session (fails, not skips, without `make kube`)."""
+    plane = ControlPlane(tmp_path_factory.mktemp("kube"))
+    try:
+        plane.start()
+    except RuntimeError as exc:
+        plane.stop()
+        pytest.fail(str(exc))
+    yield plane
+    plane.stop()
