@@ -136,6 +136,22 @@ class Deployment:
         return handler, model
 
 
+def redeploy_job(deployment: Deployment) -> tuple[str, dict[str, Any]]:
+    """The (handler, payload) that deploys ``deployment``'s model again as it was, replacing
+    what is deployed under its name now (a rollback)."""
+    spec = deployment.spec
+    model = {"model_uri": deployment.model_uri, "replace": True}
+    if isinstance(spec, DatabaseDeploymentSpec):
+        table = {"db_schema": spec.db_schema, "db_table": spec.db_table}
+        options: dict[str, Any] = {"max_batch_size": spec.max_batch_size, "mode": spec.mode}
+        if spec.trigger_mode != "async":
+            options["trigger_mode"] = spec.trigger_mode
+        return "DEPLOY_DATABASE", model | table | options
+    if isinstance(spec, KubernetesDeploymentSpec):
+        return "DEPLOY_KUBERNETES", model | spec.payload_fields()
+    raise NotFound(f"deployment {deployment.id} ({deployment.target}) cannot be redeployed")
+
+
 class DeploymentStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -53,6 +53,26 @@ class KubernetesDeploymentSpec(BaseModel):
     memory_limit: str | None = None
     ingress_host: str | None = Field(None, description="the Ingress host, when expose_external")
 
+    def payload_fields(self) -> dict[str, object]:
+        """The DEPLOY_KUBERNETES payload fields that render this spec again (a rollback)."""
+        out: dict[str, object] = {
+            "name": self.name,
+            "service_port": self.service_port,
+            "base_replicas": self.base_replicas,
+            "autoscaling_enabled": self.autoscaling_enabled,
+            "max_replicas": self.max_replicas,
+            "target_cpu_utilization": self.target_cpu_utilization,
+            "disable_nginx": self.disable_nginx,
+            "gunicorn_workers": self.threads,
+            "expose_external": self.ingress_host is not None,
+            "resource_requests_enabled": self.cpu_request is not None,
+            "resource_limits_enabled": self.cpu_limit is not None,
+        }
+        for field in ("cpu_request", "memory_request", "cpu_limit", "memory_limit"):
+            if getattr(self, field) is not None:
+                out[field] = getattr(self, field)
+        return out
+
 
 def object_name(name: str | None, model_uri: str, run_id: str | None) -> str:
     """The deployment's name: the given one, else the registered model's, else the run's."""

@@ -338,14 +338,27 @@ def test_replace_rolls_out_and_undeploy_removes_everything(
     assert by_deployment[str(first["id"])].spec.replicas == 0
     assert by_deployment[str(second["id"])].status.available_replicas == 1
 
+    # Rollback: the first model again, as a replace back.
+    r = requests.post(f"{server.api}/deployments/{second['id']}/rollback", auth=ADMIN, timeout=10)
+    assert r.status_code == 202, r.text
+    job = wait_job(server, r.json()["id"])
+    assert job["status"] == "SUCCESS", log_of(server, job["id"])
+    third = deployment_of(server, name)
+    assert third["model_uri"] == churn[0][0] and third["id"] > second["id"]
+    r = requests.post(f"{server.api}/deployments/{third['id']}/rollback", auth=ADMIN, timeout=10)
+    assert r.status_code == 202  # back to the second model: rollbacks alternate
+
+    job = wait_job(server, r.json()["id"])
+    assert job["status"] == "SUCCESS", log_of(server, job["id"])
+    last = deployment_of(server, name)
     token = _secret_token(kube, name)
-    r = requests.delete(f"{server.api}/deployments/{second['id']}", auth=ADMIN, timeout=10)
+    r = requests.delete(f"{server.api}/deployments/{last['id']}", auth=ADMIN, timeout=10)
     assert r.status_code == 202, r.text
     job = wait_job(server, r.json()["id"])
     assert job["status"] == "SUCCESS", log_of(server, job["id"])
     assert objects(kube, name) == {}
-    assert _token_reads(server, second["id"], token) == 401
-    assert deployment_of(server, name, "DELETED")["id"] == second["id"]
+    assert _token_reads(server, last["id"], token) == 401
+    assert deployment_of(server, name, "DELETED")["id"] == last["id"]
 
 
 def test_a_pod_that_never_schedules_fails_with_the_reason(
