@@ -427,7 +427,9 @@ def rollback_deployment(deployment_id: int) -> ResponseReturnValue:
         raise DeploymentConflict(f"deployment {deployment_id} is {deployment.status}, not DEPLOYED")
     previous = deployment_store().previous(deployment)
     if previous is None:
-        raise NotFound(f"deployment {deployment_id} replaced no earlier model: nothing to roll back to")
+        raise NotFound(
+            f"deployment {deployment_id} replaced no earlier model: nothing to roll back to"
+        )
     handler, payload = redeploy_job(previous)
     return _out(JobOut.of(submit(handler, payload)), 202)
 

@@ -31,7 +31,6 @@ from shared.serving import SERVE_JAVA_OPTS, bundle, unservable_reason
 from shared.settings import inherited_environment
 
 
-
 @dataclass(frozen=True)
 class ServePlan:
     """What ``mlmanager serve`` runs: the command, which runtime that is, and why."""

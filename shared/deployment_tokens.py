@@ -2,8 +2,8 @@
 
 A token is 32 random bytes (URL-safe text) shown once when it is issued; only its
 SHA-256 is stored. It reads the model of one deployment while that deployment is
-PENDING (rolling out) or DEPLOYED and the token is not revoked; undeploying revokes every token of the
-deployment (``DeploymentStore.retire``).
+PENDING (rolling out) or DEPLOYED and the token is not revoked; undeploying revokes
+every token of the deployment (``DeploymentStore.retire``).
 """
 
 from __future__ import annotations

@@ -307,6 +307,25 @@ class DeploymentStore:
         result = conn.execute(statement.values(status=status, updated_at=utcnow()))
         return int(result.rowcount)
 
+    def previous(self, deployment: Deployment) -> Deployment | None:
+        """The deployment that ``deployment`` replaced under its name (a rollback's model):
+        the latest DELETED one of the name before it, serving another model."""
+        query = (
+            select(deployments)
+            .where(
+                deployments.c.target == deployment.target,
+                deployments.c.name == deployment.name,
+                deployments.c.status == "DELETED",
+                deployments.c.id < deployment.id,
+                deployments.c.model_uri != deployment.model_uri,
+            )
+            .order_by(deployments.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._from_row(row)
+
     def get(self, deployment_id: int) -> Deployment:
         with self.engine.connect() as conn:
             row = (

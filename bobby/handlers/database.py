@@ -33,7 +33,6 @@ from shared.errors import (
     MLManagerError,
     NotAuthorized,
     NotFound,
-    TargetUnavailable,
 )
 from shared.handlers import (
     RECONCILE,
@@ -134,38 +133,6 @@ class _DatabaseHandler(Handler):
             self._submitter_is_admin,
         )
         return active
-
-    def _submitter_is_admin(self) -> bool:
-        """Whether the job's user is an admin now, asked of MLflow's user store.
-
-        Read when a rule depends on it, not stored on the job: nothing a client sends
-        can claim it, and an admin demoted since the submit loses the right. This
-        worker's MLflow login (the admin's by default) must be an admin to read other
-        users; if it cannot, the user counts as no admin (the job is refused).
-        """
-        import mlflow
-        from mlflow.exceptions import MlflowException, RestException
-        from mlflow.utils.credentials import get_default_host_creds
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
-
-        user = self.ctx.job.user
-        endpoint = "/api/2.0/mlflow/users/get"
-        try:
-            response = http_request(
-                get_default_host_creds(mlflow.get_tracking_uri()),
-                endpoint,
-                "GET",
-                params={"username": user},
-            )
-            found = verify_rest_response(response, endpoint).json()["user"]
-        except RestException as exc:
-            logger.warning("cannot tell whether {} is an admin: {}", user, exc.message)
-            return False
-        except MlflowException as exc:
-            raise TargetUnavailable(
-                f"cannot reach the MLflow server to tell whether {user} is an admin: {exc.message}"
-            ) from exc
-        return bool(found.get("is_admin"))
 
     @staticmethod
     def _back_to_worker(conn: Connection) -> None:

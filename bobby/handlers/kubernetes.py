@@ -24,7 +24,7 @@ from sqlalchemy import Engine, update
 
 from bobby.handlers import register
 from bobby.handlers.base import Handler, Step
-from bobby.handlers.database import _DatabaseHandler, resolve_model_uri
+from bobby.handlers.database import resolve_model_uri
 from shared.deployment_tokens import issue, revoke
 from shared.deployments import Deployment, DeploymentStore, deployments
 from shared.errors import DeploymentConflict, MLManagerError, NotFound
@@ -62,12 +62,9 @@ def _set_status(engine: Engine, deployment_id: int, status: str) -> None:
 
 
 class _KubernetesHandler(Handler):
-    # Whether the job's user is an admin now, asked of MLflow as the database target asks.
-    _submitter_is_admin = _DatabaseHandler._submitter_is_admin
-
     @property
     def engine(self) -> Engine:
-        return self.ctx.ledger.engine  # type: ignore[no-any-return]
+        return self.ctx.ledger.engine
 
     def _cluster(self, namespace: str | None = None) -> Cluster:
         return Cluster(self.ctx.settings, namespace)
@@ -165,7 +162,9 @@ class DeployKubernetes(_KubernetesHandler):
             name=name,
             representation_id=representation_id,
             runtime="mlrunner" if mlrunner else "mlflow",
-            image=settings.kubernetes_serving_image if mlrunner else settings.kubernetes_pyfunc_image,
+            image=settings.kubernetes_serving_image
+            if mlrunner
+            else settings.kubernetes_pyfunc_image,
             server_url=settings.kubernetes_model_url or settings.server_url,
             model_uri=self.model_uri,
             model_sha256=self._sha256() if mlrunner else None,
@@ -299,7 +298,9 @@ class DeployKubernetes(_KubernetesHandler):
                 )
                 if self.previous is not None:
                     DeploymentStore.retire(conn, self.previous, self.ctx.job.id)
-                    logger.info("replaced deployment {} ({})", self.previous.id, self.previous.model_uri)
+                    logger.info(
+                        "replaced deployment {} ({})", self.previous.id, self.previous.model_uri
+                    )
         finally:
             cluster.close()
 
@@ -354,7 +355,9 @@ class UndeployKubernetes(_KubernetesHandler):
         if deployment is None:
             if self.payload.name:
                 with self.engine.connect() as conn:
-                    mine = DeploymentStore.retired_by(conn, TARGET, self.payload.name, self.ctx.job.id)
+                    mine = DeploymentStore.retired_by(
+                        conn, TARGET, self.payload.name, self.ctx.job.id
+                    )
                 if mine is not None:
                     logger.info(
                         "an earlier attempt of this job already removed {}: nothing left to do",
@@ -385,4 +388,3 @@ class UndeployKubernetes(_KubernetesHandler):
             spec.namespace,
             ", ".join(removed) or "nothing was left",
         )
-

@@ -9,6 +9,7 @@ API server rejects is the user's to fix (4xx), an unreachable or failing API ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -101,10 +102,8 @@ def _api_error(exc: Exception, verb: str, what: str) -> Exception:
     if not isinstance(exc, ApiException):
         return TargetUnavailable(f"cannot reach the Kubernetes API server to {verb} {what}: {exc}")
     message = exc.reason or ""
-    try:
+    with contextlib.suppress(ValueError, AttributeError):
         message = json.loads(exc.body or "{}").get("message") or message
-    except (ValueError, AttributeError):
-        pass
     if exc.status in (401, 403):
         return NotAuthorized(f"the worker may not {verb} {what} on Kubernetes: {message}")
     if exc.status is not None and 400 <= exc.status < 500:
@@ -212,10 +211,14 @@ class Cluster:
         except Exception as exc:
             raise _api_error(exc, "get", self._what(kind, name)) from exc
 
-    def list(self, kind: str, label_selector: dict[str, str] | None = None) -> list[Manifest]:
+    def list(
+        self, kind: str, label_selector: dict[str, str] | None = None, field_selector: str = ""
+    ) -> list[Manifest]:
         query = []
         if label_selector:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in label_selector.items())))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         data = self._call("GET", self._path(kind), "list", self._what(kind, None), query=query)
         return list(data.get("items") or [])
 
@@ -247,7 +250,9 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while self.get(kind, name) is not None:
             if time.monotonic() > deadline:
-                raise TargetUnavailable(f"{self._what(kind, name)} still exists after {timeout:.0f} s")
+                raise TargetUnavailable(
+                    f"{self._what(kind, name)} still exists after {timeout:.0f} s"
+                )
             check()
             time.sleep(0.25)
 
@@ -324,13 +329,15 @@ class Cluster:
         owned = {p["metadata"]["name"] for p in pods} | {
             rs["metadata"]["name"] for rs in self.list("ReplicaSet", selector(name))
         }
-        for event in self.list("Event"):
+        for event in self.list("Event", field_selector="type=Warning"):
             involved = event.get("involvedObject") or {}
+            message = event.get("message") or ""
             if (
-                event.get("type") == "Warning"
-                and event.get("reason") in FATAL_EVENTS
+                event.get("reason") in FATAL_EVENTS
                 and involved.get("name") in owned
                 and _event_time(event) >= since
+                # A namespace's service account appears moments after the namespace.
+                and "serviceaccount" not in message.lower()
             ):
                 raise RolloutFailed(
                     f"{involved.get('kind', '').lower()} {involved.get('name')}: "
@@ -341,8 +348,10 @@ class Cluster:
 def _event_time(event: Manifest) -> float:
     import datetime as dt
 
-    stamp = event.get("lastTimestamp") or event.get("eventTime") or event["metadata"].get(
-        "creationTimestamp"
+    stamp = (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or event["metadata"].get("creationTimestamp")
     )
     if not stamp:
         return 0.0

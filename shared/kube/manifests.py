@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from shared.serving import SERVE_JAVA_OPTS
 from shared.kube.spec import (
     CONTAINER_PORT,
     MLRUNNER_JAR,
@@ -21,6 +20,7 @@ from shared.kube.spec import (
     secret_name,
     selector,
 )
+from shared.serving import SERVE_JAVA_OPTS
 
 Manifest = dict[str, Any]
 TOKEN_KEY = "token"
@@ -118,7 +118,10 @@ def deployment(
     """The Deployment; ``replicas`` False leaves the count to the autoscaler."""
     body: dict[str, Any] = {
         "selector": {"matchLabels": selector(spec.name)},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
         "revisionHistoryLimit": 3,
         "template": {
             "metadata": {"labels": object_labels},
@@ -179,7 +182,12 @@ def render(
                 "type": "ClusterIP",
                 "selector": selector(spec.name),
                 "ports": [
-                    {"name": "http", "port": spec.service_port, "targetPort": "http", "protocol": "TCP"}
+                    {
+                        "name": "http",
+                        "port": spec.service_port,
+                        "targetPort": "http",
+                        "protocol": "TCP",
+                    }
                 ],
             },
         }
@@ -188,7 +196,9 @@ def render(
     return objects
 
 
-def optional_objects(spec: KubernetesDeploymentSpec, object_labels: dict[str, str]) -> list[Manifest]:
+def optional_objects(
+    spec: KubernetesDeploymentSpec, object_labels: dict[str, str]
+) -> list[Manifest]:
     """The autoscaler, disruption budget and Ingress the spec asks for."""
     objects: list[Manifest] = []
     if spec.autoscaling_enabled:
@@ -198,7 +208,11 @@ def optional_objects(spec: KubernetesDeploymentSpec, object_labels: dict[str, st
                 "kind": "HorizontalPodAutoscaler",
                 "metadata": _metadata(spec, object_labels),
                 "spec": {
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+                    "scaleTargetRef": {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": spec.name,
+                    },
                     "minReplicas": spec.base_replicas,
                     "maxReplicas": max(spec.max_replicas, spec.base_replicas),
                     "metrics": [

@@ -105,7 +105,9 @@ def selector(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/instance": name, "app.kubernetes.io/managed-by": FIELD_MANAGER}
 
 
-def labels(name: str, deployment_id: int, run_id: str | None, version: str | None) -> dict[str, str]:
+def labels(
+    name: str, deployment_id: int, run_id: str | None, version: str | None
+) -> dict[str, str]:
     out = {
         **selector(name),
         "app.kubernetes.io/name": "mlmanager-model",

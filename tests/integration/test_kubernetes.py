@@ -73,7 +73,9 @@ def kube(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def server(kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLManagerProcess]:
+def server(
+    kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MLManagerProcess]:
     root = tmp_path_factory.mktemp("k8s")
     token = _service_account(kube, WORKER_SA, yaml.safe_load(RULES.read_text()))
     config = kube.write_kubeconfig(root / "worker.kubeconfig", token, WORKER_SA)
@@ -104,9 +106,7 @@ def server(kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def frame(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame(
-        {"age": rng.uniform(18, 90, rows), "income": rng.normal(50, 15, rows)}
-    )
+    return pd.DataFrame({"age": rng.uniform(18, 90, rows), "income": rng.normal(50, 15, rows)})
 
 
 def train(seed: int) -> tuple[LogisticRegression, pd.DataFrame]:
@@ -153,7 +153,9 @@ def log_of(server: MLManagerProcess, job_id: int) -> str:
     return "\n".join(line["message"] for line in logs["lines"])
 
 
-def run(server: MLManagerProcess, handler: str, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def run(
+    server: MLManagerProcess, handler: str, payload: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
     job = wait_job(server, submit(server, handler, payload)["id"])
     return job, log_of(server, job["id"])
 
@@ -229,7 +231,10 @@ def test_each_payload_shape_rolls_out(
     live = requests.get(f"{server.api}/deployments/{record['id']}", auth=ADMIN, timeout=10).json()
     replicas = SHAPES[shape].get("base_replicas", 1)
     assert live["drift"] is None
-    assert live["details"]["url"] == f"http://{name}.{NAMESPACE}.svc:{SHAPES[shape].get('service_port', 80)}"
+    assert (
+        live["details"]["url"]
+        == f"http://{name}.{NAMESPACE}.svc:{SHAPES[shape].get('service_port', 80)}"
+    )
     assert live["details"]["replicas"] == {"ready": replicas, "desired": replicas}
     assert len(found["Pod"]) == replicas
     if shape == "external":
@@ -267,7 +272,9 @@ def test_the_pod_really_serves(
     command[command.index(str(CONTAINER_PORT))] = str(port)
     log = tmp_path / "pod.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(command, env={"PATH": os.environ["PATH"], **env}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, env={"PATH": os.environ["PATH"], **env}, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -331,10 +338,16 @@ def test_replace_rolls_out_and_undeploy_removes_everything(
     assert "0 old" in log.split("available in")[0].splitlines()[-1]
     assert _token_reads(server, first["id"], first_token) == 401  # the replaced one's revoked
     with kube.client() as api:
-        sets = client.AppsV1Api(api).list_namespaced_replica_set(
-            NAMESPACE, label_selector=",".join(f"{k}={v}" for k, v in selector(name).items())
-        ).items
-    by_deployment = {rs.spec.template.metadata.labels["mlmanager.io/deployment-id"]: rs for rs in sets}
+        sets = (
+            client.AppsV1Api(api)
+            .list_namespaced_replica_set(
+                NAMESPACE, label_selector=",".join(f"{k}={v}" for k, v in selector(name).items())
+            )
+            .items
+        )
+    by_deployment = {
+        rs.spec.template.metadata.labels["mlmanager.io/deployment-id"]: rs for rs in sets
+    }
     assert by_deployment[str(first["id"])].spec.replicas == 0
     assert by_deployment[str(second["id"])].status.available_replicas == 1
 
@@ -403,7 +416,9 @@ def test_drift_is_shown_and_reconciled(
     assert "Service" in objects(kube, name)
 
 
-def test_a_missing_permission_names_the_verb_and_resource(kube: ControlPlane, tmp_path: Path) -> None:
+def test_a_missing_permission_names_the_verb_and_resource(
+    kube: ControlPlane, tmp_path: Path
+) -> None:
     rules = [r for r in yaml.safe_load(RULES.read_text()) if "services" not in r["resources"]]
     rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch", "delete"]})
     token = _service_account(kube, "no-services", rules)
