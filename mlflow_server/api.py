@@ -358,26 +358,27 @@ def list_deployments() -> ResponseReturnValue:
 def get_deployment(deployment_id: int) -> ResponseReturnValue:
     deployment = _visible_deployment(deployment_id)
     out = DeploymentOut.of(deployment)
-    out.drift = _drift(deployment)
     spec = deployment.spec
     live = deployment.status == "DEPLOYED"
+    if live and deployment.target == "kubernetes":
+        out.drift, found = _kubernetes_live(deployment)
+        out.details = {**out.details, **found}
+        return _out(out)
+    out.drift = _drift(deployment)
     if live and isinstance(spec, DatabaseDeploymentSpec) and spec.mode == "async":
         out.details = {**out.details, "backlog": _async_backlog(deployment.id, spec)}
-    if live and deployment.target == "kubernetes":
-        out.details = {**out.details, **_kubernetes_live(deployment)}
     return _out(out)
 
 
-def _kubernetes_live(deployment: Deployment) -> dict[str, Any]:
-    """URL and replicas ready/desired of a Kubernetes deployment (read live)."""
-    from shared.errors import MLManagerError
+def _kubernetes_live(deployment: Deployment) -> tuple[list[str] | None, dict[str, Any]]:
+    """(drift, URL and replicas ready/desired) of a Kubernetes deployment (read live)."""
     from shared.kube.target import KubernetesTarget, spec_of
 
     try:
         live = KubernetesTarget(get_settings()).observe(deployment)
     except MLManagerError as exc:
-        return {"live_error": exc.message}
-    return live.details(spec_of(deployment))
+        return [f"cannot observe the target: {exc.message}"], {}
+    return list(live.drift) or None, live.details(spec_of(deployment))
 
 
 def _drift(deployment: Deployment) -> list[str] | None:

@@ -243,11 +243,6 @@ def drift_of(engine: Engine, deployment: Deployment) -> list[str] | None:
     target that cannot be observed yet)."""
     if deployment.status != "DEPLOYED" or deployment.spec is None:
         return None
-    if deployment.target == "kubernetes":
-        from shared.kube.target import KubernetesTarget
-        from shared.settings import get_settings
-
-        return list(KubernetesTarget(get_settings(), engine).observe(deployment).drift) or None
     if deployment.target != DatabaseTarget.name:
         return None
     live = DatabaseTarget(engine).observe(deployment)

@@ -33,8 +33,13 @@ def test_a_deployment_documents_its_target_and_a_typed_spec_per_target() -> None
     schemas = openapi_document()["components"]["schemas"]
     deployment = schemas["DeploymentOut"]["properties"]
     assert "description" in deployment["target"]
-    specs = {ref["$ref"] for ref in deployment["spec"]["anyOf"] if "$ref" in ref}
-    assert specs == {"#/components/schemas/DatabaseDeploymentSpec"}
+    union = next(member for member in deployment["spec"]["anyOf"] if "oneOf" in member)
+    assert union["discriminator"]["propertyName"] == "target"
+    specs = {ref["$ref"] for ref in union["oneOf"]}
+    assert specs == {
+        "#/components/schemas/DatabaseDeploymentSpec",
+        "#/components/schemas/KubernetesDeploymentSpec",
+    }
     database = schemas["DatabaseDeploymentSpec"]["properties"]
     assert database["target"]["const"] == "database"
     assert {"db_schema", "db_table", "trigger", "representation_id", "mode"} <= set(database)
