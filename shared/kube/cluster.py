@@ -142,32 +142,53 @@ class Cluster:
         path = f"{prefix}/namespaces/{self.namespace}/{plural}"
         return path if name is None else f"{path}/{name}"
 
-    def _call(
+    def _request(
         self,
         method: str,
         path: str,
-        verb: str,
-        what: str,
         *,
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-    ) -> Any:
+    ) -> Manifest:
+        """One API call; its JSON answer. Raises ``ApiException`` for a non-2xx answer."""
+        from kubernetes.client.exceptions import ApiException
+
+        request = self.api.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*request, _request_timeout=30)
+        response.read()
+        text = (response.data or b"").decode()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return dict(json.loads(text or "{}"))
+
+    def _call(
+        self,
+        method: str,
+        kind: str,
+        name: str | None,
+        verb: str,
+        *,
+        missing_ok: bool = False,
+        **kw: Any,
+    ) -> Manifest | None:
+        from kubernetes.client.exceptions import ApiException
+
         try:
-            data = self.api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _request_timeout=30,
-            )
+            return self._request(method, self._path(kind, name), **kw)
+        except ApiException as exc:
+            if missing_ok and exc.status == 404:
+                return None
+            raise _api_error(exc, verb, self._what(kind, name)) from exc
         except Exception as exc:
-            raise _api_error(exc, verb, what) from exc
-        return data
+            raise _api_error(exc, verb, self._what(kind, name)) from exc
 
     @staticmethod
     def _what(kind: str, name: str | None) -> str:
@@ -177,39 +198,20 @@ class Cluster:
     def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply (field manager ``mlmanager``, taking over conflicting fields)."""
         kind, name = manifest["kind"], manifest["metadata"]["name"]
-        return dict(
-            self._call(
-                "PATCH",
-                self._path(kind, name),
-                "patch",
-                self._what(kind, name),
-                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-                body=json.dumps(manifest),
-                content_type="application/apply-patch+yaml",
-            )
+        applied = self._call(
+            "PATCH",
+            kind,
+            name,
+            "patch",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            body=manifest,
+            content_type="application/apply-patch+yaml",
         )
+        assert applied is not None
+        return applied
 
     def get(self, kind: str, name: str) -> Manifest | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return dict(
-                self.api.call_api(
-                    self._path(kind, name),
-                    "GET",
-                    header_params={"Accept": "application/json"},
-                    response_type="object",
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
-                    _request_timeout=30,
-                )
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _api_error(exc, "get", self._what(kind, name)) from exc
-        except Exception as exc:
-            raise _api_error(exc, "get", self._what(kind, name)) from exc
+        return self._call("GET", kind, name, "get", missing_ok=True)
 
     def list(
         self, kind: str, label_selector: dict[str, str] | None = None, field_selector: str = ""
@@ -219,32 +221,13 @@ class Cluster:
             query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in label_selector.items())))
         if field_selector:
             query.append(("fieldSelector", field_selector))
-        data = self._call("GET", self._path(kind), "list", self._what(kind, None), query=query)
-        return list(data.get("items") or [])
+        found = self._call("GET", kind, None, "list", query=query)
+        return list((found or {}).get("items") or [])
 
     def delete(self, kind: str, name: str) -> bool:
         """Delete with foreground propagation; False when it was not there."""
-        from kubernetes.client.exceptions import ApiException
-
-        what = self._what(kind, name)
-        try:
-            self.api.call_api(
-                self._path(kind, name),
-                "DELETE",
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                body={"propagationPolicy": "Foreground"},
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _request_timeout=30,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise _api_error(exc, "delete", what) from exc
-        except Exception as exc:
-            raise _api_error(exc, "delete", what) from exc
-        return True
+        body = {"propagationPolicy": "Foreground"}
+        return self._call("DELETE", kind, name, "delete", missing_ok=True, body=body) is not None
 
     def wait_gone(self, kind: str, name: str, timeout: float, check: Callable[[], None]) -> None:
         deadline = time.monotonic() + timeout

@@ -270,6 +270,7 @@ def test_the_pod_really_serves(
     command[0] = shutil.which("java") or "java"
     command[command.index(MLRUNNER_JAR)] = LOCAL_JAR  # where this machine has the image's jar
     command[command.index(str(CONTAINER_PORT))] = str(port)
+    command[command.index("0.0.0.0")] = "127.0.0.1"  # noqa: S104 (what the pod binds)
     log = tmp_path / "pod.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -390,7 +391,7 @@ def test_a_pod_that_never_schedules_fails_with_the_reason(
     )
     assert job["status"] == "FAILURE"
     assert "FailedScheduling" in job["error"] and "Insufficient cpu" in job["error"], job["error"]
-    assert "removed Secret" in log or "removed" in log
+    assert f"removed Service {name}, Deployment {name}, Secret {name}-model-token" in log
     assert objects(kube, name) == {}
     assert deployment_of(server, name, "FAILED")
 
