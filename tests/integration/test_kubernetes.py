@@ -270,7 +270,7 @@ def test_the_pod_really_serves(
     command[0] = shutil.which("java") or "java"
     command[command.index(MLRUNNER_JAR)] = LOCAL_JAR  # where this machine has the image's jar
     command[command.index(str(CONTAINER_PORT))] = str(port)
-    command[command.index("0.0.0.0")] = "127.0.0.1"  # noqa: S104 (what the pod binds)
+    command[command.index("0.0.0.0")] = "127.0.0.1"  # the pod binds every address
     log = tmp_path / "pod.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
