@@ -179,11 +179,11 @@ class ControlPlane:
                 "--use-service-account-credentials=false",
                 # Deployments, ReplicaSets, HPAs, PDBs, garbage collection, namespaces,
                 # service accounts; no cloud, no node IPAM.
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
+                "--controllers=*,-node-ipam-controller,-cloud-node-lifecycle-controller,-service-lb-controller",
                 "--concurrent-deployment-syncs=2",
             ],
         )
-        self._spawn("kube-scheduler", [*common])
+        self._spawn("kube-scheduler", [*common, "--secure-port=0"])
         self._spawn(
             "kwok",
             [
