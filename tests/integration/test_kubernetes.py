@@ -30,6 +30,7 @@ from shared.errors import NotAuthorized
 from shared.kube.cluster import Cluster
 from shared.kube.spec import CONTAINER_PORT, MLRUNNER_JAR, secret_name, selector
 from shared.settings import Settings
+from tests.support import custom_models  # noqa: F401 (first: imports mlflow.pyfunc quietly)
 from tests.support.kube import ControlPlane, control_plane  # noqa: F401 (fixture)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, log_sklearn
 from tests.support.pg import free_port

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 import requests
@@ -87,6 +87,7 @@ class ControlPlane:
     port: int = 0
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: list[BinaryIO] = field(default_factory=list)
 
     @property
     def server(self) -> str:
@@ -105,7 +106,8 @@ class ControlPlane:
         return path
 
     def _spawn(self, name: str, args: Iterable[str]) -> None:
-        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 (closed by stop)
+        self.logs.append(log)
         self.procs[name] = subprocess.Popen(
             [str(BIN / name), *args],
             stdout=log,
@@ -178,8 +180,8 @@ class ControlPlane:
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--use-service-account-credentials=false",
                 # Deployments, ReplicaSets, HPAs, PDBs, garbage collection, namespaces,
-                # service accounts; no cloud, no node IPAM.
-                "--controllers=*,-node-ipam-controller,-cloud-node-lifecycle-controller,-service-lb-controller",
+                # service accounts; no node IPAM (kwok gives the pods their addresses).
+                "--controllers=*,-node-ipam-controller",
                 "--concurrent-deployment-syncs=2",
             ],
         )
@@ -252,6 +254,8 @@ class ControlPlane:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for log in self.logs:
+            log.close()
 
 
 def node_ready(plane: ControlPlane) -> bool:
