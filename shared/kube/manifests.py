@@ -7,6 +7,7 @@ when a new token is handed in: its value is never stored, so a record cannot re-
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -280,7 +281,7 @@ def kinds_of(spec: KubernetesDeploymentSpec) -> list[tuple[str, str]]:
 def to_yaml(objects: list[Manifest], *, hide_secrets: bool = True) -> str:
     """The manifests as one YAML stream (a Secret's values shown as <hidden>)."""
     shown = []
-    for o in objects:
+    for o in json.loads(json.dumps(objects)):  # no shared dicts: no YAML anchors
         if hide_secrets and o["kind"] == "Secret":
             o = {**o, "stringData": dict.fromkeys(o.get("stringData", {}), "<hidden>")}
         shown.append(o)

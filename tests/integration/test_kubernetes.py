@@ -329,7 +329,7 @@ def test_replace_rolls_out_and_undeploy_removes_everything(
     assert _token_reads(server, first["id"], first_token) == 200
 
     job, log = run(server, "DEPLOY_KUBERNETES", {"model_uri": churn[1][0], "name": name})
-    assert job["status"] == "FAILURE" and "set replace" in job["error"]
+    assert job["status"] == "FAILURE" and "set replace" in job["error"], job["error"]
 
     job, log = run(
         server, "DEPLOY_KUBERNETES", {"model_uri": churn[1][0], "name": name, "replace": True}
@@ -337,7 +337,8 @@ def test_replace_rolls_out_and_undeploy_removes_everything(
     assert job["status"] == "SUCCESS", log
     second = deployment_of(server, name)
     assert second["id"] != first["id"] and second["model_uri"] == churn[1][0]
-    assert "0 old" in log.split("available in")[0].splitlines()[-1]
+    progress = [line for line in log.splitlines() if line.startswith(f"rollout of {name}:")]
+    assert progress[-1].endswith("1 available, 0 old"), progress
     assert _token_reads(server, first["id"], first_token) == 401  # the replaced one's revoked
     with kube.client() as api:
         sets = (
