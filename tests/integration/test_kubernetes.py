@@ -221,6 +221,7 @@ def test_each_payload_shape_rolls_out(
     )
     assert job["status"] == "SUCCESS", f"{job['error']}\n{log}"
     assert f"rollout of {name}:" in log and "available in" in log
+    print(next(line for line in log.splitlines() if "available in" in line))  # the timing
     found = objects(kube, name)
     expected = {"Deployment", "ReplicaSet", "Pod", "Service", "Secret"}
     if shape == "scaled":
