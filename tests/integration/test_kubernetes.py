@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from tests.support import custom_models  # noqa: F401 (first: imports mlflow.pyf
 from tests.support.kube import ControlPlane, control_plane  # noqa: F401 (fixture)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, log_sklearn
 from tests.support.pg import free_port
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, clean_environment
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
 from tests.support.serving import MLRUNNER_JAR as LOCAL_JAR
 
@@ -438,3 +439,36 @@ def test_a_missing_permission_names_the_verb_and_resource(
         cluster.apply(service)
     assert 'cannot patch resource "services"' in caught.value.message
     assert cluster.get("Deployment", "nothing-here") is None  # what the Role grants works
+
+
+def test_the_mlflow_deployments_plugin_deploys_to_kubernetes(
+    server: MLManagerProcess, kube: ControlPlane, churn: list[tuple[str, Any]]
+) -> None:
+    """`mlflow deployments create/get/delete -t mlmanager -C target=kubernetes`: the
+    deployment's name is the objects' name."""
+    env = {
+        **clean_environment(),
+        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_TRACKING_USERNAME": ADMIN[0],
+        "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
+        "PYTHONPATH": str(ROOT),
+    }
+
+    def mlflow_cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlflow", "deployments", *args, "-t", "mlmanager"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    name = "churn-plugin"
+    mlflow_cli("create", "--name", name, "-m", churn[0][0], "-C", "target=kubernetes")
+    assert {"Deployment", "Service", "Secret"} <= set(objects(kube, name))
+    shown = mlflow_cli("get", "--name", name)
+    assert {f"name: {name}", "target: kubernetes", "status: DEPLOYED"} <= set(shown.splitlines())
+    mlflow_cli("delete", "--name", name)
+    assert objects(kube, name) == {}
