@@ -9,6 +9,7 @@ KUBE_HOME="${KUBE_HOME:-/opt/mlmanager/kube}"
 KUBERNETES_VERSION=v1.37.2
 KWOK_VERSION=v0.8.0
 export GOFLAGS="${GOFLAGS:--p=2}"
+command -v go >/dev/null || { echo "kube: Go 1.26 or newer is needed (go not found)"; exit 1; }
 
 stamp="$( (go version; cat "$0" "$here"/apiserver/go.{mod,sum} "$here"/apiserver/*.go \
   "$here"/etcd/go.{mod,sum} "$here"/etcd/*.go) | sha256sum | cut -d' ' -f1)"
@@ -17,6 +18,7 @@ if [ -f "$KUBE_HOME/.stamp" ] && [ "$(cat "$KUBE_HOME/.stamp")" = "$stamp" ]; th
 fi
 
 start=$SECONDS
+rm -rf "$KUBE_HOME/stages"
 mkdir -p "$KUBE_HOME/bin" "$KUBE_HOME/stages"
 rm -f "$KUBE_HOME/.stamp"
 version="k8s.io/component-base/version"
