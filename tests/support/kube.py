@@ -250,7 +250,7 @@ class ControlPlane:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=5)  # the API server drains for longer than a test needs
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
