@@ -49,7 +49,7 @@ from mlflow_server.schemas import (
     openapi_document,
 )
 from shared.db import get_engine
-from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore
+from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore, redeploy_job
 from shared.errors import (
     DeploymentConflict,
     InvalidPayload,
@@ -400,12 +400,27 @@ def list_deployments() -> ResponseReturnValue:
 def get_deployment(deployment_id: int) -> ResponseReturnValue:
     deployment = _visible_deployment(deployment_id)
     out = DeploymentOut.of(deployment)
-    out.drift = _drift(deployment)
     spec = deployment.spec
     live = deployment.status == "DEPLOYED"
+    if live and deployment.target == "kubernetes":
+        out.drift, found = _kubernetes_live(deployment)
+        out.details = {**out.details, **found}
+        return _out(out)
+    out.drift = _drift(deployment)
     if live and isinstance(spec, DatabaseDeploymentSpec) and spec.mode == "async":
         out.details = {**out.details, "backlog": _async_backlog(deployment.id, spec)}
     return _out(out)
+
+
+def _kubernetes_live(deployment: Deployment) -> tuple[list[str] | None, dict[str, Any]]:
+    """(drift, URL and replicas ready/desired) of a Kubernetes deployment (read live)."""
+    from shared.kube.target import KubernetesTarget, spec_of
+
+    try:
+        live = KubernetesTarget(get_settings()).observe(deployment)
+    except MLManagerError as exc:
+        return [f"cannot observe the target: {exc.message}"], {}
+    return list(live.drift) or None, live.details(spec_of(deployment))
 
 
 def _drift(deployment: Deployment) -> list[str] | None:
@@ -457,6 +472,21 @@ def delete_deployment(deployment_id: int) -> ResponseReturnValue:
             f"deployments to {deployment.target} cannot be undeployed by ML Manager"
         )
     handler, payload = undeploy
+    return _out(JobOut.of(submit(handler, payload)), 202)
+
+
+@blueprint.post(f"{API_PREFIX}/deployments/<int:deployment_id>/rollback")
+def rollback_deployment(deployment_id: int) -> ResponseReturnValue:
+    """Deploy again the model this deployment replaced (a replace back), as a job."""
+    deployment = _visible_deployment(deployment_id)
+    if deployment.status != "DEPLOYED":
+        raise DeploymentConflict(f"deployment {deployment_id} is {deployment.status}, not DEPLOYED")
+    previous = deployment_store().previous(deployment)
+    if previous is None:
+        raise NotFound(
+            f"deployment {deployment_id} replaced no earlier model: nothing to roll back to"
+        )
+    handler, payload = redeploy_job(previous)
     return _out(JobOut.of(submit(handler, payload)), 202)
 
 

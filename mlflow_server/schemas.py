@@ -463,6 +463,15 @@ def openapi_document() -> dict[str, Any]:
                 params=[_param("deployment_id", "path", _ID)],
             ),
         },
+        f"{p}/deployments/{{deployment_id}}/rollback": {
+            "post": _op(
+                "Roll back: submits the deploy of the model this deployment replaced "
+                "(with replace)",
+                ("202", JobOut),
+                errors=("400", "401", "403", "404", "409"),
+                params=[_param("deployment_id", "path", _ID)],
+            )
+        },
         f"{p}/handlers": {"get": _op("List handlers", ("200", HandlerList))},
         f"{p}/handlers/{{name}}/enable": {
             "post": _op(

@@ -25,3 +25,15 @@ def deployments_reconcile(deployment_id: int | None, no_follow: bool) -> None:
     click.echo(f"submitted {RECONCILE.name} job {job['id']}", err=True)
     if not no_follow:
         _finish(follow(api, job["id"]))
+
+
+@deployments_group.command("rollback")
+@click.argument("deployment_id", type=click.IntRange(min=1))
+@click.option("--no-follow", "no_follow", is_flag=True, help="Submit and return at once")
+def deployments_rollback(deployment_id: int, no_follow: bool) -> None:
+    """Deploy again the model DEPLOYMENT_ID replaced (a replace back) and follow the job."""
+    api = client()
+    job = api.rollback_deployment(deployment_id)
+    click.echo(f"submitted {job['handler_name']} job {job['id']} (rollback)", err=True)
+    if not no_follow:
+        _finish(follow(api, job["id"]))

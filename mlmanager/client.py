@@ -105,6 +105,9 @@ class MLManagerClient:
     def delete_schedule(self, schedule_id: int) -> dict[str, Any]:
         return dict(self._call("DELETE", f"{API}/schedules/{schedule_id}"))
 
+    def rollback_deployment(self, deployment_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", f"{API}/deployments/{deployment_id}/rollback"))
+
     def follow(self, job_id: int, after: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``("log", line)`` events, then one ``("end", job)``, from the SSE stream."""
         url = f"{self.base_url}{API}/jobs/{job_id}/logs/stream"

@@ -60,7 +60,12 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         return job
 
     def _payload(
-        self, model_uri: str | None, config: dict[str, Any] | None, *, replace: bool = False
+        self,
+        model_uri: str | None,
+        config: dict[str, Any] | None,
+        name: str | None = None,
+        *,
+        replace: bool = False,
     ) -> tuple[str, dict]:
         options = {k: _config_value(v) for k, v in (config or {}).items()}
         handler = options.pop("handler", None) or DEPLOY_TARGETS.get(
@@ -76,8 +81,10 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         fields = spec.payload_model.model_fields if spec is not None else {}
         if model_uri and "model_uri" in fields:
             options.setdefault("model_uri", model_uri)
-        if replace:  # the database target's flag; the cloud targets' mode
+        if replace:  # the database and Kubernetes targets' flag; the cloud targets' mode
             options["deployment_mode" if "deployment_mode" in fields else "replace"] = "replace"
+        if name and "name" in fields:
+            options.setdefault("name", name)  # the Kubernetes objects' name
         return handler, options
 
     def _find(self, name: str) -> dict[str, Any]:
@@ -95,7 +102,7 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         config: dict[str, Any] | None = None,
         endpoint: str | None = None,
     ) -> dict[str, Any]:
-        handler, payload = self._payload(model_uri, config)
+        handler, payload = self._payload(model_uri, config, name)
         job = self._run(handler, payload)
         return {"name": name, "flavor": flavor, "job_id": job["id"], "status": job["status"]}
 
@@ -107,7 +114,7 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         config: dict[str, Any] | None = None,
         endpoint: str | None = None,
     ) -> dict[str, Any]:
-        handler, payload = self._payload(model_uri, config, replace=True)
+        handler, payload = self._payload(model_uri, config, name, replace=True)
         job = self._run(handler, payload)
         return {"name": name, "flavor": flavor, "job_id": job["id"], "status": job["status"]}
 
@@ -131,10 +138,31 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         inputs: Any = None,
         endpoint: str | None = None,
     ) -> Any:
-        raise MlflowException(
-            "predict needs a deployment that answers over HTTP (Kubernetes), which this "
-            "release of ML Manager does not deploy yet; database deployments score on INSERT"
-        )
+        """POST ``inputs`` to a Kubernetes deployment's ``/invocations`` (its Ingress host
+        when exposed, else its Service URL, reachable from inside the cluster)."""
+        import pandas as pd
+        import requests
+        from mlflow.deployments import PredictionsResponse
+
+        deployment = self._find(str(deployment_name))
+        spec = deployment.get("spec") or {}
+        if deployment["target"] != "kubernetes":
+            raise MlflowException(
+                f"{deployment_name} is a {deployment['target']} deployment: only Kubernetes "
+                "deployments answer over HTTP (database deployments score on INSERT)"
+            )
+        if spec.get("ingress_host"):
+            url = f"http://{spec['ingress_host']}"
+        else:
+            url = f"http://{spec['name']}.{spec['namespace']}.svc:{spec['service_port']}"
+        if isinstance(inputs, pd.DataFrame):
+            body: Any = {"dataframe_split": inputs.to_dict(orient="split", index=False)}
+        else:
+            body = inputs
+        answer = requests.post(f"{url}/invocations", json=body, timeout=60)
+        if answer.status_code != 200:
+            raise MlflowException(f"{url}/invocations answered {answer.status_code}: {answer.text}")
+        return PredictionsResponse.from_json(answer.text)
 
 
 def run_local(name: str, model_uri: str, flavor: str | None = None, config: Any = None) -> None:

@@ -25,12 +25,8 @@ from types import FrameType
 from loguru import logger
 
 from shared.model_source import ModelSource
-from shared.serving import bundle, servable_representation
+from shared.serving import SERVE_JAVA_OPTS, bundle, servable_representation
 from shared.settings import inherited_environment
-
-# The serving JVM: a small heap suffices (a model plus request buffers), and the serial
-# collector keeps the resident size near the heap (measured in tests/bench/bench_serving.py).
-SERVE_JAVA_OPTS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC")
 
 
 @dataclass(frozen=True)

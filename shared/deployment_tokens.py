@@ -2,8 +2,8 @@
 
 A token is 32 random bytes (URL-safe text) shown once when it is issued; only its
 SHA-256 is stored. It reads the model of one deployment while that deployment is
-DEPLOYED and the token is not revoked; undeploying revokes every token of the
-deployment (``DeploymentStore.retire``).
+PENDING (rolling out) or DEPLOYED and the token is not revoked; undeploying revokes
+every token of the deployment (``DeploymentStore.retire``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def valid(conn: Connection, deployment_id: int, token: str) -> bool:
             tokens.c.token_sha256 == _digest(token),
             tokens.c.deployment_id == deployment_id,
             tokens.c.revoked_at.is_(None),
-            deployments.c.status == "DEPLOYED",
+            # PENDING: the deployment's pods are starting (its rollout is not done yet).
+            deployments.c.status.in_(("PENDING", "DEPLOYED")),
         )
     ).first()
     return row is not None

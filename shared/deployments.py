@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Table, insert, select, text, update
 
 from shared.deployment_tokens import revoke
 from shared.errors import NotFound
+from shared.kube.spec import KubernetesDeploymentSpec
 from shared.models import DeploymentRow, utcnow
 
 deployments: Table = DeploymentRow.__table__  # type: ignore[assignment]
@@ -90,12 +91,14 @@ class SageMakerDeploymentSpec(BaseModel):
     failure_reason: str | None = Field(None, description="why a FAILED deploy failed")
 
 
-# One model per target, chosen by ``target``; Kubernetes and Azure join the union.
+# One model per target, chosen by ``target``; Azure ML joins the union when it is built.
 DeploymentSpec = Annotated[
-    DatabaseDeploymentSpec | SageMakerDeploymentSpec, Field(discriminator="target")
+    DatabaseDeploymentSpec | KubernetesDeploymentSpec | SageMakerDeploymentSpec,
+    Field(discriminator="target"),
 ]
 SPEC_MODELS: dict[str, type[BaseModel]] = {
     "database": DatabaseDeploymentSpec,
+    "kubernetes": KubernetesDeploymentSpec,
     "sagemaker": SageMakerDeploymentSpec,
 }
 
@@ -163,7 +166,25 @@ class Deployment:
             model |= {"db_schema": self.spec.db_schema, "db_table": self.spec.db_table}
         elif isinstance(self.spec, SageMakerDeploymentSpec):
             model |= {"app_name": self.name, "sagemaker_region": self.spec.region}
+        elif isinstance(self.spec, KubernetesDeploymentSpec):
+            model |= {"name": self.spec.name}
         return handler, model
+
+
+def redeploy_job(deployment: Deployment) -> tuple[str, dict[str, Any]]:
+    """The (handler, payload) that deploys ``deployment``'s model again as it was, replacing
+    what is deployed under its name now (a rollback)."""
+    spec = deployment.spec
+    model = {"model_uri": deployment.model_uri, "replace": True}
+    if isinstance(spec, DatabaseDeploymentSpec):
+        table = {"db_schema": spec.db_schema, "db_table": spec.db_table}
+        options: dict[str, Any] = {"max_batch_size": spec.max_batch_size, "mode": spec.mode}
+        if spec.trigger_mode != "async":
+            options["trigger_mode"] = spec.trigger_mode
+        return "DEPLOY_DATABASE", model | table | options
+    if isinstance(spec, KubernetesDeploymentSpec):
+        return "DEPLOY_KUBERNETES", model | spec.payload_fields()
+    raise NotFound(f"deployment {deployment.id} ({deployment.target}) cannot be redeployed")
 
 
 class DeploymentStore:
@@ -320,6 +341,25 @@ class DeploymentStore:
             statement = statement.where(deployments.c.status == only)
         result = conn.execute(statement.values(status=status, updated_at=utcnow()))
         return int(result.rowcount)
+
+    def previous(self, deployment: Deployment) -> Deployment | None:
+        """The deployment that ``deployment`` replaced under its name (a rollback's model):
+        the latest DELETED one of the name before it, serving another model."""
+        query = (
+            select(deployments)
+            .where(
+                deployments.c.target == deployment.target,
+                deployments.c.name == deployment.name,
+                deployments.c.status == "DELETED",
+                deployments.c.id < deployment.id,
+                deployments.c.model_uri != deployment.model_uri,
+            )
+            .order_by(deployments.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else self._from_row(row)
 
     def get(self, deployment_id: int) -> Deployment:
         with self.engine.connect() as conn:

@@ -252,10 +252,22 @@ class DeployKubernetesPayload(ModelRef):
     memory_request: str = Field("512Mi", pattern=r"^\d+(Ki|Mi|Gi)$")
     memory_limit: str = Field("2048Mi", pattern=r"^\d+(Ki|Mi|Gi)$")
     expose_external: bool = False
+    name: str | None = Field(
+        None,
+        pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$",
+        description="Name of the Kubernetes objects (default: the registered model's name, "
+        "else mlm-<run id>)",
+    )
+    replace: bool = Field(False, description="Replace the model deployed under that name")
+    dry_run: bool = Field(False, description="Only print the manifests")
 
 
 class UndeployKubernetesPayload(ModelRef):
-    pass
+    name: str | None = Field(
+        None,
+        pattern=r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$",
+        description="The deployment's name (default: the one serving the run or model)",
+    )
 
 
 class DeployAwsPayload(ModelRef):

@@ -18,6 +18,10 @@ from shared.model_source import ModelSource
 from shared.scoring.kinds import ModelKind
 from shared.scoring.representation import Representation, RepresentationFormat
 
+# The serving JVM (`mlmanager serve`, the Kubernetes target's pods): a small heap suffices
+# (a model plus request buffers), and the serial collector keeps the resident size near
+# the heap (measured in tests/bench/bench_serving.py).
+SERVE_JAVA_OPTS = ("-Xms64m", "-Xmx512m", "-XX:+UseSerialGC")
 METADATA_ENTRY = "representation.json"
 PAYLOAD_ENTRY = "payload"
 _SERVED_FORMATS = (RepresentationFormat.ONNX, RepresentationFormat.MOJO)

@@ -226,6 +226,34 @@ class Settings(BaseSettings):
         description="How far before the last copied line a watch still looks for late lines",
     )
 
+    # --- DEPLOY_KUBERNETES (shared/kube): the namespace is NAMESPACE ---
+    kubeconfig: Path | None = Field(
+        None,
+        description="kubeconfig of the cluster the worker deploys to (unset: in-cluster "
+        "config, else ~/.kube/config)",
+    )
+    kubernetes_serving_image: str = Field(
+        "mlmanager/mlrunner:latest",
+        description="Image of the pods serving ONNX/MOJO models (mlrunner serve)",
+    )
+    kubernetes_pyfunc_image: str = Field(
+        "mlmanager/mlflow-pyfunc:latest",
+        description="Image of the pods serving the other models (mlflow models serve)",
+    )
+    kubernetes_model_url: str | None = Field(
+        None,
+        description="URL of this server as the pods reach it, to fetch their model "
+        "(default MLFLOW_URL)",
+    )
+    kubernetes_ingress_host: str | None = Field(
+        None,
+        description="DNS suffix of the Ingress hosts: a deployment NAME answers at "
+        "NAME.<this> (needed for expose_external)",
+    )
+    kubernetes_rollout_timeout_seconds: float = Field(
+        300.0, gt=0, description="A rollout that is not available after this long fails"
+    )
+
     # --- clients (`mlmanager jobs|deploy`, the MLflow deployments plugin) ---
     mlflow_tracking_uri: str | None = Field(
         None, description="Server the command line talks to (default: this machine's server)"

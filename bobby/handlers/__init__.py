@@ -19,6 +19,7 @@ BUILTIN_MODULES = (
     "bobby.handlers.elasticsearch",
     "bobby.handlers.retrain",
     "bobby.handlers.sagemaker",
+    "bobby.handlers.kubernetes",
 )
 
 REGISTRY: dict[str, type[Handler]] = {}

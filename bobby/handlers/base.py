@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 from loguru import logger
 
+from shared.errors import TargetUnavailable
 from shared.handlers import HandlerSpec, Payload
 from shared.ledger import Job, Ledger
 from shared.settings import Settings
@@ -111,3 +112,35 @@ class Handler:
     def close(self) -> None:
         """Release what the steps acquired (a downloaded model, ...). The runner calls it
         once the steps end, however they end; the default has nothing to release."""
+
+    def _submitter_is_admin(self) -> bool:
+        """Whether the job's user is an admin now, asked of MLflow's user store.
+
+        Read when a rule depends on it, not stored on the job: nothing a client sends
+        can claim it, and an admin demoted since the submit loses the right. This
+        worker's MLflow login (the admin's by default) must be an admin to read other
+        users; if it cannot, the user counts as no admin (the job is refused).
+        """
+        import mlflow
+        from mlflow.exceptions import MlflowException, RestException
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        user = self.ctx.job.user
+        endpoint = "/api/2.0/mlflow/users/get"
+        try:
+            response = http_request(
+                get_default_host_creds(mlflow.get_tracking_uri()),
+                endpoint,
+                "GET",
+                params={"username": user},
+            )
+            found = verify_rest_response(response, endpoint).json()["user"]
+        except RestException as exc:
+            logger.warning("cannot tell whether {} is an admin: {}", user, exc.message)
+            return False
+        except MlflowException as exc:
+            raise TargetUnavailable(
+                f"cannot reach the MLflow server to tell whether {user} is an admin: {exc.message}"
+            ) from exc
+        return bool(found.get("is_admin"))

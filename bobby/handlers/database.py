@@ -33,7 +33,6 @@ from shared.errors import (
     MLManagerError,
     NotAuthorized,
     NotFound,
-    TargetUnavailable,
 )
 from shared.handlers import (
     RECONCILE,
@@ -134,38 +133,6 @@ class _DatabaseHandler(Handler):
             self._submitter_is_admin,
         )
         return active
-
-    def _submitter_is_admin(self) -> bool:
-        """Whether the job's user is an admin now, asked of MLflow's user store.
-
-        Read when a rule depends on it, not stored on the job: nothing a client sends
-        can claim it, and an admin demoted since the submit loses the right. This
-        worker's MLflow login (the admin's by default) must be an admin to read other
-        users; if it cannot, the user counts as no admin (the job is refused).
-        """
-        import mlflow
-        from mlflow.exceptions import MlflowException, RestException
-        from mlflow.utils.credentials import get_default_host_creds
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
-
-        user = self.ctx.job.user
-        endpoint = "/api/2.0/mlflow/users/get"
-        try:
-            response = http_request(
-                get_default_host_creds(mlflow.get_tracking_uri()),
-                endpoint,
-                "GET",
-                params={"username": user},
-            )
-            found = verify_rest_response(response, endpoint).json()["user"]
-        except RestException as exc:
-            logger.warning("cannot tell whether {} is an admin: {}", user, exc.message)
-            return False
-        except MlflowException as exc:
-            raise TargetUnavailable(
-                f"cannot reach the MLflow server to tell whether {user} is an admin: {exc.message}"
-            ) from exc
-        return bool(found.get("is_admin"))
 
     @staticmethod
     def _back_to_worker(conn: Connection) -> None:
@@ -499,20 +466,12 @@ class Reconcile(_DatabaseHandler):
         chosen = self._chosen()
         repaired = failed = 0
         for deployment in chosen:
-            target: Target
-            if deployment.target == "sagemaker":
-                from shared.sagemaker import SageMakerTarget
-
-                target = SageMakerTarget(self.ctx.settings)
-            elif deployment.target != DatabaseTarget.name:
+            target = self._target(deployment)
+            if target is None:
                 logger.info(
                     "deployment {}: {} cannot be reconciled yet", deployment.id, deployment.target
                 )
                 continue
-            else:
-                target = DatabaseTarget(
-                    self.engine, scoring_schema=self._schema, prepare=self._preparer(deployment)
-                )
             try:
                 done = target.reconcile(deployment)
             except MLManagerError as exc:
@@ -537,6 +496,22 @@ class Reconcile(_DatabaseHandler):
         logger.info(
             "{} deployment(s) checked, {} repaired, {} could not be", len(chosen), repaired, failed
         )
+
+    def _target(self, deployment: Deployment) -> Target | None:
+        """The target that re-applies ``deployment`` (None: one that cannot yet)."""
+        if deployment.target == DatabaseTarget.name:
+            return DatabaseTarget(
+                self.engine, scoring_schema=self._schema, prepare=self._preparer(deployment)
+            )
+        if deployment.target == "kubernetes":
+            from shared.kube.target import KubernetesTarget
+
+            return KubernetesTarget(self.ctx.settings, self.engine)
+        if deployment.target == "sagemaker":
+            from shared.sagemaker import SageMakerTarget
+
+            return SageMakerTarget(self.ctx.settings)
+        return None
 
     def _chosen(self) -> list[Deployment]:
         """The deployments this job may reconcile: owner-or-admin, as undeploy."""

@@ -205,7 +205,7 @@ def test_only_admins_switch_handlers(server: MLManagerProcess) -> None:
     handlers = {h["name"]: h for h in call(server, "GET", "/handlers", ANN).json()["handlers"]}
     assert {"DEPLOY_DATABASE", "DEPLOY_KUBERNETES", "RECORD"} <= set(handlers)
     assert handlers["RECORD"]["workers"] == 1  # the worker of `mlmanager up`
-    assert handlers["DEPLOY_KUBERNETES"]["workers"] == 0  # no worker runs it yet
+    assert handlers["DEPLOY_KUBERNETES"]["workers"] == 1  # bobby/handlers/kubernetes.py
     assert "DEPLOY_AWS" not in handlers  # ENVIRONMENT=default offers no SageMaker
 
 

@@ -34,12 +34,14 @@ def test_a_deployment_documents_its_target_and_a_typed_spec_per_target() -> None
     deployment = schemas["DeploymentOut"]["properties"]
     assert "description" in deployment["target"]
     # One member per target, chosen by `target` (a discriminated union inside the nullable).
-    members = [m for ref in deployment["spec"]["anyOf"] for m in ref.get("oneOf", [ref])]
-    specs = {m["$ref"] for m in members if "$ref" in m}
-    assert {
+    union = next(member for member in deployment["spec"]["anyOf"] if "oneOf" in member)
+    assert union["discriminator"]["propertyName"] == "target"
+    specs = {ref["$ref"] for ref in union["oneOf"]}
+    assert specs == {
         "#/components/schemas/DatabaseDeploymentSpec",
+        "#/components/schemas/KubernetesDeploymentSpec",
         "#/components/schemas/SageMakerDeploymentSpec",
-    } <= specs
+    }
     sagemaker = schemas["SageMakerDeploymentSpec"]["properties"]
     assert {"endpoint_name", "region", "url"} <= set(sagemaker)
     database = schemas["DatabaseDeploymentSpec"]["properties"]
