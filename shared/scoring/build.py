@@ -14,7 +14,7 @@ import pandas as pd
 from loguru import logger
 
 from shared.errors import InvalidPayload
-from shared.model_source import ModelSource
+from shared.model_source import NATIVE_FLAVORS, ModelSource
 from shared.scoring.flavors import detect_kind, load_model, sample_inputs
 from shared.scoring.kinds import output_columns
 from shared.scoring.onnx_convert import convert
@@ -120,6 +120,11 @@ def build_representation(
             verdict.report(),
         )
         verdicts.append((label, verdict))
+    if not verdicts and loaded.flavor in NATIVE_FLAVORS:
+        raise InvalidPayload(
+            f"the {loaded.flavor} model {model_uri} does not convert to ONNX, and the database "
+            f"cannot load {loaded.flavor} itself: {'; '.join(conversion.failures)}"
+        )
     if not verdicts:
         logger.info(
             "model {} does not convert to ONNX ({}); falling back to MLflow pyfunc (slower)",
