@@ -184,7 +184,7 @@ def _export(estimator: KerasEstimator) -> onnx.ModelProto:
     ]
     model = estimator.model
 
-    @tf.function(input_signature=spec)  # type: ignore[misc]
+    @tf.function(input_signature=spec)
     def forward(*tensors: Any) -> Any:
         return model(list(tensors) if len(tensors) > 1 else tensors[0])
 
@@ -243,7 +243,9 @@ def _wrapped(
         before.append(helper.make_node("Where", [conditions[0], "kz_zero", joined], [f"kz_ok_{n}"]))
         element = TensorProto.INT64 if spec.integer else TensorProto.FLOAT
         before.append(helper.make_node("Cast", [f"kz_ok_{n}"], [exported_name], to=element))
-        before.append(helper.make_node("Cast", [conditions[0]], [f"kz_badd_{n}"], to=TensorProto.DOUBLE))
+        before.append(
+            helper.make_node("Cast", [conditions[0]], [f"kz_badd_{n}"], to=TensorProto.DOUBLE)
+        )
         before.append(helper.make_node("ReduceMax", [f"kz_badd_{n}"], [bad], keepdims=1, axes=[1]))
         bad_flags.append(bad)
     raw = graph.output[0].name

@@ -97,7 +97,10 @@ def _stage_columns(stage: Any) -> tuple[list[str], list[str]]:
 
     reads: list[str] = []
     writes: list[str] = []
-    for single, many, into in (("inputCol", "inputCols", reads), ("outputCol", "outputCols", writes)):
+    for single, many, into in (
+        ("inputCol", "inputCols", reads),
+        ("outputCol", "outputCols", writes),
+    ):
         if param(single):
             into.append(str(param(single)))
         if param(many):
@@ -214,7 +217,10 @@ def onnx_attempts(
         from onnxmltools.convert.common.data_types import FloatTensorType, StringTensorType
 
         initial_types = [
-            (c.name, StringTensorType([None, 1]) if c.sql_type.is_text else FloatTensorType([None, 1]))
+            (
+                c.name,
+                StringTensorType([None, 1]) if c.sql_type.is_text else FloatTensorType([None, 1]),
+            )
             for c in inputs
         ]
         converted = convert_sparkml(

@@ -163,10 +163,14 @@ def test_a_dense_classifier_gives_the_label_and_probabilities_of_predict(
     columns = ["id", "age", "income", "score"]
     # One row alone, then many in one statement, then a row with a NULL.
     insert_rows(url, "dense", columns, [(0, *new.iloc[0])], schema_for(url))
-    insert_rows(url, "dense", columns, [(i, *r) for i, r in enumerate(new.values) if i], schema_for(url))
+    insert_rows(
+        url, "dense", columns, [(i, *r) for i, r in enumerate(new.values) if i], schema_for(url)
+    )
     insert_rows(url, "dense", columns, [(100, 30.0, None, 0.2)], schema_for(url))
 
-    got = read_rows(url, f"SELECT id, prediction, C0, C1, C2 FROM {table_of(url, 'dense')} ORDER BY id")
+    got = read_rows(
+        url, f"SELECT id, prediction, C0, C1, C2 FROM {table_of(url, 'dense')} ORDER BY id"
+    )
     expected = own_predictions(model, new)
     assert [r[1] for r in got[:40]] == [str(i) for i in expected.argmax(axis=1)]
     np.testing.assert_allclose([r[2:] for r in got[:40]], expected, atol=TOLERANCE)
@@ -181,7 +185,11 @@ def test_a_two_input_model_with_an_embedding_scores_unseen_and_null_categories_a
     columns = ["id", "age", "income", "score", "region"]
     new = tabular(30, 4)
     rows = [(i, *r) for i, r in enumerate(new.astype(object).values)]
-    odd = [(50, 40.0, 60.0, 0.5, VOCABULARY), (51, 40.0, 60.0, 0.5, None), (52, 40.0, 60.0, 0.5, -1)]
+    odd = [
+        (50, 40.0, 60.0, 0.5, VOCABULARY),
+        (51, 40.0, 60.0, 0.5, None),
+        (52, 40.0, 60.0, 0.5, -1),
+    ]
     for name, query in (
         ("binary", "SELECT id, prediction, C0, C1 FROM {} ORDER BY id"),
         ("regression", "SELECT id, prediction FROM {} ORDER BY id"),
@@ -205,7 +213,9 @@ def test_a_two_input_model_with_an_embedding_scores_unseen_and_null_categories_a
 
 
 def test_an_onnx_export_that_disagrees_is_refused_before_the_table_exists(
-    models: dict[str, Any], deployed_db: tuple[str, Engine, Settings], monkeypatch: pytest.MonkeyPatch
+    models: dict[str, Any],
+    deployed_db: tuple[str, Engine, Settings],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, engine, settings = deployed_db
     from shared.scoring import keras_model
