@@ -226,9 +226,28 @@ def onnx_attempts(
         converted = convert_sparkml(
             estimator.model, "spark-pipeline", initial_types, spark_session=estimator.session
         )
-        return _outputs_as_read(converted, estimator)
+        return _outputs_as_read(_float_concats(converted), estimator)
 
     yield "onnxmltools (sparkml)", attempt
+
+
+def _float_concats(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Every input of a Concat (a VectorAssembler) cast to float32.
+
+    onnxmltools' StringIndexer gives int64 indices, which its VectorAssembler
+    concatenates with float32 numbers: a graph onnxruntime refuses.
+    """
+    nodes: list[onnx.NodeProto] = []
+    for node in proto.graph.node:
+        if node.op_type == "Concat":
+            for i, name in enumerate(node.input):
+                cast = f"{name}_as_float_{len(nodes)}"
+                nodes.append(helper.make_node("Cast", [name], [cast], to=TensorProto.FLOAT))
+                node.input[i] = cast
+        nodes.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return proto
 
 
 def _outputs_as_read(proto: onnx.ModelProto, estimator: SparkEstimator) -> onnx.ModelProto:

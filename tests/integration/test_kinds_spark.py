@@ -173,7 +173,7 @@ def spark_rows(estimator: Any, frame: pd.DataFrame) -> list[tuple[Any, ...] | No
 
 @pytest.fixture(scope="module")
 def trained(tracking: None) -> dict[str, tuple[str, list[tuple[Any, ...] | None], Any]]:
-    """name -> (model URI, Spark's predictions on ``new_rows()``, the pipeline)."""
+    """name -> (model URI, Spark's predictions on ``new_rows()``, the columns it reads)."""
     from pyspark.ml import Pipeline
 
     from shared.scoring.spark_model import SparkEstimator, spark_session
@@ -184,16 +184,18 @@ def trained(tracking: None) -> dict[str, tuple[str, list[tuple[Any, ...] | None]
     sample = rows(50, 4)
     for name, stages in pipelines().items():
         model = Pipeline(stages=stages).fit(data)
+        estimator = SparkEstimator((spark, model))
+        columns = estimator.input_names  # the columns the pipeline reads
         with mlflow.start_run():
             info = mlflow.spark.log_model(
                 model,
                 "model",
-                signature=infer_signature(sample),
-                input_example=sample,
+                signature=infer_signature(sample[columns]),
+                input_example=sample[columns],
                 pip_requirements=[],
             )
-        estimator = SparkEstimator((spark, model))
-        found[name] = (str(info.model_uri), spark_rows(estimator, new_rows()), model)
+        expected = spark_rows(estimator, new_rows()[columns])
+        found[name] = (str(info.model_uri), expected, columns)
     return found
 
 
@@ -222,12 +224,12 @@ def test_a_pipeline_gives_sparks_own_predictions_in_the_database(
     name: str, trained: dict[str, Any], deployed_db: tuple[str, Engine, Settings]
 ) -> None:
     url, engine, settings = deployed_db
-    uri, expected, _ = trained[name]
+    uri, expected, columns = trained[name]
     deploy(url, engine, settings, uri, name)
-    frame = new_rows()
+    frame = new_rows()[columns]
     values = [(i, *r) for i, r in enumerate(frame.astype(object).where(frame.notna(), None).values)]
-    insert_rows(url, name, ["id", *COLUMNS], values[:1], schema_for(url))
-    insert_rows(url, name, ["id", *COLUMNS], values[1:], schema_for(url))
+    insert_rows(url, name, ["id", *columns], values[:1], schema_for(url))
+    insert_rows(url, name, ["id", *columns], values[1:], schema_for(url))
     width = len(next(e for e in expected if e is not None))
     names = ", ".join(["prediction", *(f"C{i}" for i in range(width - 1))])
     got = read_rows(url, f"SELECT {names} FROM {table_of(url, name)} ORDER BY id")
