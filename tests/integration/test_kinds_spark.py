@@ -270,15 +270,19 @@ def test_a_conversion_that_disagrees_with_spark_is_refused_before_the_table_exis
 
 
 def test_an_unsupported_stage_is_refused_by_name_before_the_table_exists(
-    tracking: None, deployed_db: tuple[str, Engine, Settings]
+    tracking: None, sqlite_url: str, engine_for: EngineFor, tmp_path: Path
 ) -> None:
+    """The refusal comes before any database work: checked on SQLite only."""
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import Binarizer, VectorAssembler
 
     from shared.scoring.spark_model import spark_session
 
-    url, engine, settings = deployed_db
+    url = sqlite_url
+    engine = engine_for(url)
+    upgrade(engine)
+    settings = settings_for(url, tmp_path)
     spark = spark_session()
     model = Pipeline(
         stages=[
@@ -296,10 +300,5 @@ def test_an_unsupported_stage_is_refused_by_name_before_the_table_exists(
         deploy(url, engine, settings, str(info.model_uri), "binarized")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM deployments")).scalar_one() == 0
-    tables = read_rows(
-        url,
-        "SELECT name FROM sqlite_master"
-        if url.startswith("sqlite")
-        else "SELECT table_name FROM information_schema.tables WHERE table_schema = 'apps'",
-    )
+    tables = read_rows(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
     assert ("binarized",) not in tables
