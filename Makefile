@@ -40,7 +40,7 @@ $(VENV)/.installed-core: $(BIN)/python pyproject.toml requirements.lock
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-core
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,keras,spark]'
 	touch $@
 
 install: $(VENV)/.installed-core
@@ -135,7 +135,7 @@ test: system-deps plpython-deps mlrunner elasticsearch helm kube ui-deps $(VENV)
 	  $(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,bench]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,keras,spark,bench]'
 	touch $@
 
 bench: system-deps plpython-deps mlrunner $(VENV)/.installed-bench

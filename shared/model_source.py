@@ -28,6 +28,8 @@ from shared.errors import InvalidPayload
 # Flavors whose loaded object is a scikit-learn style estimator (shared.scoring.flavors
 # converts them to ONNX); any other MLflow model is scored as pyfunc.
 ESTIMATOR_FLAVORS = ("sklearn", "xgboost", "lightgbm")
+# Flavors whose framework the database never loads: ONNX or a refusal, no pyfunc fallback.
+NATIVE_FLAVORS = ("keras", "spark")
 H2O_FLAVOR = "h2o"
 _VERSION_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)")
 _ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)")
@@ -42,6 +44,8 @@ class SourceKind(StrEnum):
     LIGHTGBM = "lightgbm"
     H2O = "h2o"  # MLflow's h2o flavor: exported to a MOJO at deploy time
     MOJO = "mojo"  # an H2O MOJO zip logged as an artifact (no MLflow model around it)
+    KERAS = "keras"  # Keras 3: exported to ONNX at deploy time (the keras extra)
+    SPARK = "spark"  # a Spark ML PipelineModel: converted to ONNX (the spark extra)
     PYFUNC = "pyfunc"  # anything else MLflow can load
 
     @property
@@ -155,7 +159,7 @@ class ModelSource:
 def _kind_of(flavors: dict[str, Any]) -> SourceKind:
     if H2O_FLAVOR in flavors:
         return SourceKind.H2O
-    for flavor in ESTIMATOR_FLAVORS:
+    for flavor in (*ESTIMATOR_FLAVORS, *NATIVE_FLAVORS):
         if flavor in flavors:
             return SourceKind(flavor)
     return SourceKind.PYFUNC

@@ -14,8 +14,8 @@ import pandas as pd
 from loguru import logger
 
 from shared.errors import InvalidPayload
-from shared.model_source import ModelSource
-from shared.scoring.flavors import detect_kind, load_model, sample_inputs
+from shared.model_source import NATIVE_FLAVORS, ModelSource
+from shared.scoring.flavors import LoadedModel, detect_kind, load_model, sample_inputs
 from shared.scoring.kinds import output_columns
 from shared.scoring.onnx_convert import convert
 from shared.scoring.parity import CheckRows, check_rows, compare, feature_frame, shown
@@ -63,8 +63,23 @@ def build_representation(
         from shared.scoring.mojo import build_mojo_representation
 
         return build_mojo_representation(source, sample, method, tolerance)
-    model_uri = source.uri
     loaded = load_model(str(source.path))
+    try:
+        return _build(source, loaded, sample, method, tolerance)
+    finally:
+        close = getattr(loaded.model, "close", None)
+        if close is not None:  # a Spark pipeline's session
+            close()
+
+
+def _build(
+    source: ModelSource,
+    loaded: LoadedModel,
+    sample: pd.DataFrame,
+    method: str | None,
+    tolerance: float,
+) -> Representation:
+    model_uri = source.uri
     inputs = loaded.signature_inputs or sample_inputs(sample)
     frame = feature_frame(sample, inputs)
     info = detect_kind(loaded, method, frame)
@@ -120,6 +135,11 @@ def build_representation(
             verdict.report(),
         )
         verdicts.append((label, verdict))
+    if not verdicts and loaded.flavor in NATIVE_FLAVORS:
+        raise InvalidPayload(
+            f"the {loaded.flavor} model {model_uri} does not convert to ONNX, and the database "
+            f"cannot load {loaded.flavor} itself: {'; '.join(conversion.failures)}"
+        )
     if not verdicts:
         logger.info(
             "model {} does not convert to ONNX ({}); falling back to MLflow pyfunc (slower)",

@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.models import Model
 
 from shared.errors import InvalidPayload
-from shared.model_source import ESTIMATOR_FLAVORS
+from shared.model_source import ESTIMATOR_FLAVORS, NATIVE_FLAVORS
 from shared.scoring.columns import Row, columns_from
 from shared.scoring.kinds import Column, ModelKind, SqlType, output_column_names
 
@@ -54,6 +54,11 @@ def load_model(path: str) -> LoadedModel:
     MLflow pyfunc (a ``ModelSource``'s files, or an unpacked pyfunc representation: no
     tracking server is asked)."""
     info = Model.load(path)
+    native = next((f for f in NATIVE_FLAVORS if f in info.flavors), None)
+    if native is not None:
+        return LoadedModel(
+            path, native, _native_model(native, path), signature_inputs(info.signature), info.run_id
+        )
     model: Any = None
     flavor = next((f for f in ESTIMATOR_FLAVORS if f in info.flavors), PYFUNC)
     if flavor != PYFUNC:
@@ -70,8 +75,24 @@ def load_model(path: str) -> LoadedModel:
     return LoadedModel(path, flavor, model, signature_inputs(info.signature), info.run_id)
 
 
+def _native_model(flavor: str, path: str) -> Any:
+    """A Keras or Spark ML model wrapped in the scikit-learn API the build reads."""
+    if flavor == "keras":
+        from shared.scoring.keras_model import KerasEstimator, load_keras
+
+        return KerasEstimator(load_keras(path))
+    from shared.scoring.spark_model import SparkEstimator, load_spark
+
+    return SparkEstimator(load_spark(path))
+
+
 def signature_inputs(signature: Any) -> tuple[Column, ...] | None:
-    if signature is None or not signature.inputs.has_input_names():
+    """Typed input columns of a column-based signature; ``None`` for none or tensors."""
+    if (
+        signature is None
+        or signature.inputs.is_tensor_spec()
+        or not signature.inputs.has_input_names()
+    ):
         return None
     columns = []
     for name, data_type in zip(
@@ -111,6 +132,14 @@ def detect_kind(loaded: LoadedModel, method: str | None, sample: pd.DataFrame) -
     from sklearn.base import is_classifier, is_clusterer, is_regressor
 
     model = loaded.model
+    if loaded.flavor in NATIVE_FLAVORS:
+        if method not in (None, "predict"):
+            raise InvalidPayload(
+                f"a {loaded.flavor} model only has predict, not {method}", field="library_specific"
+            )
+        model.check_columns([str(c) for c in sample.columns])
+        classes = tuple(str(c) for c in np.asarray(model.classes_).tolist())
+        return KindInfo(model.kind, "predict", classes, model.output_names())
     if loaded.flavor == PYFUNC:
         if method not in (None, "predict"):
             raise InvalidPayload(

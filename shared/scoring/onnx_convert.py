@@ -79,6 +79,14 @@ def convert(loaded: LoadedModel, info: KindInfo, inputs: tuple[Column, ...]) -> 
             reason = "onnxmltools converts only numeric inputs with predict or predict_proba"
             return Conversion([], info, [reason])
         attempts = list(_boosting_attempts(loaded.flavor, loaded.model, inputs))
+    elif loaded.flavor == "keras":
+        from shared.scoring.keras_model import onnx_attempts
+
+        attempts = list(onnx_attempts(loaded.model, inputs))
+    elif loaded.flavor == "spark":
+        from shared.scoring.spark_model import onnx_attempts as spark_attempts
+
+        attempts = list(spark_attempts(loaded.model, inputs))
     else:
         return Conversion([], info, [f"no ONNX converter for the {loaded.flavor} flavor"])
     return Conversion(attempts, info)
