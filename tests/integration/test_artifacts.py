@@ -31,7 +31,7 @@ from shared.models import ArtifactChunkRow, ArtifactFileRow
 from tests.support.engines import settings_for
 from tests.support.pg import PostgresServer, free_port
 from tests.support.processes import clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 
 pytestmark = pytest.mark.postgres
 ADMIN = ("admin", ADMIN_PASSWORD)
@@ -82,23 +82,13 @@ def served(
         pg: PostgresServer = request.getfixturevalue("pg_server")
         cleanup = pg.database(f"artifacts_{time.time_ns()}")
         proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    saved = {k: os.environ.get(k) for k in keys}
-    previous_uri = mlflow.get_tracking_uri()
     engine = make_engine(settings_for(proc.db_url, base))
     try:
         proc.wait_ready()
         proc.create_user(*BOB)
-        os.environ.update(dict(zip(keys, ADMIN, strict=True)))
-        mlflow.set_tracking_uri(proc.url)
-        yield Served(proc, engine, request.param)
+        with tracking_as(proc.url, ADMIN):
+            yield Served(proc, engine, request.param)
     finally:
-        mlflow.set_tracking_uri(previous_uri)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         engine.dispose()
         proc.stop()
         if cleanup is not None:

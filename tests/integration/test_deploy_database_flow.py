@@ -8,7 +8,6 @@ embedded default, rows inserted through ``mlmanager.connect``).
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from tests.support.indb import insert_rows, plain_pg, read_rows, sqlite_path
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import PostgresServer
 from tests.support.processes import clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 
 pytestmark = [
     pytest.mark.postgres,
@@ -64,21 +63,11 @@ def server(
         pg: PostgresServer = request.getfixturevalue("pg_server")
         cleanup = pg.database(f"flow_{time.time_ns()}")
         proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    previous_uri = mlflow.get_tracking_uri()
     try:
         proc.wait_ready()
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
-        mlflow.set_tracking_uri(proc.url)
-        mlflow.set_experiment(f"flow-{request.param}")
-        yield proc
+        with tracking_as(proc.url, ADMIN, f"flow-{request.param}"):
+            yield proc
     finally:
-        mlflow.set_tracking_uri(previous_uri)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         proc.stop()
         if cleanup is not None:
             cleanup.__exit__(None, None, None)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -40,7 +39,7 @@ from tests.support import custom_models  # (first: imports mlflow.pyfunc quietly
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 from tests.support.serving import MLRUNNER_JAR, ServingProcess
 
 pytestmark = [
@@ -119,22 +118,11 @@ def server(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLM
         sagemaker_poll_seconds=0.05,
         sagemaker_timeout_seconds=60,
     )
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    previous_uri = mlflow.get_tracking_uri()
     try:
         proc.wait_ready()
-        os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN_PASSWORD
-        mlflow.set_tracking_uri(proc.url)
-        mlflow.set_experiment("sagemaker")
-        yield proc
+        with tracking_as(proc.url, ("admin", ADMIN_PASSWORD), "sagemaker"):
+            yield proc
     finally:
-        mlflow.set_tracking_uri(previous_uri)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         proc.stop()
 
 

@@ -36,7 +36,7 @@ from tests.support.kube import ControlPlane, control_plane  # noqa: F401 (fixtur
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, log_sklearn
 from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 from tests.support.serving import MLRUNNER_JAR as LOCAL_JAR
 
 pytestmark = [INPUT_EXAMPLE_WARNING]
@@ -88,21 +88,11 @@ def server(
         kubernetes_ingress_host="models.test",
         kubernetes_rollout_timeout_seconds=60,
     )
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    previous_uri = mlflow.get_tracking_uri()
     try:
         proc.wait_ready()
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
-        mlflow.set_tracking_uri(proc.url)
-        mlflow.set_experiment("kubernetes")
-        yield proc
+        with tracking_as(proc.url, ADMIN, "kubernetes"):
+            yield proc
     finally:
-        mlflow.set_tracking_uri(previous_uri)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         proc.stop()
 
 

@@ -9,7 +9,6 @@ import collections
 import datetime as dt
 import itertools
 import json
-import os
 import re
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from tests.support.engines import settings_for
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import PostgresServer, free_port
 from tests.support.processes import ROOT, clean_environment, spawn_mlmanager
-from tests.support.servers import ADMIN_PASSWORD
+from tests.support.servers import ADMIN_PASSWORD, tracking_as
 from tests.support.workers import WorkerProcess, wait_until
 
 pytestmark = [
@@ -118,10 +117,6 @@ def rig(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
         server = spawn_mlmanager("server", env, tmp / "server.log")
         base = f"http://127.0.0.1:{port}"
         workers: list[WorkerProcess] = []
-        saved = {
-            k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-        }
-        previous_uri = mlflow.get_tracking_uri()
         try:
             for i in range(3):  # started while the server starts
                 workers.append(
@@ -146,16 +141,9 @@ def rig(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> 
                 timeout=30,
             )
             assert r.status_code == 200, r.text
-            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ALICE
-            mlflow.set_tracking_uri(base)
-            yield Rig(url, engine, f"{base}/api/2.0/mlmanager", workers)
+            with tracking_as(base, ALICE):
+                yield Rig(url, engine, f"{base}/api/2.0/mlmanager", workers)
         finally:
-            mlflow.set_tracking_uri(previous_uri)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             for w in workers:
                 w.stop()
             server.terminate()

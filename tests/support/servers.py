@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -11,6 +14,31 @@ from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment, spawn_mlmanager, terminate
 
 ADMIN_PASSWORD = "admin-test-password-42"
+TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@contextlib.contextmanager
+def tracking_as(url: str, user: tuple[str, str], experiment: str | None = None) -> Iterator[None]:
+    """MLflow's client in this process talks to ``url`` as ``user`` (name, password), in
+    ``experiment`` if given, until the block ends; then the tracking URI and credentials of
+    before are back."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in TRACKING_CREDENTIALS}
+    previous_uri = mlflow.get_tracking_uri()
+    try:
+        os.environ.update(dict(zip(TRACKING_CREDENTIALS, user, strict=True)))
+        mlflow.set_tracking_uri(url)
+        if experiment is not None:
+            mlflow.set_experiment(experiment)
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class MLManagerProcess:

@@ -11,7 +11,6 @@ deployment of the first).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from tests.support.indb import insert_rows
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import PostgresServer
 from tests.support.processes import ROOT
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 
 pytestmark = [
     pytest.mark.postgres,
@@ -59,24 +58,14 @@ def server(
     pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLManagerProcess]:
     home = tmp_path_factory.mktemp("ui") / "home"
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    previous_uri = mlflow.get_tracking_uri()
     with pg_server.database(f"ui_{time.time_ns()}") as url:
         proc = MLManagerProcess(home, db_url=url)
         try:
             proc.wait_ready()
             proc.create_user(*ANN)
-            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
-            mlflow.set_tracking_uri(proc.url)
-            mlflow.set_experiment("ui")
-            yield proc
+            with tracking_as(proc.url, ADMIN, "ui"):
+                yield proc
         finally:
-            mlflow.set_tracking_uri(previous_uri)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             proc.stop()
 
 
