@@ -500,7 +500,17 @@ def _handler_out(handlers: list[Handler]) -> list[HandlerOut]:
 
 @blueprint.get(f"{API_PREFIX}/handlers")
 def list_handlers() -> ResponseReturnValue:
-    return _out(HandlerList(handlers=_handler_out(ledger().handlers())))
+    # What this ENVIRONMENT offers: a worker may implement SageMaker, but where ENVIRONMENT
+    # is not aws its jobs are refused, so it is not listed (nor offered by the UI).
+    env = get_settings().environment
+    offered = [
+        h
+        for h in ledger().handlers()
+        if (spec := SPECS.get(h.name)) is None
+        or spec.environments is None
+        or env in spec.environments
+    ]
+    return _out(HandlerList(handlers=_handler_out(offered)))
 
 
 def _switch(name: str, enabled: bool) -> Response:

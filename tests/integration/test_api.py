@@ -16,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from shared.deployments import DatabaseDeploymentSpec, DeploymentStore
+from shared.deployments import DatabaseDeploymentSpec, DeploymentStore, SageMakerDeploymentSpec
 from shared.handlers import SPECS
 from tests.support.pg import PostgresServer
 from tests.support.processes import clean_environment
@@ -773,7 +773,23 @@ def test_deployments_are_listed_per_user_and_delete_submits_the_undeploy_job(
             prediction_columns=["prediction"],
         ),
     )
-    cloud = store.record(target="sagemaker", name="iris-app", user="ann", run_id="run1")
+    cloud = store.record(
+        target="sagemaker",
+        name="iris-app",
+        user="ann",
+        run_id="run1",
+        spec=SageMakerDeploymentSpec(
+            endpoint_name="iris-app",
+            region="us-east-2",
+            url="https://runtime.sagemaker.us-east-2.amazonaws.com/endpoints/iris-app/invocations",
+            endpoint_config="iris-app-config-j1",
+            variants=[],
+            image="mlmanager-serving:1",
+            runtime="mlrunner",
+            instance_type="ml.m5.large",
+            instance_count=1,
+        ),
+    )
     theirs = store.record(target="kubernetes", name="svc", user="bob", run_id="run2")
 
     mine = call(server, "GET", "/deployments?limit=500", ANN).json()["deployments"]
@@ -791,6 +807,8 @@ def test_deployments_are_listed_per_user_and_delete_submits_the_undeploy_job(
     assert job["handler_name"] == "UNDEPLOY_DATABASE"
     assert job["payload"] == {"run_id": "run1", "db_schema": "ml", "db_table": "iris"}
     call(server, "POST", f"/jobs/{job['id']}/cancel", ANN)
+    # Its undeploy job is offered only where ENVIRONMENT is aws (this server: default).
     r = call(server, "DELETE", f"/deployments/{cloud.id}", ANN)
-    assert r.status_code == 409 and "sagemaker" in r.json()["message"]
+    assert r.status_code == 400 and "UNDEPLOY_AWS" in r.json()["message"], r.text
+    assert "aws" in r.json()["message"]
     assert call(server, "GET", f"/deployments/{theirs.id}", ADMIN).status_code == 200
