@@ -166,6 +166,7 @@ def h2o_gbm() -> Iterator[tuple[Any, Any, pd.DataFrame, dict[str, Any]]]:
     port = free_port()
     h2o.init(port=port, nthreads=1, max_mem_size="512M", verbose=False)
     h2o.no_progress()
+    server = h2o.connection().local_server
     try:
         iris = load_iris(as_frame=True)
         features = iris.data.rename(columns=column_name)
@@ -177,6 +178,7 @@ def h2o_gbm() -> Iterator[tuple[Any, Any, pd.DataFrame, dict[str, Any]]]:
         yield mlflow.h2o, model, features, {"settings": settings}
     finally:
         h2o.cluster().shutdown()
+        server.shutdown()  # waits for the JVM's process to end
 
 
 @pytest.fixture(scope="module")
