@@ -71,8 +71,6 @@ with warnings.catch_warnings():  # MLflow's own type hints, when pyfunc is first
 pytestmark = [
     MLFLOW_SQLITE_STORE_WARNING,
     INPUT_EXAMPLE_WARNING,
-    # h2o's own: its frames convert to pandas on one thread without polars.
-    pytest.mark.filterwarnings("ignore:Converting H2O frame to pandas"),
     pytest.mark.filterwarnings("ignore::DeprecationWarning:h2o"),
 ]
 
@@ -162,6 +160,11 @@ def h2o_gbm() -> Iterator[tuple[Any, Any, pd.DataFrame, dict[str, Any]]]:
     connect to that cluster when `mlflow models serve` loads the model."""
     import h2o
     from h2o.estimators import H2OGradientBoostingEstimator
+    from h2o.exceptions import H2ODependencyWarning
+
+    # h2o's import puts its own filter for its advice to install polars (when MLflow
+    # checks the input example) before pytest's.
+    warnings.filterwarnings("ignore", "Converting H2O frame to pandas", H2ODependencyWarning)
 
     port = free_port()
     h2o.init(port=port, nthreads=1, max_mem_size="512M", verbose=False)
