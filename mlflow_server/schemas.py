@@ -342,6 +342,35 @@ _PAGE = [
 ]
 
 
+def _model_operation() -> dict[str, Any]:
+    """The model route (mlflow_server.model_route): a serving pod reads its bundle with its
+    deployment's token, so the operation overrides the document's basic security."""
+    bundle = {
+        "description": "The bundle (a zip) of the deployment's model representation",
+        "headers": {
+            "X-Model-SHA256": {
+                "description": "The bundle's SHA-256 (hex), for `mlrunner serve --sha256`",
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            }
+        },
+        "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    errors = {
+        "400": "The deployment's model has no representation mlrunner serves",
+        "401": "No token, or not this deployment's (wrong, revoked, or undeployed)",
+        "404": "The deployment has no stored model representation",
+    }
+    return {
+        "summary": "A deployment's model bundle, as `mlrunner serve --model URL` fetches it",
+        "security": [{"deploymentToken": []}],
+        "parameters": [_param("deployment_id", "path", _ID)],
+        "responses": {
+            "200": bundle,
+            **{code: {"description": text, **_json(ErrorOut)} for code, text in errors.items()},
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of ML Manager's REST API."""
     _, schemas = models_json_schema(
@@ -472,6 +501,7 @@ def openapi_document() -> dict[str, Any]:
                 params=[_param("deployment_id", "path", _ID)],
             )
         },
+        f"{p}/deployments/{{deployment_id}}/model": {"get": _model_operation()},
         f"{p}/handlers": {"get": _op("List handlers", ("200", HandlerList))},
         f"{p}/handlers/{{name}}/enable": {
             "post": _op(
@@ -538,7 +568,14 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "ML Manager", "version": "1"},
         "components": {
             "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "deploymentToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A deployment's read-only model token (not a user's password)",
+                },
+            },
         },
         "security": [{"basic": []}],
         "paths": paths,

@@ -6,8 +6,10 @@ worker) per model is the reference; the mlrunner process is started from the pla
 does). Every accepted request format is sent to both and the predictions compared:
 labels and cluster indexes exactly (with their JSON types), numbers within 1e-4
 relative (ONNX scores trees in float32). Both are started once per module, in parallel,
-since `mlflow models serve` takes seconds to start. H2O MOJOs are covered by mlrunner's
-own JUnit tests, not here (an H2O cluster would double this module's time).
+since `mlflow models serve` takes seconds to start. The H2O GBM (a MOJO for mlrunner) is
+trained in one local H2O cluster for the module, which MLflow's h2o flavor connects to
+when `mlflow models serve` loads it (the flavor's ``settings``) rather than starting a
+second JVM; its answers are records (``predict`` and a probability per class).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import lightgbm
 import mlflow
 import mlflow.artifacts
+import mlflow.h2o
 import mlflow.lightgbm
 import mlflow.sklearn
 import mlflow.xgboost
@@ -65,7 +68,11 @@ with warnings.catch_warnings():  # MLflow's own type hints, when pyfunc is first
     warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType")
     import mlflow.pyfunc
 
-pytestmark = [MLFLOW_SQLITE_STORE_WARNING, INPUT_EXAMPLE_WARNING]
+pytestmark = [
+    MLFLOW_SQLITE_STORE_WARNING,
+    INPUT_EXAMPLE_WARNING,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:h2o"),
+]
 
 TRUSTED = ["sklearn.tree._tree.Tree", "sklearn._loss.link.MultinomialLogit"]
 TOLERANCE = 1e-4
@@ -76,6 +83,7 @@ MODEL_NAMES = (
     "xgboost",
     "lightgbm",
     "onehot_pipeline",
+    "h2o_gbm",
 )
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs", "csv")
 
@@ -146,11 +154,46 @@ def models() -> dict[str, tuple[Any, Any, pd.DataFrame, dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def served(tracking: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+def h2o_gbm() -> Iterator[tuple[Any, Any, pd.DataFrame, dict[str, Any]]]:
+    """A small H2O GBM classifier (iris, five trees) in a local H2O cluster on a free port,
+    started once for the module; logged with settings that make MLflow's h2o flavor
+    connect to that cluster when `mlflow models serve` loads the model."""
+    import h2o
+    from h2o.estimators import H2OGradientBoostingEstimator
+    from h2o.exceptions import H2ODependencyWarning
+
+    # h2o's import puts its own filter for its advice to install polars (when MLflow
+    # checks the input example) before pytest's.
+    warnings.filterwarnings("ignore", "Converting H2O frame to pandas", H2ODependencyWarning)
+
+    port = free_port()
+    h2o.init(port=port, nthreads=1, max_mem_size="512M", verbose=False)
+    h2o.no_progress()
+    server = h2o.connection().local_server
+    try:
+        iris = load_iris(as_frame=True)
+        features = iris.data.rename(columns=column_name)
+        species = pd.Series(iris.target_names[iris.target], name="species")
+        train = h2o.H2OFrame(features.assign(species=species), column_types={"species": "enum"})
+        model = H2OGradientBoostingEstimator(ntrees=5, max_depth=3, seed=7)
+        model.train(x=list(features.columns), y="species", training_frame=train)
+        settings = {"init": {"url": f"http://127.0.0.1:{port}"}}
+        yield mlflow.h2o, model, features, {"settings": settings}
+    finally:
+        h2o.cluster().shutdown()
+        server.shutdown()  # waits for the JVM's process to end
+
+
+@pytest.fixture(scope="module")
+def served(
+    tracking: None,
+    h2o_gbm: tuple[Any, Any, pd.DataFrame, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Served]]:
     root = tmp_path_factory.mktemp("serving")
     started: dict[str, Served] = {}
     try:
-        for name, (flavor, model, features, extra) in models().items():
+        for name, (flavor, model, features, extra) in {**models(), "h2o_gbm": h2o_gbm}.items():
             uri = log(flavor, model, features, **extra)
             local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(root / name)))
             reference = ServingProcess.mlflow(local, root / f"{name}.mlflow.log")
@@ -199,18 +242,26 @@ def post(server: ServingProcess, content_type: str, data: str | bytes) -> reques
 def assert_same(expected: list[Any], actual: list[Any], where: str) -> None:
     assert len(expected) == len(actual), where
     for row, (want, got) in enumerate(zip(expected, actual, strict=True)):
-        if isinstance(want, float):
-            assert isinstance(got, float), f"{where} row {row}: {got!r} for {want!r}"
-            if math.isnan(want):
-                assert math.isnan(got), f"{where} row {row}"
-            else:
-                assert math.isclose(got, want, rel_tol=TOLERANCE, abs_tol=TOLERANCE), (
-                    f"{where} row {row}: {got} for {want}"
-                )
+        assert_value(want, got, f"{where} row {row}")
+
+
+def assert_value(want: Any, got: Any, where: str) -> None:
+    """One prediction: numbers within the tolerance, a record (H2O's) key by key in order,
+    anything else equal and of the same JSON type."""
+    if isinstance(want, float):
+        assert isinstance(got, float), f"{where}: {got!r} for {want!r}"
+        if math.isnan(want):
+            assert math.isnan(got), where
         else:
-            assert type(got) is type(want) and got == want, (
-                f"{where} row {row}: {got!r} for {want!r}"
+            assert math.isclose(got, want, rel_tol=TOLERANCE, abs_tol=TOLERANCE), (
+                f"{where}: {got} for {want}"
             )
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), f"{where}: {got!r} for {want!r}"
+        for key in want:
+            assert_value(want[key], got[key], f"{where} {key}")
+    else:
+        assert type(got) is type(want) and got == want, f"{where}: {got!r} for {want!r}"
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -218,7 +269,7 @@ def test_every_request_format_answers_as_mlflow_models_serve(
     served: dict[str, Served], name: str
 ) -> None:
     entry = served[name]
-    assert entry.runtime == "mlrunner", f"{name} should have an ONNX representation"
+    assert entry.runtime == "mlrunner", f"{name} should have an ONNX or MOJO representation"
     for fmt in FORMATS:
         content_type, data = body(entry.rows, fmt)
         expected = post(entry.reference, content_type, data)

@@ -8,16 +8,19 @@ import re
 from flask import Flask
 
 from mlflow_server.api import blueprint
+from mlflow_server.model_route import model_blueprint
 from mlflow_server.schemas import API_PREFIX, openapi_document
 
 
-def test_every_route_of_the_blueprint_is_in_the_openapi_document() -> None:
+def test_every_route_of_the_blueprints_is_in_the_openapi_document() -> None:
     app = Flask(__name__)
     app.register_blueprint(blueprint)
+    app.register_blueprint(model_blueprint)
+    names = (f"{blueprint.name}.", f"{model_blueprint.name}.")
     routes = {
         (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith(f"{blueprint.name}.")
+        if rule.endpoint.startswith(names)
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
@@ -48,3 +51,17 @@ def test_a_deployment_documents_its_target_and_a_typed_spec_per_target() -> None
     assert database["target"]["const"] == "database"
     assert {"db_schema", "db_table", "trigger", "representation_id", "mode"} <= set(database)
     assert {"drift", "stats", "details"} <= set(deployment)
+
+
+def test_the_model_route_is_documented_as_read_with_a_deployment_token() -> None:
+    """A serving pod sends its deployment's bearer token, not a user's basic credentials,
+    and gets a zip whose SHA-256 is in a header."""
+    document = openapi_document()
+    operation = document["paths"][f"{API_PREFIX}/deployments/{{deployment_id}}/model"]["get"]
+    assert operation["security"] == [{"deploymentToken": []}]
+    scheme = document["components"]["securitySchemes"]["deploymentToken"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    ok = operation["responses"]["200"]
+    assert list(ok["content"]) == ["application/zip"]
+    assert "X-Model-SHA256" in ok["headers"]
+    assert {"401", "404"} <= set(operation["responses"])
