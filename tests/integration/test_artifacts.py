@@ -440,15 +440,18 @@ def test_a_1gb_file_goes_up_and_down_with_the_servers_memory_bounded(served: Ser
         assert served.files(key) == {key: (HUGE, expected)}
 
         digest, size = hashlib.sha256(), 0
-        with RssSampler(served.proc.proc.pid) as down:
-            with requests.get(url, auth=ADMIN, stream=True, timeout=600) as r:
-                assert r.status_code == 200, r.text
-                for data in r.iter_content(CHUNK_SIZE):
-                    digest.update(data)
-                    size += len(data)
+        with (
+            RssSampler(served.proc.proc.pid) as down,
+            requests.get(url, auth=ADMIN, stream=True, timeout=600) as r,
+        ):
+            assert r.status_code == 200, r.text
+            for data in r.iter_content(CHUNK_SIZE):
+                digest.update(data)
+                size += len(data)
         assert (size, digest.hexdigest()) == (HUGE, expected)
     finally:
         served.store.delete(key)  # 1 GiB less for the other tests' database
+    print(f"server RSS growth: upload {up.growth_mb:.0f} MB, download {down.growth_mb:.0f} MB")
     # Sampled during the transfers, not only before and after them.
     assert up.samples > 2 and down.samples > 2
     assert up.growth_mb < RSS_BOUND_MB, f"upload: server RSS grew {up.growth_mb:.0f} MB"
