@@ -22,7 +22,7 @@ import mlflow
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from shared.artifacts import CHUNK_SIZE, ArtifactStore
 from shared.db import SQLITE_READ_ONLY, make_engine
@@ -380,6 +380,33 @@ def test_a_database_that_does_not_answer_is_mlflows_retryable_503(tmp_path: Path
         engine.dispose()
     assert caught.value.get_http_status_code() == 503
     assert "retry" in caught.value.message
+
+
+def test_chunks_are_stored_without_compression_on_postgresql(served: Served) -> None:
+    """Migration 0008: no pglz attempt on each chunk (it made writes slower, not smaller
+    enough to matter for model files); the TOAST table still takes the 1 MiB rows."""
+    if served.kind != "postgresql":
+        pytest.skip("a PostgreSQL column setting")
+    exp, run_id = served.run_id("storage")
+    served.client.log_text(run_id, "0" * (3 * CHUNK_SIZE), "zeros.txt")
+    key = f"{exp}/{run_id}/artifacts/zeros.txt"
+    with served.engine.connect() as conn:
+        storage = conn.execute(
+            text(
+                "SELECT attstorage FROM pg_attribute "
+                "WHERE attrelid = 'artifact_chunks'::regclass AND attname = 'data'"
+            )
+        ).scalar_one()
+        stored = conn.execute(
+            select(func.sum(func.pg_column_size(ArtifactChunkRow.data)))
+            .select_from(ArtifactChunkRow)
+            .join(ArtifactFileRow, ArtifactFileRow.blob_id == ArtifactChunkRow.blob_id)
+            .where(ArtifactFileRow.path == key)
+        ).scalar_one()
+    assert storage == "e"
+    # Highly compressible bytes take their full size (EXTENDED would store ~1% of it).
+    assert stored >= 3 * CHUNK_SIZE
+    assert served.store.checksum(key) == sha(b"0" * (3 * CHUNK_SIZE))
 
 
 # --- a large file: memory stays bounded both ways ---------------------------
