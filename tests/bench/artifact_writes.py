@@ -5,7 +5,7 @@ compression attempt)? A measurement script, not a benchmark of the suite:
     .venv/bin/python -m tests.bench.artifact_writes
 
 Writes WRITES_MB (256) per write straight to the store (no server: the question is the
-database side), for each combination of chunks per transaction (1 = today's write, 4,
+database side), for each combination of chunks per transaction (1 = SQLite's, 4,
 16), storage (EXTENDED, PostgreSQL's default, or EXTERNAL) and data (random bytes, which
 pglz gives up on quickly, and text-like bytes it compresses), in interleaved rounds, on a
 cluster with fsync on (a production setting) and one with fsync off (the tests').
