@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -279,6 +281,17 @@ class ArtifactChunkRow(Base):
     written_at: Mapped[dt.datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, index=True
     )
+
+
+# Chunks are stored as they come on PostgreSQL, no pglz attempt (migration
+# 0008_artifact_storage says why); the ORM's schema says the same.
+event.listen(
+    ArtifactChunkRow.__table__,
+    "after_create",
+    DDL("ALTER TABLE %(fullname)s ALTER COLUMN data SET STORAGE EXTERNAL").execute_if(
+        dialect="postgresql"
+    ),
+)
 
 
 class ScheduleRow(Base):

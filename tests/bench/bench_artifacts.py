@@ -23,60 +23,20 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from shared.settings import configure_telemetry
 from tests.bench.bench_tracking import ADMIN, Server
 from tests.support.pg import PostgresServer
+from tests.support.processes import RssSampler
 
 LARGE_MB = int(os.environ.get("BENCH_ARTIFACTS_MB", "200"))
 SMALL_FILES = int(os.environ.get("BENCH_ARTIFACTS_FILES", "1000"))
 SMALL_BYTES = 10 * 1024
 ROUNDS = int(os.environ.get("BENCH_ARTIFACTS_ROUNDS", "2"))
 MODEL_COLUMNS = 2_100_000  # StandardScaler: mean_, var_, scale_ of 8 bytes -> ~50 MB
-
-
-class RssSampler:
-    """Peak RSS (sum over the server's process group) while a transfer runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def total(self) -> int:
-        procs = [self.root, *self.root.children(recursive=True)]
-        total = 0
-        for proc in procs:
-            try:
-                total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                continue
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.total())
-            time.sleep(0.05)
-
-    def __enter__(self) -> RssSampler:
-        self.before = self.total()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak - self.before) / 2**20
 
 
 def _client(server: Server) -> Any:

@@ -32,13 +32,13 @@ import mlflow.sklearn
 import mlflow.xgboost
 import numpy as np
 import pandas as pd
-import psutil
 import xgboost
 from sklearn.linear_model import LogisticRegression
 
 from shared.model_source import ModelSource
 from shared.serving import servable_representation
 from tests.support.mlflow_store import log_model, temporary_tracking_store
+from tests.support.processes import tree_rss
 from tests.support.serving import ServingProcess, write_bundle
 
 SECONDS = int(os.environ.get("BENCH_SERVING_SECONDS", "8"))
@@ -84,9 +84,7 @@ def wrk(url: str, body_file: Path, connections: int, script: Path) -> dict[str, 
 
 
 def rss_mb(process: subprocess.Popen[bytes]) -> float:
-    root = psutil.Process(process.pid)
-    tree = [root, *root.children(recursive=True)]
-    return sum(p.memory_info().rss for p in tree) / 2**20
+    return tree_rss(process.pid) / 2**20
 
 
 def measure(server: ServingProcess, bodies: dict[str, Path], script: Path) -> dict[str, Any]:

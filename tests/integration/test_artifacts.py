@@ -22,7 +22,7 @@ import mlflow
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 
 from shared.artifacts import CHUNK_SIZE, ArtifactStore
 from shared.db import SQLITE_READ_ONLY, make_engine
@@ -30,7 +30,7 @@ from shared.errors import DatabaseUnavailable
 from shared.models import ArtifactChunkRow, ArtifactFileRow
 from tests.support.engines import settings_for
 from tests.support.pg import PostgresServer, free_port
-from tests.support.processes import clean_environment
+from tests.support.processes import RssSampler, clean_environment
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 
 pytestmark = pytest.mark.postgres
@@ -380,6 +380,109 @@ def test_a_database_that_does_not_answer_is_mlflows_retryable_503(tmp_path: Path
         engine.dispose()
     assert caught.value.get_http_status_code() == 503
     assert "retry" in caught.value.message
+
+
+def test_chunks_are_stored_without_compression_on_postgresql(served: Served) -> None:
+    """Migration 0008: no pglz attempt on each chunk (it made writes slower, not smaller
+    enough to matter for model files); the TOAST table still takes the 1 MiB rows."""
+    if served.kind != "postgresql":
+        pytest.skip("a PostgreSQL column setting")
+    exp, run_id = served.run_id("storage")
+    served.client.log_text(run_id, "0" * (3 * CHUNK_SIZE), "zeros.txt")
+    key = f"{exp}/{run_id}/artifacts/zeros.txt"
+    with served.engine.connect() as conn:
+        storage = conn.execute(
+            text(
+                "SELECT attstorage FROM pg_attribute "
+                "WHERE attrelid = 'artifact_chunks'::regclass AND attname = 'data'"
+            )
+        ).scalar_one()
+        stored = conn.execute(
+            select(func.sum(func.pg_column_size(ArtifactChunkRow.data)))
+            .select_from(ArtifactChunkRow)
+            .join(ArtifactFileRow, ArtifactFileRow.blob_id == ArtifactChunkRow.blob_id)
+            .where(ArtifactFileRow.path == key)
+        ).scalar_one()
+    assert storage == "e"
+    # Highly compressible bytes take their full size (EXTENDED would store ~1% of it).
+    assert stored >= 3 * CHUNK_SIZE
+    assert served.store.checksum(key) == sha(b"0" * (3 * CHUNK_SIZE))
+
+
+# --- a large file: memory stays bounded both ways ---------------------------
+HUGE = 2**30  # 1 GiB
+# Growth of the whole server (every gunicorn process) while 1 GiB goes through it: a
+# server holding the file (or even a tenth of it) would exceed this.
+RSS_BOUND_MB = 200
+
+
+class GeneratedBody:
+    """``size`` random bytes made as they are sent, never held whole and never on disk:
+    a file-like body, so requests sends it with a Content-Length as MLflow's client
+    sends a file. Hashes what it hands out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.sent = 0
+        self.digest = hashlib.sha256()
+        self._block = memoryview(b"")
+        self._offset = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.sent
+        n = left if n < 0 else min(n, left)
+        if n == 0:
+            return b""
+        if self._offset == len(self._block):
+            self._block = memoryview(os.urandom(CHUNK_SIZE))
+            self._offset = 0
+        piece = bytes(self._block[self._offset : self._offset + n])
+        self._offset += len(piece)
+        self.sent += len(piece)
+        self.digest.update(piece)
+        return piece
+
+
+def test_a_1gb_file_goes_up_and_down_with_the_servers_memory_bounded(served: Served) -> None:
+    if served.kind != "postgresql":
+        pytest.skip("run once, on PostgreSQL (the store's code is the same on SQLite)")
+    exp, run_id = served.run_id("huge")
+    key = f"{exp}/{run_id}/artifacts/big/huge.bin"
+    url = f"{served.proc.url}{ARTIFACTS_API}/{key}"
+    # Every worker imports the upload and download routes first, so the bound measures
+    # the transfer, not a first request's imports.
+    for i in range(4):
+        served.client.log_text(run_id, "warm" * 1000, f"warm/{i}.txt")
+        assert served.get(f"{ARTIFACTS_API}/{exp}/{run_id}/artifacts/warm/{i}.txt").ok
+    body = GeneratedBody(HUGE)
+    try:
+        with RssSampler(served.proc.proc.pid) as up:
+            r = requests.put(url, data=body, auth=ADMIN, timeout=600)
+        assert r.status_code == 200, r.text
+        assert body.sent == HUGE
+        expected = body.digest.hexdigest()
+        assert served.files(key) == {key: (HUGE, expected)}
+
+        digest, size = hashlib.sha256(), 0
+        with (
+            RssSampler(served.proc.proc.pid) as down,
+            requests.get(url, auth=ADMIN, stream=True, timeout=600) as r,
+        ):
+            assert r.status_code == 200, r.text
+            for data in r.iter_content(CHUNK_SIZE):
+                digest.update(data)
+                size += len(data)
+        assert (size, digest.hexdigest()) == (HUGE, expected)
+    finally:
+        served.store.delete(key)  # 1 GiB less for the other tests' database
+    print(f"server RSS growth: upload {up.growth_mb:.0f} MB, download {down.growth_mb:.0f} MB")
+    # Sampled during the transfers, not only before and after them.
+    assert up.samples > 2 and down.samples > 2
+    assert up.growth_mb < RSS_BOUND_MB, f"upload: server RSS grew {up.growth_mb:.0f} MB"
+    assert down.growth_mb < RSS_BOUND_MB, f"download: server RSS grew {down.growth_mb:.0f} MB"
 
 
 def test_files_rows_reference_only_complete_uploads(served: Served) -> None:

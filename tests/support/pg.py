@@ -77,7 +77,8 @@ class PostgresServer:
         )
         pwfile.unlink()
 
-    def start(self) -> None:
+    def start(self, extra_options: str = "") -> None:
+        """Start the cluster; ``extra_options`` (``-c name=value`` ...) override ours."""
         opts = (
             f"-p {self.port} -h {self.host} -k {self.root} "
             # fsync off is safe for the tests' crashes (a killed server, not a lost OS
@@ -87,7 +88,7 @@ class PostgresServer:
             "-c max_connections=200 "
             # Where PL/Python finds numpy/onnxruntime (`make plpython-deps`).
             f"-c mlmanager.plpython_path={PLPYTHON_LIBS} "
-            f"-c mlmanager.mlrunner_jar={MLRUNNER_JAR}"
+            f"-c mlmanager.mlrunner_jar={MLRUNNER_JAR} {extra_options}"
         )
         self._run(
             str(PG_BIN / "pg_ctl"),
