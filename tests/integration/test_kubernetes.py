@@ -522,7 +522,9 @@ def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
         kube.pause("kwok")
         kwok_paused = True
         job_id = submit(first, "DEPLOY_KUBERNETES", {"model_uri": uri, "name": name})["id"]
-        _wait_for("the first attempt waits for the rollout", lambda: "rollout of" in log_of(first, job_id))
+        _wait_for(
+            "the first attempt waits for the rollout", lambda: "rollout of" in log_of(first, job_id)
+        )
         assert objects(kube, name)["Deployment"] == [name]
         worker = _child_pid(first.proc.pid, "worker")
         os.kill(worker, signal.SIGKILL)
