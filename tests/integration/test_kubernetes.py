@@ -528,9 +528,10 @@ def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
         assert objects(kube, name)["Deployment"] == [name]
         worker = _child_pid(first.proc.pid, "worker")
         os.kill(worker, signal.SIGKILL)
-        first.proc.wait(timeout=60)  # `mlmanager up` stops when its worker dies
-
+        # `mlmanager up` stops its server when its worker dies; a new one on the same
+        # home starts meanwhile (the killed worker's lease expires, nothing else runs it).
         second = MLManagerProcess(home, **settings)
+        first.proc.wait(timeout=60)
         second.wait_ready()
         server = second
 
