@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from mlmanager.cli_jobs import _finish, client, follow
@@ -11,6 +13,29 @@ from shared.handlers import RECONCILE
 @click.group("deployments")
 def deployments_group() -> None:
     """Deployments and their repair."""
+
+
+@deployments_group.command("list")
+@click.option("--target", type=click.Choice(["database", "kubernetes", "sagemaker", "azure"]))
+@click.option("--status", type=click.Choice(["PENDING", "DEPLOYED", "FAILED", "DELETED"]))
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+def deployments_list(target: str | None, status: str | None, limit: int) -> None:
+    """Newest deployments first (yours, or all for an administrator)."""
+    rows = client().deployments(target=target, status=status, limit=limit)
+    click.echo(f"{'ID':>6}  {'TARGET':<10}  {'STATUS':<8}  {'NAME':<24}  {'USER':<12}  MODEL")
+    for d in rows:
+        click.echo(
+            f"{d['id']:>6}  {d['target']:<10}  {d['status']:<8}  {d['name']:<24}  "
+            f"{d['user']:<12}  {d['model_uri']}"
+        )
+
+
+@deployments_group.command("get")
+@click.argument("deployment_id", type=click.IntRange(min=1))
+def deployments_get(deployment_id: int) -> None:
+    """DEPLOYMENT_ID as JSON, with its drift and what the target shows live (for
+    Kubernetes: the URL and the replicas ready/desired)."""
+    click.echo(json.dumps(client().deployment(deployment_id), indent=2, sort_keys=True))
 
 
 @deployments_group.command("reconcile")

@@ -87,6 +87,9 @@ class MLManagerClient:
         params = {k: v for k, v in filters.items() if v is not None}
         return list(self._call("GET", f"{API}/deployments", params=params)["deployments"])
 
+    def deployment(self, deployment_id: int) -> dict[str, Any]:
+        return dict(self._call("GET", f"{API}/deployments/{deployment_id}"))
+
     def delete_deployment(self, deployment_id: int) -> dict[str, Any]:
         return dict(self._call("DELETE", f"{API}/deployments/{deployment_id}"))
 

@@ -9,8 +9,10 @@ arguments and environment, as read back from the API server, as a local process.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -462,3 +464,168 @@ def test_the_mlflow_deployments_plugin_deploys_to_kubernetes(
     assert {f"name: {name}", "target: kubernetes", "status: DEPLOYED"} <= set(shown.splitlines())
     mlflow_cli("delete", "--name", name)
     assert objects(kube, name) == {}
+
+
+def _child_pid(parent: int, command: str) -> int:
+    """The process ``parent`` started as ``python -m mlmanager <command>``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, UnicodeDecodeError):
+            continue  # gone meanwhile
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and argv[-3:-1] == [
+            "mlmanager",
+            command,
+        ]:
+            return int(entry.name)
+    raise AssertionError(f"no `mlmanager {command}` child of {parent}")
+
+
+def _wait_for(what: str, check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
+    kube: ControlPlane, tmp_path: Path
+) -> None:
+    """kwok paused, so the rollout cannot finish; the worker waiting for it is SIGKILLed.
+    A new worker takes the job over when the lease expires and carries on from the
+    earlier attempt's record: once kwok runs again the job succeeds with one of each
+    object and the deployment recorded once."""
+    name = "churn-killed"
+    token = _service_account(kube, "killed-worker", yaml.safe_load(RULES.read_text()))
+    settings: dict[str, Any] = {
+        "kubeconfig": kube.write_kubeconfig(tmp_path / "worker.kubeconfig", token, "w"),
+        "namespace": NAMESPACE,
+        "kubernetes_rollout_timeout_seconds": 600,  # the wait outlives the first worker
+        "job_lease_seconds": 3,
+        "worker_sweep_seconds": 1,
+    }
+    home = tmp_path / "home"
+    first = MLManagerProcess(home, **settings)
+    second: MLManagerProcess | None = None
+    kwok_paused = False
+    try:
+        first.wait_ready()
+        with tracking_as(first.url, ADMIN, "killed"):
+            model, x = train(3)
+            uri = f"models:/killed/{mlflow.register_model(log_sklearn(model, x), 'killed').version}"
+        kube.pause("kwok")
+        kwok_paused = True
+        job_id = submit(first, "DEPLOY_KUBERNETES", {"model_uri": uri, "name": name})["id"]
+        _wait_for(
+            "the first attempt waits for the rollout", lambda: "rollout of" in log_of(first, job_id)
+        )
+        assert objects(kube, name)["Deployment"] == [name]
+        worker = _child_pid(first.proc.pid, "worker")
+        os.kill(worker, signal.SIGKILL)
+        # `mlmanager up` stops its server when its worker dies; a new one on the same
+        # home starts meanwhile (the killed worker's lease expires, nothing else runs it).
+        second = MLManagerProcess(home, **settings)
+        first.proc.wait(timeout=60)
+        second.wait_ready()
+        server = second
+
+        def retried() -> bool:
+            job = requests.get(f"{server.api}/jobs/{job_id}", auth=ADMIN, timeout=10).json()
+            return bool(job["attempt"] == 2 and "carrying on" in log_of(server, job_id))
+
+        _wait_for("the new worker carries on with the job", retried)
+        kube.resume("kwok")
+        kwok_paused = False
+        job = wait_job(second, job_id)
+        log = log_of(second, job_id)
+        assert job["status"] == "SUCCESS", f"{job['error']}\n{log}"
+        assert job["attempt"] == 2
+        found = objects(kube, name)
+        assert found["Deployment"] == [name] and found["Service"] == [name]
+        assert found["Secret"] == [secret_name(name)]
+        assert len(found["ReplicaSet"]) == 1 and len(found["Pod"]) == 1
+        records = [
+            d
+            for d in requests.get(
+                f"{second.api}/deployments?target=kubernetes", auth=ADMIN, timeout=10
+            ).json()["deployments"]
+            if d["name"] == name
+        ]
+        assert [(d["status"], d["job_id"]) for d in records] == [("DEPLOYED", job_id)]
+        live = requests.get(f"{second.api}/deployments/{records[0]['id']}", auth=ADMIN, timeout=10)
+        assert live.json()["drift"] is None
+        assert live.json()["details"]["replicas"] == {"ready": 1, "desired": 1}
+        assert _token_reads(second, records[0]["id"], _secret_token(kube, name)) == 200
+    finally:
+        if kwok_paused:
+            kube.resume("kwok")
+        for proc in (first, second):
+            if proc is not None:
+                proc.stop()
+
+
+def _mlmanager(server: MLManagerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **clean_environment(),
+        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_TRACKING_USERNAME": ADMIN[0],
+        "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "mlmanager", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_command_line_deploys_to_kubernetes(
+    server: MLManagerProcess, kube: ControlPlane, churn: list[tuple[str, Any]]
+) -> None:
+    """`mlmanager deploy kubernetes` submits and follows the job to SUCCESS;
+    `mlmanager deployments list/get` show the deployment with its live replicas."""
+    name = "churn-cli"
+    done = _mlmanager(
+        server,
+        "deploy",
+        "kubernetes",
+        "--model-uri",
+        churn[1][0],
+        "--name",
+        name,
+        "--base-replicas",
+        "2",
+        "--service-port",
+        "8080",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    job_id = int(done.stderr.split("DEPLOY_KUBERNETES job ")[1].split()[0])
+    assert f"job {job_id}: SUCCESS" in done.stderr
+    assert "==> Step" in done.stdout and f"rollout of {name}:" in done.stdout  # followed
+    record = deployment_of(server, name)
+    assert record["job_id"] == job_id and record["model_uri"] == churn[1][0]
+    assert set(objects(kube, name)) >= {"Deployment", "Service", "Secret"}
+
+    listed = _mlmanager(server, "deployments", "list", "--target", "kubernetes")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [str(record["id"]), "kubernetes", "DEPLOYED", name, "admin", churn[1][0]] in rows
+
+    shown = _mlmanager(server, "deployments", "get", str(record["id"]))
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    got = json.loads(shown.stdout)
+    assert got["name"] == name and got["status"] == "DEPLOYED" and got["drift"] is None
+    assert got["details"]["url"] == f"http://{name}.{NAMESPACE}.svc:8080"
+    assert got["details"]["replicas"] == {"ready": 2, "desired": 2}
+
+    missing = _mlmanager(server, "deployments", "get", "987654")
+    assert missing.returncode != 0 and "987654" in missing.stderr
+    assert "Traceback" not in missing.stderr

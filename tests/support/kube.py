@@ -183,6 +183,9 @@ class ControlPlane:
                 # service accounts; no node IPAM (kwok gives the pods their addresses).
                 "--controllers=*,-node-ipam-controller",
                 "--concurrent-deployment-syncs=2",
+                # kwok renews the node's lease; a test that stops kwok (SIGSTOP) for a
+                # while must not see the node NotReady and its pods evicted.
+                "--node-monitor-grace-period=10m",
             ],
         )
         self._spawn("kube-scheduler", [*common, "--secure-port=0"])
@@ -243,10 +246,19 @@ class ControlPlane:
         configuration.api_key = {"authorization": f"Bearer {token or self.admin_token}"}
         return client.ApiClient(configuration)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP ``name`` (``resume`` continues it): with kwok paused, pods are bound to
+        the node but never become Running or Ready."""
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # if a test paused it
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:
