@@ -21,7 +21,7 @@ from mlmanager.cli_jobs import DEPLOY_TARGETS
 from mlmanager.client import MLManagerClient
 from shared.errors import MLManagerError
 from shared.handlers import SPECS
-from shared.settings import get_settings
+from shared.settings import load_settings
 
 LAST_LINES_ON_FAILURE = 15
 
@@ -39,7 +39,10 @@ def _config_value(value: Any) -> Any:
 class MLManagerDeploymentClient(BaseDeploymentClient):
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
-        self.api = MLManagerClient.from_settings(get_settings())
+        # Read now, not from the process's cached settings: a notebook that called
+        # mlflow.set_tracking_uri (it sets MLFLOW_TRACKING_URI) after the first read gets
+        # the server it names.
+        self.api = MLManagerClient.from_settings(load_settings())
 
     # --- helpers ---------------------------------------------------------------------
     def _run(self, handler: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,28 @@
+"""The MLflow deployments plugin talks to the server MLflow's client talks to now."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from mlmanager.deployments import MLManagerDeploymentClient
+from shared.settings import get_settings
+
+
+@pytest.fixture
+def fresh_settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_the_plugin_follows_a_tracking_uri_changed_after_settings_were_read(
+    monkeypatch: pytest.MonkeyPatch, fresh_settings_cache: None
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://first.example:5001")
+    assert get_settings().mlflow_tracking_uri == "http://first.example:5001"  # cached now
+    # What mlflow.set_tracking_uri does in a notebook: it sets the variable.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://second.example:5001")
+    client = MLManagerDeploymentClient("mlmanager")
+    assert client.api.base_url == "http://second.example:5001"
