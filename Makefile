@@ -27,8 +27,11 @@ GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 # Where `make kube` builds the Kubernetes control plane the tests start (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler, kwok: tests/kube/build.sh).
 KUBE_HOME ?= /opt/mlmanager/kube
+# Azurite (npm), the Azure Blob Storage emulator the Azure ML tests upload models to.
+AZURITE_VERSION := 3.37.0
+AZURITE_HOME ?= /opt/mlmanager/azurite
 
-.PHONY: install run test lint unit integration e2e ui ui-deps bench system-deps plpython-deps mlrunner elasticsearch helm kube lock clean
+.PHONY: install run test lint unit integration e2e ui ui-deps bench system-deps plpython-deps mlrunner elasticsearch helm kube azurite lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +43,7 @@ $(VENV)/.installed-core: $(BIN)/python pyproject.toml requirements.lock
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-core
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,keras,spark]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,keras,spark,azure]'
 	touch $@
 
 install: $(VENV)/.installed-core
@@ -105,6 +108,14 @@ helm:
 	  GOBIN=$(HELM_HOME)/bin CGO_ENABLED=0 $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) && \
 	  echo $(HELM_VERSION) > $(HELM_HOME)/.version; fi
 
+# Azurite into $(AZURITE_HOME), reinstalled only when AZURITE_VERSION changes.
+azurite:
+	@if [ ! -x $(AZURITE_HOME)/node_modules/.bin/azurite-blob ] || [ "$$(cat $(AZURITE_HOME)/.version 2>/dev/null)" != $(AZURITE_VERSION) ]; then \
+	  echo "installing azurite $(AZURITE_VERSION) into $(AZURITE_HOME)"; \
+	  mkdir -p $(AZURITE_HOME) && \
+	  npm install --prefix $(AZURITE_HOME) --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION) && \
+	  echo $(AZURITE_VERSION) > $(AZURITE_HOME)/.version; fi
+
 # Built from the Go module proxy once (about 20 min cold on 2 cores); the script skips the
 # build when its stamp matches the pinned versions.
 kube:
@@ -118,9 +129,9 @@ lint: $(VENV)/.installed-test
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-integration: system-deps plpython-deps mlrunner elasticsearch helm kube $(VENV)/.installed-test
+integration: system-deps plpython-deps mlrunner elasticsearch helm kube azurite $(VENV)/.installed-test
 	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) HELM=$(HELM_HOME)/bin/helm \
-	  KUBE_HOME=$(KUBE_HOME) \
+	  KUBE_HOME=$(KUBE_HOME) AZURITE=$(AZURITE_HOME)/node_modules/.bin/azurite-blob \
 	  $(BIN)/python -m pytest tests/integration
 
 e2e: $(VENV)/.installed-test
@@ -129,9 +140,9 @@ e2e: $(VENV)/.installed-test
 ui: system-deps plpython-deps ui-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/ui
 
-test: system-deps plpython-deps mlrunner elasticsearch helm kube ui-deps $(VENV)/.installed-test lint
+test: system-deps plpython-deps mlrunner elasticsearch helm kube azurite ui-deps $(VENV)/.installed-test lint
 	MLRUNNER_JAR=$(MLRUNNER_HOME)/mlrunner.jar ELASTICSEARCH_HOME=$(ELASTICSEARCH_HOME) HELM=$(HELM_HOME)/bin/helm \
-	  KUBE_HOME=$(KUBE_HOME) \
+	  KUBE_HOME=$(KUBE_HOME) AZURITE=$(AZURITE_HOME)/node_modules/.bin/azurite-blob \
 	  $(BIN)/python -m pytest tests
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test

@@ -35,6 +35,7 @@ UNDEPLOY_HANDLERS = {
     "database": "UNDEPLOY_DATABASE",
     "kubernetes": "UNDEPLOY_KUBERNETES",
     "sagemaker": "UNDEPLOY_AWS",
+    "azure": "UNDEPLOY_AZURE",
 }
 
 
@@ -91,15 +92,46 @@ class SageMakerDeploymentSpec(BaseModel):
     failure_reason: str | None = Field(None, description="why a FAILED deploy failed")
 
 
-# One model per target, chosen by ``target``; Azure ML joins the union when it is built.
+class AzureDeploymentSpec(BaseModel):
+    """An Azure ML managed online endpoint serving the model through one deployment: what
+    the deploy created (undeploy deletes it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Literal["azure"] = "azure"
+    endpoint_name: str
+    subscription_id: str
+    resource_group: str
+    workspace: str
+    region: str
+    url: str = Field(description="the endpoint's scoring URI (key authentication)")
+    deployment: str = Field(description="the online deployment taking all the traffic")
+    model_name: str
+    model_version: str
+    environment: str | None = Field(
+        None, description="name:version of the serving image's environment (None: MLflow no-code)"
+    )
+    image: str | None = None
+    runtime: Literal["mlrunner", "mlflow"]
+    instance_type: str
+    instance_count: int = 1
+    created_endpoint: bool = Field(description="the endpoint was created by ML Manager")
+    failure_reason: str | None = Field(None, description="why a FAILED deploy failed")
+
+
+# One model per target, chosen by ``target``.
 DeploymentSpec = Annotated[
-    DatabaseDeploymentSpec | KubernetesDeploymentSpec | SageMakerDeploymentSpec,
+    DatabaseDeploymentSpec
+    | KubernetesDeploymentSpec
+    | SageMakerDeploymentSpec
+    | AzureDeploymentSpec,
     Field(discriminator="target"),
 ]
 SPEC_MODELS: dict[str, type[BaseModel]] = {
     "database": DatabaseDeploymentSpec,
     "kubernetes": KubernetesDeploymentSpec,
     "sagemaker": SageMakerDeploymentSpec,
+    "azure": AzureDeploymentSpec,
 }
 
 
@@ -168,6 +200,12 @@ class Deployment:
             model |= {"app_name": self.name, "sagemaker_region": self.spec.region}
         elif isinstance(self.spec, KubernetesDeploymentSpec):
             model |= {"name": self.spec.name}
+        elif isinstance(self.spec, AzureDeploymentSpec):
+            model |= {
+                "endpoint_name": self.name,
+                "workspace": self.spec.workspace,
+                "resource_group": self.spec.resource_group,
+            }
         return handler, model
 
 

@@ -287,14 +287,39 @@ class UndeployAwsPayload(ModelRef):
     )
 
 
-class DeployAzurePayload(ModelRef):
-    workspace: str = Field(min_length=1, max_length=64)
-    endpoint_name: str = Field(pattern=r"^[a-zA-Z][a-zA-Z0-9-]{2,31}$")
-    resource_group: str = Field(min_length=1, max_length=90)
-    model_name: str = Field(min_length=1, max_length=255)
-    region: str = "East US"
-    cpu_cores: float = Field(0.1, gt=0)
-    allocated_ram: float = Field(0.5, gt=0)
+_AZURE_ENDPOINT = r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$"
+
+
+class AzureWorkspaceRef(ModelRef):
+    endpoint_name: str = Field(
+        pattern=_AZURE_ENDPOINT, description="Managed online endpoint (unique in the region)"
+    )
+    workspace: str | None = Field(
+        None, min_length=1, max_length=64, description="Azure ML workspace (AZURE_WORKSPACE)"
+    )
+    resource_group: str | None = Field(
+        None,
+        min_length=1,
+        max_length=90,
+        description="Resource group of the workspace (AZURE_RESOURCE_GROUP)",
+    )
+
+
+class DeployAzurePayload(AzureWorkspaceRef):
+    model_name: str = Field(
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$",
+        description="Name the model is registered under in the workspace",
+    )
+    region: str = Field("East US", description="The workspace's region (shown in the record)")
+    cpu_cores: float = Field(0.1, gt=0, description="Cores: choose the VM size (README)")
+    allocated_ram: float = Field(0.5, gt=0, description="GB of memory: choose the VM size")
+    replace: bool = Field(
+        False, description="Replace the model the endpoint serves (new deployment, then traffic)"
+    )
+
+
+class UndeployAzurePayload(AzureWorkspaceRef):
+    pass
 
 
 class ScheduleRetrainPayload(Payload):
@@ -459,6 +484,13 @@ for _spec in (
         "DEPLOY_AZURE",
         "Deploy to Azure ML",
         DeployAzurePayload,
+        idempotent=True,
+        environments=frozenset({"azure"}),
+    ),
+    HandlerSpec(
+        "UNDEPLOY_AZURE",
+        "Remove an Azure ML endpoint",
+        UndeployAzurePayload,
         idempotent=True,
         environments=frozenset({"azure"}),
     ),

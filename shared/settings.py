@@ -291,8 +291,38 @@ class Settings(BaseSettings):
     sagemaker_poll_seconds: float = Field(
         15.0, gt=0, description="How often a SageMaker deploy reads the endpoint's status"
     )
-    azure_username: SecretStr | None = None
-    azure_password: SecretStr | None = None
+    azure_username: SecretStr | None = Field(
+        None, description="Client (application) id of the service principal Azure ML deploys as"
+    )
+    azure_password: SecretStr | None = Field(
+        None, description="Client secret of the service principal AZURE_USERNAME"
+    )
+    azure_tenant_id: str | None = Field(None, description="Azure AD tenant of the principal")
+    azure_subscription_id: str | None = Field(
+        None, description="Subscription of the Azure ML workspaces"
+    )
+    azure_resource_group: str | None = Field(
+        None, description="Resource group of the workspace when a deploy names none"
+    )
+    azure_workspace: str | None = Field(
+        None, description="Azure ML workspace when a deploy names none"
+    )
+    azure_cloud_metadata_url: str | None = Field(
+        None,
+        description="Resource Manager's cloud metadata (…/metadata/endpoints): a sovereign "
+        "cloud or a local stand-in; unset: Azure's public cloud",
+    )
+    azure_serving_image: str | None = Field(
+        None,
+        description="ML Manager's serving image in a registry the workspace pulls from "
+        "({version}: ML Manager's); unset: only MLflow no-code deployments",
+    )
+    azure_timeout_seconds: float = Field(
+        1800.0, gt=0, description="How long an Azure ML deploy waits for provisioning"
+    )
+    azure_poll_seconds: float = Field(
+        15.0, gt=0, description="How often an Azure ML deploy reads the provisioning state"
+    )
 
     # ------------------------------------------------------------------
     @property
