@@ -19,6 +19,7 @@ BUILTIN_MODULES = (
     "bobby.handlers.elasticsearch",
     "bobby.handlers.retrain",
     "bobby.handlers.sagemaker",
+    "bobby.handlers.azureml",
     "bobby.handlers.kubernetes",
 )
 

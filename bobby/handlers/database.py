@@ -511,6 +511,10 @@ class Reconcile(_DatabaseHandler):
             from shared.sagemaker import SageMakerTarget
 
             return SageMakerTarget(self.ctx.settings)
+        if deployment.target == "azure":
+            from shared.azureml import AzureTarget
+
+            return AzureTarget(self.ctx.settings)
         return None
 
     def _chosen(self) -> list[Deployment]:

@@ -21,17 +21,15 @@ from __future__ import annotations
 from typing import Any
 
 from loguru import logger
-from sqlalchemy import Connection, text
-from sqlalchemy.exc import DBAPIError
 
 from bobby.handlers import register
-from bobby.handlers.base import Handler, JobStopped, Step
+from bobby.handlers.base import Step
+from bobby.handlers.cloud import CloudDeploy, CloudHandler
 from bobby.handlers.database import resolve_model_uri
 from shared.cloud import (
     ARCHIVE_NAME,
     DeploymentFailed,
     ModelPackage,
-    Undo,
     package_model,
     wait_for,
 )
@@ -41,7 +39,7 @@ from shared.deployments import (
     SageMakerDeploymentSpec,
     SageMakerVariant,
 )
-from shared.errors import ConfigError, MLManagerError, NotFound
+from shared.errors import ConfigError, NotFound
 from shared.handlers import SPECS, DeployAwsPayload, UndeployAwsPayload
 from shared.model_source import ModelSource
 from shared.sagemaker import (
@@ -63,27 +61,11 @@ def _s3_parts(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-class _SageMakerHandler(Handler):
+class _SageMakerHandler(CloudHandler):
     payload: Any  # DeployAwsPayload | UndeployAwsPayload
 
-    def _lock(self) -> None:
-        """One job per endpoint at a time, for the whole job (PostgreSQL; SQLite runs one
-        worker). Released by ``close``."""
-        self._held: Connection | None = None
-        engine = self.ctx.ledger.engine
-        if engine.dialect.name == "postgresql":
-            self._held = engine.connect()
-            key = f"mlmanager.deploy:sagemaker:{self.payload.sagemaker_region}:"
-            self._held.execute(
-                text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": key + self.payload.app_name}
-            )
-            self._held.commit()
-
-    def _unlock(self) -> None:
-        if getattr(self, "_held", None) is not None:
-            assert self._held is not None
-            self._held.close()  # a session lock ends with its connection
-            self._held = None
+    def lock_key(self) -> str:
+        return f"sagemaker:{self.payload.sagemaker_region}:{self.payload.app_name}"
 
     def _client(self) -> SageMaker:
         return SageMaker(self.ctx.settings, self.payload.sagemaker_region)
@@ -110,35 +92,23 @@ class _SageMakerHandler(Handler):
 
 
 @register
-class DeployAws(_SageMakerHandler):
+class DeployAws(_SageMakerHandler, CloudDeploy):
     spec = SPECS["DEPLOY_AWS"]
+    target = TARGET
     payload: DeployAwsPayload
 
     def steps(self) -> list[Step]:
         self.source: ModelSource | None = None
-        self.undo = Undo()
-        self.failure: str | None = None
         self.planned: SageMakerDeploymentSpec | None = None
         self.finished = False
-        return [
-            (title, self._guarded(step))
-            for title, step in (
+        return self.guarded_steps(
+            [
                 ("reading and packaging the model", self.package),
                 ("uploading the model archive to S3", self.upload),
                 ("creating the SageMaker model and endpoint configuration", self.configure),
                 ("creating or updating the endpoint, waiting for InService", self.serve),
-            )
-        ]
-
-    def _guarded(self, step: Any) -> Any:
-        def run() -> None:
-            try:
-                step()
-            except (Exception, JobStopped) as exc:
-                self.failure = exc.message if isinstance(exc, MLManagerError) else str(exc)
-                raise
-
-        return run
+            ]
+        )
 
     # --- steps ----------------------------------------------------------------------
     def package(self) -> None:
@@ -147,7 +117,7 @@ class DeployAws(_SageMakerHandler):
             raise ConfigError(
                 "SAGEMAKER_ROLE is not set: the worker needs the role SageMaker runs as"
             )
-        self._lock()
+        self.lock()
         with self.ctx.ledger.engine.connect() as conn:
             mine = DeploymentStore.of_job(conn, TARGET, p.app_name, self.ctx.job.id)
             self.previous = DeploymentStore.active(conn, TARGET, p.app_name)
@@ -282,21 +252,7 @@ class DeployAws(_SageMakerHandler):
         return spec if isinstance(spec, SageMakerDeploymentSpec) else None
 
     def _record(self, status: str, spec: SageMakerDeploymentSpec) -> Deployment:
-        store = DeploymentStore(self.ctx.ledger.engine)
-        with self.ctx.ledger.engine.begin() as conn:
-            if status == "DEPLOYED":
-                store.set_status(conn, TARGET, spec.endpoint_name, "DELETED", only="DEPLOYED")
-            return store.record(
-                conn=conn,
-                target=TARGET,
-                name=spec.endpoint_name,
-                user=self.ctx.job.user,
-                status=status,
-                model_uri=self.model_uri,
-                run_id=self.source.run_id if self.source else self.payload.run_id,
-                spec=spec,
-                job_id=self.ctx.job.id,
-            )
+        return self.record(status, spec.endpoint_name, spec)
 
     def _retire_replaced(self, spec: SageMakerDeploymentSpec) -> None:
         """Delete the configuration (and, for replace, models and archives) the endpoint
@@ -325,23 +281,9 @@ class DeployAws(_SageMakerHandler):
         ]
         return "\n".join(lines)
 
-    def close(self) -> None:
-        try:
-            # A lost lease: another worker may be running the job; its work stays.
-            if self.undo.actions and not self.ctx.control.lost.is_set():
-                logger.warning("the deploy did not finish: removing what this job created")
-                self.undo.run()
-                if self.planned is not None:
-                    reason = self.failure or "stopped"
-                    failed = self.planned.model_copy(update={"failure_reason": reason})
-                    try:
-                        self._record("FAILED", failed)
-                    except DBAPIError as exc:  # the step's error is the one to report
-                        logger.error("could not record the failed deployment: {}", exc.orig)
-        finally:
-            if self.source is not None:
-                self.source.close()
-            self._unlock()
+    def record_failed(self, reason: str) -> None:
+        if self.planned is not None:
+            self._record("FAILED", self.planned.model_copy(update={"failure_reason": reason}))
 
 
 @register
@@ -354,7 +296,7 @@ class UndeployAws(_SageMakerHandler):
 
     def undeploy(self) -> None:
         p = self.payload
-        self._lock()
+        self.lock()
         with self.ctx.ledger.engine.connect() as conn:
             deployment = DeploymentStore.active(conn, TARGET, p.app_name)
             if deployment is None:
@@ -385,6 +327,3 @@ class UndeployAws(_SageMakerHandler):
                 logger.info("deleted {}", variant.model_data)
         with self.ctx.ledger.engine.begin() as conn:
             DeploymentStore.retire(conn, deployment, self.ctx.job.id)
-
-    def close(self) -> None:
-        self._unlock()
