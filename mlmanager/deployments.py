@@ -84,10 +84,16 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         fields = spec.payload_model.model_fields if spec is not None else {}
         if model_uri and "model_uri" in fields:
             options.setdefault("model_uri", model_uri)
-        if replace:  # the database and Kubernetes targets' flag; the cloud targets' mode
-            options["deployment_mode" if "deployment_mode" in fields else "replace"] = "replace"
+        if replace:  # SageMaker's mode; the other targets' flag
+            if "deployment_mode" in fields:
+                options["deployment_mode"] = "replace"
+            else:
+                options["replace"] = True
         if name and "name" in fields:
             options.setdefault("name", name)  # the Kubernetes objects' name
+        if name and "endpoint_name" in fields:  # Azure ML: the endpoint, the model's name
+            options.setdefault("endpoint_name", name)
+            options.setdefault("model_name", name)
         return handler, options
 
     def _find(self, name: str) -> dict[str, Any]:

@@ -133,7 +133,9 @@ class AzureML:
             from azure.ai.ml import MLClient
             from azure.identity import ClientSecretCredential
         except ImportError:
-            raise ConfigError("Azure ML deploys need azure-ai-ml: install mlmanager[azure]") from None
+            raise ConfigError(
+                "Azure ML deploys need azure-ai-ml: install mlmanager[azure]"
+            ) from None
         s = self.settings
         if not (s.azure_username and s.azure_password and s.azure_tenant_id):
             raise ConfigError(
@@ -302,7 +304,9 @@ class AzureML:
 
     def delete_deployment(self, endpoint: str, name: str) -> Any | None:
         ops = self.ml.online_deployments
-        return self._missing(f"delete deployment {endpoint}/{name}", ops.begin_delete, name, endpoint)
+        return self._missing(
+            f"delete deployment {endpoint}/{name}", ops.begin_delete, name, endpoint
+        )
 
 
 def _message(exc: Any) -> str:
@@ -394,8 +398,9 @@ class AzureTarget(Target):
             drift.append(f"deployment {spec.deployment} missing")
         elif live.provisioning_state not in SUCCEEDED:
             drift.append(f"deployment {spec.deployment} is {live.provisioning_state}")
-        if traffic.get(spec.deployment, 0) != 100:
-            drift.append(f"deployment {spec.deployment} takes {traffic.get(spec.deployment, 0)}% of the traffic, not 100%")
+        share = traffic.get(spec.deployment, 0)
+        if share != 100:
+            drift.append(f"deployment {spec.deployment} takes {share}% of the traffic, not 100%")
         return AzureLiveState(
             drift=tuple(drift),
             endpoint=endpoint.provisioning_state,

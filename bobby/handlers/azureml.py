@@ -255,11 +255,11 @@ class DeployAzure(_AzureHandler, CloudDeploy):
         spec, client = self.planned, self.client
         assert spec is not None
         endpoint, name = spec.endpoint_name, spec.deployment
-        self.undo.push(
-            f"deployment {name}", lambda: self.delete_deployment(client, endpoint, name)
-        )
+        self.undo.push(f"deployment {name}", lambda: self.delete_deployment(client, endpoint, name))
         poller = client.begin_deployment(spec)
-        logger.info("creating deployment {} ({} x {})", name, spec.instance_count, spec.instance_type)
+        logger.info(
+            "creating deployment {} ({} x {})", name, spec.instance_count, spec.instance_type
+        )
         self.wait(f"deployment {name}", lambda: client.deployment(endpoint, name), poller)
 
     def route(self) -> None:

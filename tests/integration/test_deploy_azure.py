@@ -52,9 +52,7 @@ from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 
 pytestmark = [INPUT_EXAMPLE_WARNING]
 
-AZURITE = Path(
-    os.environ.get("AZURITE", "/opt/mlmanager/azurite/node_modules/.bin/azurite-blob")
-)
+AZURITE = Path(os.environ.get("AZURITE", "/opt/mlmanager/azurite/node_modules/.bin/azurite-blob"))
 TENANT = "72f988bf-0000-4000-8000-00000000cafe"
 CLIENT_ID = "5e1c7a2b-0000-4000-8000-0000000c1d00"
 SECRET = "azure-client-secret-never-in-a-log-9b2e"
@@ -326,9 +324,10 @@ def test_replace_switches_the_traffic_to_a_new_deployment_and_deletes_the_old(
     archived = body_of(arm, "PUT", f"/models/iris/versions/{before['model_version']}", since)
     assert archived["properties"]["isArchived"] is True
     assert sorted(d for e, d in arm.state.deployments if e == "iris-ep") == [f"mlm-j{n}"]
-    assert [d["status"] for d in api.deployments(target="azure") if d["name"] == "iris-ep"][
-        :2
-    ] == ["DEPLOYED", "DELETED"]
+    assert [d["status"] for d in api.deployments(target="azure") if d["name"] == "iris-ep"][:2] == [
+        "DEPLOYED",
+        "DELETED",
+    ]
 
 
 def test_undeploy_deletes_the_endpoint_it_created(
@@ -386,9 +385,9 @@ def test_a_deployment_that_never_finishes_times_out_and_leaves_nothing(
     assert job["status"] == "FAILURE"
     assert f"still Creating after {TIMEOUT:.0f}s" in job["error"], job["error"]
     assert "slow-ep" not in arm.state.endpoints
-    assert "gave up waiting" in deployment(api, "slow-ep", status="FAILED")["spec"][
-        "failure_reason"
-    ]
+    assert (
+        "gave up waiting" in deployment(api, "slow-ep", status="FAILED")["spec"]["failure_reason"]
+    )
 
 
 def test_the_client_secret_is_in_no_log(

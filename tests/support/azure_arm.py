@@ -111,9 +111,7 @@ def make_certificates(folder: Path, hosts: list[str]) -> Certificates:
     out.ca.write_bytes(ca.public_bytes(pem))
     out.cert.write_bytes(cert.public_bytes(pem))
     out.key.write_bytes(
-        key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return out
 
@@ -256,9 +254,11 @@ class ArmStandIn:
             self.calls.append(call)
             status, answer, headers = self._route(method, path, parse_qs(parts.query), body)
             call.status = status
-            if status == 404 and answer is not None and answer.get("error", {}).get(
-                "code"
-            ) == "NoRoute":
+            if (
+                status == 404
+                and answer is not None
+                and answer.get("error", {}).get("code") == "NoRoute"
+            ):
                 call.unknown = True
         return status, answer, headers
 
