@@ -172,6 +172,7 @@ class AzureML:
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(...)`` with Azure's errors turned into ours (what a user must fix: 4xx, not
         retried; an outage: TargetUnavailable, retried)."""
+        from azure.ai.ml.exceptions import MlException
         from azure.core.exceptions import (
             ClientAuthenticationError,
             HttpResponseError,
@@ -180,6 +181,8 @@ class AzureML:
 
         try:
             return fn(*args, **kwargs)
+        except MlException as exc:  # the SDK's own checks, before any call
+            raise InvalidPayload(f"Azure ML cannot {what}: {_message(exc)}") from None
         except ClientAuthenticationError as exc:
             raise ConfigError(f"Azure refused the credentials to {what}: {_message(exc)}") from None
         except HttpResponseError as exc:

@@ -272,7 +272,7 @@ class DeployAzure(_AzureHandler, CloudDeploy):
         self.wait(f"endpoint {name} (traffic)", lambda: client.endpoint(name), poller)
         live = client.endpoint(name)
         traffic = dict(live.traffic or {}) if live is not None else {}
-        if traffic.get(spec.deployment) != 100:
+        if live is None or traffic.get(spec.deployment) != 100:
             raise ConfigError(f"endpoint {name} did not take the traffic routing: {traffic}")
         spec = spec.model_copy(update={"url": live.scoring_uri or spec.url})
         self.undo.forget()

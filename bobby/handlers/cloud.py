@@ -78,7 +78,7 @@ class CloudDeploy(CloudHandler):
                 user=self.ctx.job.user,
                 status=status,
                 model_uri=self.model_uri,
-                run_id=self.source.run_id if self.source else self.payload.run_id,
+                run_id=self.source.run_id if self.source else getattr(self.payload, "run_id", None),
                 spec=spec,
                 job_id=self.ctx.job.id,
             )

@@ -61,6 +61,13 @@ AZURITE_KEY = (
 CONTAINER = "azureml-blobstore"
 TOKEN = "stand-in-access-token"
 _PROVIDER = "/providers/Microsoft.MachineLearningServices/workspaces/"
+_PROBE = {
+    "failureThreshold": 30,
+    "successThreshold": 1,
+    "timeout": "PT2S",
+    "period": "PT10S",
+    "initialDelay": "PT10S",
+}
 
 
 @dataclass(frozen=True)
@@ -253,6 +260,7 @@ class ArmStandIn:
         with self.lock:
             self.calls.append(call)
             status, answer, headers = self._route(method, path, parse_qs(parts.query), body)
+            _add_system_data(answer, self.client_id)
             call.status = status
             if (
                 status == 404
@@ -345,13 +353,21 @@ class ArmStandIn:
                 return 200, store[key], {}
             if method == "PUT":
                 created = key not in store
+                defaults: dict[str, Any] = {"flavors": {}} if kind == "models" else {}
                 store[key] = {
                     "id": f"{ws}{rest}",
                     "name": version,
                     "type": f"Microsoft.MachineLearningServices/workspaces/{kind}/versions",
-                    "properties": {**body.get("properties", {}), "provisioningState": "Succeeded"},
+                    "properties": defaults
+                    | body.get("properties", {})
+                    | {"provisioningState": "Succeeded"},
                 }
                 return 201 if created else 200, store[key], {}
+        match = re.fullmatch(r"/(models|environments)/([^/]+)/versions", rest)
+        if match and method == "GET":
+            kind, name = match.groups()
+            store = self.state.models if kind == "models" else self.state.environments
+            return 200, {"value": [v for (n, _), v in store.items() if n == name]}, {}
         match = re.fullmatch(r"/(models|environments)/([^/]+)", rest)
         if match and method in ("GET", "PUT"):
             kind, name = match.groups()
@@ -364,6 +380,12 @@ class ArmStandIn:
         match = re.fullmatch(r"/onlineEndpoints/([^/]+)", rest)
         if match:
             return self._endpoint(method, match.group(1), body)
+        match = re.fullmatch(r"/onlineEndpoints/([^/]+)/deployments", rest)
+        if match and method == "GET":
+            found = [r for (e, _), r in self.state.deployments.items() if e == match.group(1)]
+            for resource in found:
+                self._advance(resource)
+            return 200, {"value": [r.body for r in found if r.state != "Deleted"]}, {}
         match = re.fullmatch(r"/onlineEndpoints/([^/]+)/deployments/([^/]+)", rest)
         if match:
             return self._deployment(method, *match.groups(), body)
@@ -524,7 +546,17 @@ class ArmStandIn:
                 "kind": "Managed",
                 "sku": body.get("sku") or {"name": "Default", "capacity": 1},
                 "tags": body.get("tags") or {},
-                "properties": dict(body.get("properties", {})),
+                # The defaults Azure fills in (the SDK reads them back).
+                "properties": {
+                    "scaleSettings": {"scaleType": "Default"},
+                    "requestSettings": {
+                        "requestTimeout": "PT5S",
+                        "maxConcurrentRequestsPerInstance": 1,
+                    },
+                    "livenessProbe": _PROBE,
+                    "readinessProbe": _PROBE,
+                    **body.get("properties", {}),
+                },
             }
             headers = self._start(resource, "Creating" if created else "Updating")
             return 201 if created else 200, resource.body, headers
@@ -533,6 +565,25 @@ class ArmStandIn:
                 return 204, None, {}
             return 202, None, self._start(resource, "Deleting")
         return 404, {"error": {"code": "NoRoute", "message": f"{method} {name}"}}, {}
+
+
+def _add_system_data(answer: Any, client_id: str) -> None:
+    """Resource Manager's ``systemData`` on every resource answered (the SDK reads it)."""
+    resources = answer.get("value", [answer]) if isinstance(answer, dict) else []
+    now = dt.datetime.now(dt.UTC).isoformat()
+    for resource in resources:
+        if isinstance(resource, dict) and "id" in resource:
+            resource.setdefault(
+                "systemData",
+                {
+                    "createdBy": client_id,
+                    "createdByType": "Application",
+                    "createdAt": now,
+                    "lastModifiedBy": client_id,
+                    "lastModifiedByType": "Application",
+                    "lastModifiedAt": now,
+                },
+            )
 
 
 def _not_found(what: str) -> tuple[int, Any, dict[str, str]]:
