@@ -44,6 +44,7 @@ from tests.support.azure_arm import (
     ConnectProxy,
     make_certificates,
     start_azurite,
+    stop,
 )
 from tests.support.engines import IN_CI
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
@@ -109,6 +110,7 @@ def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azure]:
             break
         except Exception:
             if azurite.poll() is not None or time.monotonic() > deadline:
+                stop(azurite)
                 raise AssertionError((root / "azurite.log").read_text()[-3000:]) from None
             time.sleep(0.2)
     proxy = ConnectProxy()
@@ -127,8 +129,7 @@ def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azure]:
     finally:
         arm.stop()
         proxy.stop()
-        azurite.terminate()
-        azurite.wait(timeout=30)
+        stop(azurite)
 
 
 @pytest.fixture(scope="module")

@@ -648,23 +648,33 @@ def start_azurite(
     azurite: str, folder: Path, port: int, certificates: Certificates
 ) -> subprocess.Popen[bytes]:
     """Azurite's blob service over HTTPS on ``port``, its data in ``folder``."""
-    log = (folder / "azurite.log").open("ab")
-    return subprocess.Popen(
-        [
-            azurite,
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--location",
-            str(folder),
-            "--cert",
-            str(certificates.cert),
-            "--key",
-            str(certificates.key),
-            "--skipApiVersionCheck",
-            "--silent",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with (folder / "azurite.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                azurite,
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                str(folder),
+                "--cert",
+                str(certificates.cert),
+                "--key",
+                str(certificates.key),
+                "--skipApiVersionCheck",
+                "--silent",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if Node has not exited after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
