@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from tests.support.azure_arm import (
 from tests.support.engines import IN_CI
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import free_port
+from tests.support.processes import ROOT, clean_environment
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 
 pytestmark = [INPUT_EXAMPLE_WARNING]
@@ -61,7 +64,7 @@ SUBSCRIPTION = "00000000-0000-4000-8000-00000000f00d"
 GROUP = "mlmanager-rg"
 WORKSPACE = "mlmanager-ws"
 IMAGE = "mlmanagertest.azurecr.io/mlmanager-serving:{version}"
-TIMEOUT = 8.0  # the worker's AZURE_TIMEOUT_SECONDS (provisioning here takes 0.3 s)
+TIMEOUT = 15.0  # the worker's AZURE_TIMEOUT_SECONDS (provisioning here takes 0.3 s)
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
@@ -154,7 +157,7 @@ def server(azure: Azure, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
         no_proxy="127.0.0.1",
     )
     try:
-        proc.wait_ready()
+        proc.wait_ready(timeout=300)  # generous: the machine may be shared
         with tracking_as(proc.url, ("admin", ADMIN_PASSWORD), "azureml"):
             yield proc
     finally:
@@ -218,24 +221,29 @@ def body_of(arm: ArmStandIn, method: str, suffix: str, since: int = 0) -> Any:
 
 
 def test_deploy_registers_the_model_and_serves_it_from_a_new_endpoint(
-    azure: Azure, api: MLManagerClient, models: tuple[str, str]
+    azure: Azure, server: MLManagerProcess, api: MLManagerClient, models: tuple[str, str]
 ) -> None:
-    """Register the model (files to Azurite), the serving image as an environment, create
-    the endpoint, create the deployment, route all traffic to it; each waited for with
-    progress lines."""
+    """`mlmanager deploy azure`: register the model (files to Azurite), the serving image
+    as an environment, create the endpoint, create the deployment, route all traffic to
+    it; each waited for with progress lines."""
     arm = azure.arm
     since = len(arm.calls)
+    env = clean_environment() | {
+        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD,
+    }
+    command = [sys.executable, "-m", "mlmanager", "deploy", "azure", "--model-uri", models[0]]
+    command += ["--endpoint-name", "iris-ep", "--model-name", "iris"]
     started = time.monotonic()
-    job = run_job(
-        api,
-        "DEPLOY_AZURE",
-        {"model_uri": models[0], "endpoint_name": "iris-ep", "model_name": "iris"},
-    )
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - started
-    assert job["status"] == "SUCCESS", (job, log_text(api, job["id"]))
-    print(f"DEPLOY_AZURE against the stand-ins: {elapsed:.1f}s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = deployment(api, "iris-ep")
+    job = api.job(job["job_id"])
+    print(f"DEPLOY_AZURE through the CLI against the stand-ins: {elapsed:.1f}s")
+    print("\n".join(f"{ln['time'][11:23]} {ln['message']}" for ln in api.logs(job["id"])["lines"]))
     calls = arm.call_log(since)
-    print("calls:\n" + "\n".join(calls))
     assert arm.unknown() == []
     n = job["id"]
     assert changes(calls) == [
@@ -293,18 +301,21 @@ def test_an_existing_endpoint_is_refused_without_replace(
 def test_replace_switches_the_traffic_to_a_new_deployment_and_deletes_the_old(
     azure: Azure, api: MLManagerClient, models: tuple[str, str]
 ) -> None:
+    """The deployments plugin (`-C target=azure`), update: a new deployment (2 cores, 6 GB:
+    Standard_DS2_v2), all traffic to it, then the old deployment deleted and its model
+    and environment archived."""
+    from mlflow.deployments import get_deploy_client
+
     arm = azure.arm
     before = deployment(api, "iris-ep")["spec"]
     since = len(arm.calls)
-    payload = {
-        "model_uri": models[1],
-        "endpoint_name": "iris-ep",
-        "model_name": "iris",
-        "replace": True,
-        "cpu_cores": 2,
-        "allocated_ram": 6,
-    }
-    job = run_job(api, "DEPLOY_AZURE", payload)
+    client = get_deploy_client("mlmanager")
+    answer = client.update_deployment(  # type: ignore[union-attr]
+        "iris-ep",
+        models[1],
+        config={"target": "azure", "model_name": "iris", "cpu_cores": 2, "allocated_ram": 6},
+    )
+    job = api.job(answer["job_id"])
     assert job["status"] == "SUCCESS", (job, log_text(api, job["id"]))
     n, old = job["id"], before["deployment"]
     assert changes(arm.call_log(since)) == [

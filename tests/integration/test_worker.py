@@ -144,6 +144,8 @@ def test_sigterm_lets_a_short_job_finish(ledger: Ledger, start_worker: StartWork
         "RETRAIN",
         "DEPLOY_AWS",
         "UNDEPLOY_AWS",
+        "DEPLOY_AZURE",
+        "UNDEPLOY_AZURE",
         "DEPLOY_KUBERNETES",
         "UNDEPLOY_KUBERNETES",
         "DISABLE_SERVICE",
