@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from shared.azureml import instance_type_for
+from shared.azureml import Workspace, deployment_name, instance_type_for
 from shared.cloud import DeploymentFailed, Undo, wait_for
-from shared.deployments import Deployment, SageMakerDeploymentSpec, SageMakerVariant, parse_spec
-from shared.errors import InvalidPayload
+from shared.deployments import (
+    AzureDeploymentSpec,
+    Deployment,
+    SageMakerDeploymentSpec,
+    SageMakerVariant,
+    parse_spec,
+)
+from shared.errors import ConfigError, InvalidPayload
+from shared.handlers import SPECS
 from shared.sagemaker import ServingImages, archive_key, resource_name
 from shared.settings import load_settings
 
@@ -154,3 +161,66 @@ def test_azure_sizes_beyond_the_largest_vm_are_refused_naming_the_field() -> Non
     with pytest.raises(InvalidPayload, match="no managed online endpoint VM size") as raised:
         instance_type_for(2, 1000)
     assert raised.value.field == "allocated_ram"
+
+
+def azure_spec(**changes: object) -> AzureDeploymentSpec:
+    values: dict[str, object] = {
+        "endpoint_name": "iris-ep",
+        "subscription_id": "sub",
+        "resource_group": "rg",
+        "workspace": "ws",
+        "region": "East US",
+        "url": "https://iris-ep.eastus.inference.ml.azure.com/score",
+        "deployment": deployment_name(7),
+        "model_name": "iris",
+        "model_version": "j7",
+        "environment": "mlmanager-iris-ep:j7",
+        "image": "r.azurecr.io/mlmanager-serving:1",
+        "runtime": "mlrunner",
+        "instance_type": "Standard_DS1_v2",
+        "created_endpoint": True,
+    }
+    return AzureDeploymentSpec.model_validate(values | changes)
+
+
+def test_an_azure_record_reads_back_typed_and_undeploys_by_its_endpoint() -> None:
+    spec = azure_spec()
+    assert spec.deployment == "mlm-j7"
+    assert parse_spec("azure", spec.model_dump(mode="json", exclude={"target"})) == spec
+    record = Deployment(
+        id=1,
+        target="azure",
+        name="iris-ep",
+        status="DEPLOYED",
+        model_uri="models:/iris/1",
+        run_id=None,
+        spec=spec,
+        stats=None,  # type: ignore[arg-type]
+        job_id=7,
+        user="u",
+        created_at=None,  # type: ignore[arg-type]
+        updated_at=None,  # type: ignore[arg-type]
+    )
+    assert record.undeploy_job() == (
+        "UNDEPLOY_AZURE",
+        {
+            "model_uri": "models:/iris/1",
+            "endpoint_name": "iris-ep",
+            "workspace": "ws",
+            "resource_group": "rg",
+        },
+    )
+    SPECS["UNDEPLOY_AZURE"].payload_model.model_validate(record.undeploy_job()[1])  # type: ignore[index]
+
+
+def test_the_azure_workspace_comes_from_the_payload_or_the_settings() -> None:
+    settings = load_settings(
+        azure_subscription_id="sub", azure_resource_group="rg", azure_workspace="ws"
+    )
+    assert Workspace.of(settings, None, None) == Workspace("sub", "rg", "ws")
+    assert Workspace.of(settings, "other-rg", "other") == Workspace("sub", "other-rg", "other")
+    with pytest.raises(InvalidPayload, match="AZURE_WORKSPACE") as raised:
+        Workspace.of(load_settings(azure_subscription_id="sub"), "rg", None)
+    assert raised.value.field == "workspace"
+    with pytest.raises(ConfigError, match="AZURE_SUBSCRIPTION_ID"):
+        Workspace.of(load_settings(), "rg", "ws")

@@ -26,3 +26,27 @@ def test_the_plugin_follows_a_tracking_uri_changed_after_settings_were_read(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://second.example:5001")
     client = MLManagerDeploymentClient("mlmanager")
     assert client.api.base_url == "http://second.example:5001"
+
+
+def test_azure_deployments_are_named_by_their_endpoint_and_replaced_by_a_flag(
+    monkeypatch: pytest.MonkeyPatch, fresh_settings_cache: None
+) -> None:
+    """`mlflow deployments update -t mlmanager --name iris-ep -C target=azure`: the name
+    is the endpoint (and, unless given, the registered model's name); update sets the
+    payload's `replace` flag (SageMaker's is a mode: `deployment_mode=replace`)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://server.example:5001")
+    client = MLManagerDeploymentClient("mlmanager")
+    handler, payload = client._payload(
+        "models:/iris/2", {"target": "azure"}, "iris-ep", replace=True
+    )
+    assert handler == "DEPLOY_AZURE"
+    assert payload == {
+        "model_uri": "models:/iris/2",
+        "replace": True,
+        "endpoint_name": "iris-ep",
+        "model_name": "iris-ep",
+    }
+    _, payload = client._payload(
+        "models:/iris/2", {"target": "sagemaker", "app_name": "iris"}, "iris", replace=True
+    )
+    assert payload["deployment_mode"] == "replace"
