@@ -342,6 +342,26 @@ def test_replace_switches_the_traffic_to_a_new_deployment_and_deletes_the_old(
     ]
 
 
+def test_reconcile_recreates_a_deployment_deleted_by_hand(
+    azure: Azure, api: MLManagerClient
+) -> None:
+    """The deployment removed behind ML Manager's back (as in the portal): RECONCILE puts
+    the recorded deployment back (same model, environment and size)."""
+    arm = azure.arm
+    record = deployment(api, "iris-ep")
+    name = record["spec"]["deployment"]
+    with arm.lock:
+        del arm.state.deployments[("iris-ep", name)]
+    since = len(arm.calls)
+    repair = run_job(api, "RECONCILE", {"deployment_id": record["id"]})
+    assert repair["status"] == "SUCCESS", (repair, log_text(api, repair["id"]))
+    assert f"create deployment {name}" in log_text(api, repair["id"])
+    assert changes(arm.call_log(since)) == [f"PUT /onlineEndpoints/iris-ep/deployments/{name}"]
+    properties = body_of(arm, "PUT", f"/deployments/{name}", since)["properties"]
+    assert properties["instanceType"] == record["spec"]["instance_type"]
+    assert properties["model"].endswith(f"/models/iris/versions/{record['spec']['model_version']}")
+
+
 def test_undeploy_deletes_the_endpoint_it_created(
     azure: Azure, api: MLManagerClient, server: MLManagerProcess
 ) -> None:

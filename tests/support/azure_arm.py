@@ -11,10 +11,11 @@ so the worker runs with ``HTTPS_PROXY`` set to :class:`ConnectProxy`, which tunn
 Azurite (the way a corporate proxy would reach the real storage host). TLS is checked
 against the CA made by :func:`make_certificates` (``REQUESTS_CA_BUNDLE``).
 
-What it answers: the token endpoint (client credentials; the secret is checked), the
-workspace, its default datastore and its SAS, model and environment versions (PUT, GET,
-archive by PUT), online endpoints and deployments with long-running operations
-(``Azure-AsyncOperation`` polled until ``Succeeded``/``Failed``). Every request is
+What it answers: the token endpoint (client credentials; the secret is checked, and the
+workspace's routes want the token it hands out), the workspace, its default datastore
+and its SAS, model and environment versions (PUT, GET, archive by PUT), online
+endpoints and deployments with long-running operations (``Azure-AsyncOperation``
+polled until ``Succeeded``/``Failed``). Every request is
 recorded (:attr:`ArmStandIn.calls`); a request it does not know is answered 404 and
 recorded with ``unknown`` set, which is how its routes were found.
 
@@ -198,7 +199,9 @@ class ArmStandIn:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                status, body, headers = stand_in.answer(self.command, self.path, raw)
+                status, body, headers = stand_in.answer(
+                    self.command, self.path, raw, self.headers.get("Authorization", "")
+                )
                 data = b"" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -247,7 +250,9 @@ class ArmStandIn:
             return [str(c) for c in self.calls if c.unknown]
 
     # --- the REST API -----------------------------------------------------------------
-    def answer(self, method: str, target: str, raw: bytes) -> tuple[int, Any, dict[str, str]]:
+    def answer(
+        self, method: str, target: str, raw: bytes, authorization: str = ""
+    ) -> tuple[int, Any, dict[str, str]]:
         parts = urlsplit(target)
         path = parts.path.rstrip("/")
         body: Any = None
@@ -259,7 +264,14 @@ class ArmStandIn:
         call = Call(method, path, body)
         with self.lock:
             self.calls.append(call)
-            status, answer, headers = self._route(method, path, parse_qs(parts.query), body)
+            if path.startswith(self.workspace_path) and authorization != f"Bearer {TOKEN}":
+                status, answer, headers = (
+                    401,
+                    {"error": {"code": "InvalidAuthenticationToken", "message": "no token"}},
+                    {},
+                )
+            else:
+                status, answer, headers = self._route(method, path, parse_qs(parts.query), body)
             _add_system_data(answer, self.client_id)
             call.status = status
             if (
