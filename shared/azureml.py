@@ -182,14 +182,16 @@ class AzureML:
         try:
             return fn(*args, **kwargs)
         except MlException as exc:  # the SDK's own checks, before any call
-            raise InvalidPayload(f"Azure ML cannot {what}: {_message(exc)}") from None
+            raise InvalidPayload(f"Azure ML cannot {what}: {error_message(exc)}") from None
         except ClientAuthenticationError as exc:
-            raise ConfigError(f"Azure refused the credentials to {what}: {_message(exc)}") from None
+            raise ConfigError(
+                f"Azure refused the credentials to {what}: {error_message(exc)}"
+            ) from None
         except HttpResponseError as exc:
             code = exc.status_code or 0
             if 400 <= code < 500 and code not in (408, 429):
-                raise InvalidPayload(f"Azure ML refused to {what}: {_message(exc)}") from None
-            raise TargetUnavailable(f"could not {what}: {_message(exc)}") from None
+                raise InvalidPayload(f"Azure ML refused to {what}: {error_message(exc)}") from None
+            raise TargetUnavailable(f"could not {what}: {error_message(exc)}") from None
         except ServiceRequestError as exc:
             raise TargetUnavailable(f"could not {what}: {exc}") from None
 
@@ -312,7 +314,7 @@ class AzureML:
         )
 
 
-def _message(exc: Any) -> str:
+def error_message(exc: Any) -> str:
     """Azure's reason for an error (its code and message, without the SDK's boilerplate)."""
     error = getattr(exc, "error", None)
     if error is not None and getattr(error, "message", None):

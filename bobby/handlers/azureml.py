@@ -21,6 +21,8 @@ archive them (hidden from the workspace's lists; the uploaded files stay in its 
 
 from __future__ import annotations
 
+import io
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -42,6 +44,7 @@ from shared.azureml import (
     Workspace,
     deployment_name,
     environment_name,
+    error_message,
     instance_type_for,
     serving_image,
 )
@@ -81,9 +84,7 @@ class _AzureHandler(CloudHandler):
             try:
                 poller.result(timeout=60)  # the operation's error, once its poll sees it
             except Exception as exc:  # the SDK raises its HttpResponseError subclasses
-                from shared.azureml import _message
-
-                return _message(exc)
+                return error_message(exc)
             return "Azure ML gave no reason"
 
         settings = self.ctx.settings
@@ -173,7 +174,7 @@ class DeployAzure(_AzureHandler, CloudDeploy):
         runtime = package.runtime if image is not None else "mlflow"
         self.folder = Path(tempfile.mkdtemp(prefix="mlmanager-azure-"))
         if runtime == "mlrunner":
-            with tarfile.open(fileobj=_bytes(package.archive), mode="r:gz") as archive:
+            with tarfile.open(fileobj=io.BytesIO(package.archive), mode="r:gz") as archive:
                 archive.extractall(self.folder / MODEL_FOLDER, filter="data")
             self.model_path = self.folder / MODEL_FOLDER
         elif source.path.is_dir() and (source.path / "MLmodel").is_file():
@@ -303,8 +304,6 @@ class DeployAzure(_AzureHandler, CloudDeploy):
         super().release()
         folder = getattr(self, "folder", None)
         if folder is not None:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
@@ -320,12 +319,6 @@ class DeployAzure(_AzureHandler, CloudDeploy):
                 "100% of the traffic",
             ]
         )
-
-
-def _bytes(data: bytes) -> Any:
-    import io
-
-    return io.BytesIO(data)
 
 
 def _archive(client: AzureML, spec: AzureDeploymentSpec) -> None:
