@@ -11,8 +11,11 @@ pods kept serving all along: ``maxUnavailable: 0``).
 
 Idempotence (``bobby/handlers/base.py``): every apply is a server-side apply, which
 converges; a rerun finds its own PENDING or DEPLOYED record (``deployments.job_id``)
-and carries on from it, issuing a fresh token; two jobs on one name are serialised by
-the record check in one transaction.
+and carries on from it, issuing a fresh token. One job per (namespace, name) at a time:
+on PostgreSQL a session advisory lock (``lock_key``) is held from the record check to the
+end of the job, so a second deploy or undeploy of the name waits, then sees the first's
+outcome (a deploy without ``replace`` is refused, a replace rolls out over it). SQLite
+runs one worker.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy import Engine, update
 from bobby.handlers import register
 from bobby.handlers.base import Handler, Step
 from bobby.handlers.database import resolve_model_uri
+from shared.db import SessionLock
 from shared.deployment_tokens import issue, revoke
 from shared.deployments import Deployment, DeploymentStore, deployments
 from shared.errors import DeploymentConflict, MLManagerError, NotFound
@@ -48,6 +52,15 @@ DELETE_ORDER = (
     "Deployment",
     "Secret",
 )
+# One-key advisory locks, as the SageMaker handler's per endpoint (the two-key space is the
+# scheduler's).
+NAME_LOCK = "SELECT pg_try_advisory_lock(hashtext(:key))"
+LOCK_POLL_SECONDS = 1.0
+
+
+def lock_key(namespace: str, name: str) -> str:
+    """The advisory lock key of a deployment name (what the tests hold to race jobs)."""
+    return f"mlmanager.deploy:kubernetes:{namespace}:{name}"
 
 
 def _set_status(engine: Engine, deployment_id: int, status: str) -> None:
@@ -62,9 +75,33 @@ def _set_status(engine: Engine, deployment_id: int, status: str) -> None:
 
 
 class _KubernetesHandler(Handler):
+    _held: SessionLock | None = None
+
     @property
     def engine(self) -> Engine:
         return self.ctx.ledger.engine
+
+    def _lock(self, namespace: str, name: str) -> None:
+        """Hold (namespace, name) for the rest of the job, waiting for the job that holds
+        it (cancellable; PostgreSQL only). Released by ``close``."""
+        if self.engine.dialect.name != "postgresql" or self._held is not None:
+            return
+        held = SessionLock(self.engine, NAME_LOCK, key=lock_key(namespace, name))
+        waited = False
+        while not held.take():
+            if not waited:
+                logger.info("another job is changing {} in {}: waiting for it", name, namespace)
+                waited = True
+            self.ctx.check()
+            time.sleep(LOCK_POLL_SECONDS)
+        if waited:
+            logger.info("{} in {} is ours now", name, namespace)
+        self._held = held
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     def _cluster(self, namespace: str | None = None) -> Cluster:
         return Cluster(self.ctx.settings, namespace)
@@ -111,6 +148,7 @@ class DeployKubernetes(_KubernetesHandler):
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
+        super().close()
 
     def read_model(self) -> None:
         import_mlflow()
@@ -206,6 +244,7 @@ class DeployKubernetes(_KubernetesHandler):
 
         store = DeploymentStore(self.engine)
         job = self.ctx.job
+        self._lock(self.ctx.settings.namespace, self.name)
         with self.engine.begin() as conn:
             mine = DeploymentStore.of_job(conn, TARGET, self.name, job.id)
             self.previous = DeploymentStore.active(conn, TARGET, self.name)
@@ -350,6 +389,11 @@ class UndeployKubernetes(_KubernetesHandler):
 
     def undeploy(self) -> None:
         deployment = self._find()
+        if deployment is not None:
+            spec = deployment.spec
+            assert isinstance(spec, KubernetesDeploymentSpec)
+            self._lock(spec.namespace, spec.name)
+            deployment = self._find()  # what the job we waited for left
         if deployment is None:
             if self.payload.name:
                 with self.engine.connect() as conn:
