@@ -12,10 +12,10 @@ pods kept serving all along: ``maxUnavailable: 0``).
 Idempotence (``bobby/handlers/base.py``): every apply is a server-side apply, which
 converges; a rerun finds its own PENDING or DEPLOYED record (``deployments.job_id``)
 and carries on from it, issuing a fresh token. One job per (namespace, name) at a time:
-on PostgreSQL a session advisory lock (``lock_key``) is held from the record check to the
-end of the job, so a second deploy or undeploy of the name waits, then sees the first's
-outcome (a deploy without ``replace`` is refused, a replace rolls out over it). SQLite
-runs one worker.
+on PostgreSQL a session advisory lock (``shared.kube.target.name_lock``) is held from the
+record check to the end of the job, so a second deploy or undeploy of the name waits, then
+sees the first's outcome (a deploy without ``replace`` is refused, a replace rolls out over
+it), and a reconcile of the name is refused meanwhile. SQLite runs one worker.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from shared.handlers import SPECS, DeployKubernetesPayload, UndeployKubernetesPa
 from shared.kube.cluster import Cluster, RolloutFailed
 from shared.kube.manifests import render, to_yaml
 from shared.kube.spec import TARGET, KubernetesDeploymentSpec, object_name, service_url
-from shared.kube.target import desired
+from shared.kube.target import desired, name_lock
 from shared.model_source import ModelSource
 from shared.models import utcnow
 from shared.scoring.representation import Representation
@@ -52,15 +52,7 @@ DELETE_ORDER = (
     "Deployment",
     "Secret",
 )
-# One-key advisory locks, as the SageMaker handler's per endpoint (the two-key space is the
-# scheduler's).
-NAME_LOCK = "SELECT pg_try_advisory_lock(hashtext(:key))"
 LOCK_POLL_SECONDS = 1.0
-
-
-def lock_key(namespace: str, name: str) -> str:
-    """The advisory lock key of a deployment name (what the tests hold to race jobs)."""
-    return f"mlmanager.deploy:kubernetes:{namespace}:{name}"
 
 
 def _set_status(engine: Engine, deployment_id: int, status: str) -> None:
@@ -84,9 +76,9 @@ class _KubernetesHandler(Handler):
     def _lock(self, namespace: str, name: str) -> None:
         """Hold (namespace, name) for the rest of the job, waiting for the job that holds
         it (cancellable; PostgreSQL only). Released by ``close``."""
-        if self.engine.dialect.name != "postgresql" or self._held is not None:
+        held = name_lock(self.engine, namespace, name)
+        if held is None or self._held is not None:
             return
-        held = SessionLock(self.engine, NAME_LOCK, key=lock_key(namespace, name))
         waited = False
         while not held.take():
             if not waited:

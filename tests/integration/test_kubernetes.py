@@ -31,11 +31,11 @@ import yaml
 from kubernetes import client
 from sklearn.linear_model import LogisticRegression
 
-from bobby.handlers.kubernetes import lock_key
 from shared.db import make_engine
 from shared.errors import NotAuthorized
 from shared.kube.cluster import Cluster
 from shared.kube.spec import CONTAINER_PORT, MLRUNNER_JAR, secret_name, selector
+from shared.kube.target import lock_key
 from shared.migrations import upgrade
 from shared.settings import Settings
 from tests.support import custom_models  # first: imports mlflow.pyfunc quietly
@@ -567,14 +567,16 @@ class PgRig:
     logdir: Path
     worker_settings: dict[str, Any]
     workers: list[WorkerProcess] = field(default_factory=list)
+    started: int = 0  # names each worker's log
 
     def start_worker(self, **settings: Any) -> WorkerProcess:
         worker = WorkerProcess(
             self.server.db_url,
             self.logdir,
-            f"worker{len(self.workers)}",
+            f"worker{self.started}",
             **{**self.worker_settings, **settings},
         )
+        self.started += 1
         self.workers.append(worker)
         worker.wait_healthy(120)
         return worker
@@ -690,6 +692,15 @@ def test_two_deploys_of_one_name_on_two_workers_run_one_after_the_other(
     assert live.spec.template.metadata.labels["mlmanager.io/deployment-id"] == str(deployed["id"])
     found = objects(kube, name)
     assert found["Deployment"] == [name] and found["Secret"] == [secret_name(name)]
+
+    # A reconcile does not re-apply a name a job is changing (it could undo a rollout).
+    with pg_server.connect(rig.dbname) as blocker:
+        blocker.execute("SELECT pg_advisory_lock(hashtext(%s))", [lock_key(NAMESPACE, name)])
+        job, log = run(rig.server, "RECONCILE", {"deployment_id": deployed["id"]})
+    assert job["status"] == "FAILURE", log
+    assert f"a job is changing {name} in {NAMESPACE} now" in job["error"], job["error"]
+    job, log = run(rig.server, "RECONCILE", {"deployment_id": deployed["id"]})
+    assert job["status"] == "SUCCESS" and "matches its record" in log, log
 
 
 def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
