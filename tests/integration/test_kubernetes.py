@@ -547,7 +547,8 @@ def test_the_mlflow_deployments_plugin_deploys_to_kubernetes(
     assert objects(kube, name) == {}
 
 
-def _wait_for(what: str, check: Any, timeout: float = 120) -> Any:
+def _wait_for(what: str, check: Any, timeout: float = 300) -> Any:
+    """Until ``check()`` is true (generous: a loaded CI machine reads a model in ~30 s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
