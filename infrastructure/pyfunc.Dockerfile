@@ -3,7 +3,10 @@
 # `mlflow models serve` on the same routes. It reads the model from the ML Manager server
 # (MLFLOW_TRACKING_URI, _USERNAME, _PASSWORD).
 #   docker run IMAGE models:/churn/3 --host 0.0.0.0 --port 8080
-# Build from the repository's root: docker build -f infrastructure/pyfunc.Dockerfile .
+# The Kubernetes pods of such models run `python -m shared.kube.pod` in it (the model
+# fetched with the deployment's token, then `mlflow models serve`).
+# Build from the repository's root (the name KUBERNETES_PYFUNC_IMAGE defaults to):
+#   docker build -t mlmanager/pyfunc:0.1.0 -f infrastructure/pyfunc.Dockerfile .
 
 FROM python:3.11.14-slim-bookworm AS python
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -3,7 +3,8 @@
 # per-deployment token (MLRUNNER_MODEL_TOKEN), checks its SHA-256, and answers MLflow's
 # scoring protocol on 8080 (POST /invocations, GET /ping /health /version /metrics).
 #   docker run IMAGE --model https://mlmanager/.../bundle --sha256 HEX
-# Build from the repository's root: docker build -f infrastructure/serving.Dockerfile .
+# Build from the repository's root (the name KUBERNETES_SERVING_IMAGE defaults to):
+#   docker build -t mlmanager/serving:0.1.0 -f infrastructure/serving.Dockerfile .
 
 FROM maven:3.9.11-eclipse-temurin-17 AS mlrunner
 WORKDIR /build

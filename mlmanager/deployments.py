@@ -42,7 +42,8 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         # Read now, not from the process's cached settings: a notebook that called
         # mlflow.set_tracking_uri (it sets MLFLOW_TRACKING_URI) after the first read gets
         # the server it names.
-        self.api = MLManagerClient.from_settings(load_settings())
+        self.settings = load_settings()
+        self.api = MLManagerClient.from_settings(self.settings)
 
     # --- helpers ---------------------------------------------------------------------
     def _run(self, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +148,7 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         inputs: Any = None,
         endpoint: str | None = None,
     ) -> Any:
-        """POST ``inputs`` to a Kubernetes deployment's ``/invocations`` (its Ingress host
-        when exposed, else its Service URL, reachable from inside the cluster)."""
+        """POST ``inputs`` to a Kubernetes deployment's ``/invocations`` (:func:`predict_url`)."""
         import pandas as pd
         import requests
         from mlflow.deployments import PredictionsResponse
@@ -160,10 +160,7 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
                 f"{deployment_name} is a {deployment['target']} deployment: only Kubernetes "
                 "deployments answer over HTTP (database deployments score on INSERT)"
             )
-        if spec.get("ingress_host"):
-            url = f"http://{spec['ingress_host']}"
-        else:
-            url = f"http://{spec['name']}.{spec['namespace']}.svc:{spec['service_port']}"
+        url = predict_url(spec, self.settings.kubernetes_predict_url)
         if isinstance(inputs, pd.DataFrame):
             body: Any = {"dataframe_split": inputs.to_dict(orient="split", index=False)}
         else:
@@ -172,6 +169,21 @@ class MLManagerDeploymentClient(BaseDeploymentClient):
         if answer.status_code != 200:
             raise MlflowException(f"{url}/invocations answered {answer.status_code}: {answer.text}")
         return PredictionsResponse.from_json(answer.text)
+
+
+def predict_url(spec: dict[str, Any], template: str | None) -> str:
+    """Where a Kubernetes deployment answers: ``KUBERNETES_PREDICT_URL`` filled in when
+    set (a port-forward from outside the cluster), else its Ingress host when exposed, else
+    its Service's in-cluster URL."""
+    from shared.kube.spec import KubernetesDeploymentSpec, service_url
+
+    kube = KubernetesDeploymentSpec.model_validate(spec)
+    if template:
+        filled = template.format(name=kube.name, namespace=kube.namespace, port=kube.service_port)
+        return filled.rstrip("/")
+    if kube.ingress_host:
+        return f"http://{kube.ingress_host}"
+    return service_url(kube)
 
 
 def run_local(name: str, model_uri: str, flavor: str | None = None, config: Any = None) -> None:

@@ -232,12 +232,14 @@ class Settings(BaseSettings):
         description="kubeconfig of the cluster the worker deploys to (unset: in-cluster "
         "config, else ~/.kube/config)",
     )
+    # The names infrastructure/serving.Dockerfile and pyfunc.Dockerfile say to build, at the
+    # release's version (the chart's appVersion, as its mlmanager/mlmanager image).
     kubernetes_serving_image: str = Field(
-        "mlmanager/mlrunner:latest",
+        "mlmanager/serving:0.1.0",
         description="Image of the pods serving ONNX/MOJO models (mlrunner serve)",
     )
     kubernetes_pyfunc_image: str = Field(
-        "mlmanager/mlflow-pyfunc:latest",
+        "mlmanager/pyfunc:0.1.0",
         description="Image of the pods serving the other models (mlflow models serve)",
     )
     kubernetes_model_url: str | None = Field(
@@ -261,6 +263,12 @@ class Settings(BaseSettings):
     mlflow_tracking_username: str | None = Field(None, description="User of the command line")
     mlflow_tracking_password: SecretStr | None = Field(
         None, description="Password of MLFLOW_TRACKING_USERNAME"
+    )
+    kubernetes_predict_url: str | None = Field(
+        None,
+        description="Where the deployments plugin's predict sends a Kubernetes deployment's "
+        "requests, instead of its Service's in-cluster URL: a template of {name}, "
+        "{namespace}, {port} (e.g. a `kubectl port-forward` address)",
     )
 
     # --- logging ---

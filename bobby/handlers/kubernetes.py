@@ -11,8 +11,11 @@ pods kept serving all along: ``maxUnavailable: 0``).
 
 Idempotence (``bobby/handlers/base.py``): every apply is a server-side apply, which
 converges; a rerun finds its own PENDING or DEPLOYED record (``deployments.job_id``)
-and carries on from it, issuing a fresh token; two jobs on one name are serialised by
-the record check in one transaction.
+and carries on from it, issuing a fresh token. One job per (namespace, name) at a time:
+on PostgreSQL a session advisory lock (``shared.kube.target.name_lock``) is held from the
+record check to the end of the job, so a second deploy or undeploy of the name waits, then
+sees the first's outcome (a deploy without ``replace`` is refused, a replace rolls out over
+it), and a reconcile of the name is refused meanwhile. SQLite runs one worker.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy import Engine, update
 from bobby.handlers import register
 from bobby.handlers.base import Handler, Step
 from bobby.handlers.database import resolve_model_uri
+from shared.db import SessionLock
 from shared.deployment_tokens import issue, revoke
 from shared.deployments import Deployment, DeploymentStore, deployments
 from shared.errors import DeploymentConflict, MLManagerError, NotFound
@@ -32,7 +36,7 @@ from shared.handlers import SPECS, DeployKubernetesPayload, UndeployKubernetesPa
 from shared.kube.cluster import Cluster, RolloutFailed
 from shared.kube.manifests import render, to_yaml
 from shared.kube.spec import TARGET, KubernetesDeploymentSpec, object_name, service_url
-from shared.kube.target import desired
+from shared.kube.target import desired, name_lock
 from shared.model_source import ModelSource
 from shared.models import utcnow
 from shared.scoring.representation import Representation
@@ -48,6 +52,7 @@ DELETE_ORDER = (
     "Deployment",
     "Secret",
 )
+LOCK_POLL_SECONDS = 1.0
 
 
 def _set_status(engine: Engine, deployment_id: int, status: str) -> None:
@@ -62,9 +67,33 @@ def _set_status(engine: Engine, deployment_id: int, status: str) -> None:
 
 
 class _KubernetesHandler(Handler):
+    _held: SessionLock | None = None
+
     @property
     def engine(self) -> Engine:
         return self.ctx.ledger.engine
+
+    def _lock(self, namespace: str, name: str) -> None:
+        """Hold (namespace, name) for the rest of the job, waiting for the job that holds
+        it (cancellable; PostgreSQL only). Released by ``close``."""
+        held = name_lock(self.engine, namespace, name)
+        if held is None or self._held is not None:
+            return
+        waited = False
+        while not held.take():
+            if not waited:
+                logger.info("another job is changing {} in {}: waiting for it", name, namespace)
+                waited = True
+            self.ctx.check()
+            time.sleep(LOCK_POLL_SECONDS)
+        if waited:
+            logger.info("{} in {} is ours now", name, namespace)
+        self._held = held
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     def _cluster(self, namespace: str | None = None) -> Cluster:
         return Cluster(self.ctx.settings, namespace)
@@ -111,6 +140,7 @@ class DeployKubernetes(_KubernetesHandler):
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
+        super().close()
 
     def read_model(self) -> None:
         import_mlflow()
@@ -206,6 +236,7 @@ class DeployKubernetes(_KubernetesHandler):
 
         store = DeploymentStore(self.engine)
         job = self.ctx.job
+        self._lock(self.ctx.settings.namespace, self.name)
         with self.engine.begin() as conn:
             mine = DeploymentStore.of_job(conn, TARGET, self.name, job.id)
             self.previous = DeploymentStore.active(conn, TARGET, self.name)
@@ -350,6 +381,11 @@ class UndeployKubernetes(_KubernetesHandler):
 
     def undeploy(self) -> None:
         deployment = self._find()
+        if deployment is not None:
+            spec = deployment.spec
+            assert isinstance(spec, KubernetesDeploymentSpec)
+            self._lock(spec.namespace, spec.name)
+            deployment = self._find()  # what the job we waited for left
         if deployment is None:
             if self.payload.name:
                 with self.engine.connect() as conn:

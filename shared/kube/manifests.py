@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from shared.kube.pod import TOKEN_ENV
 from shared.kube.spec import (
     CONTAINER_PORT,
     MLRUNNER_JAR,
@@ -25,7 +26,6 @@ from shared.serving import SERVE_JAVA_OPTS
 
 Manifest = dict[str, Any]
 TOKEN_KEY = "token"
-TOKEN_ENV = "MLRUNNER_MODEL_TOKEN"
 RUN_AS = 10001
 
 
@@ -49,10 +49,12 @@ def _container(spec: KubernetesDeploymentSpec, deployment_id: int) -> dict[str, 
             "--threads", str(spec.threads),
         ]  # fmt: skip
     else:
-        command = ["mlflow", "models", "serve"]
+        # The pyfunc image holds our package: shared.kube.pod fetches the MLflow model
+        # through the token route, then runs `mlflow models serve` on it.
+        command = ["python", "-m", "shared.kube.pod"]
         args = [
-            "-m", spec.model_uri,
-            "--env-manager", "local",
+            "--model", model_url(spec, deployment_id),
+            "--token-env", TOKEN_ENV,
             "--host", "0.0.0.0",
             "--port", str(CONTAINER_PORT),
             "--workers", str(spec.threads),

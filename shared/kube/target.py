@@ -4,7 +4,10 @@ Observe reads each object the record's manifests name and says what differs: an 
 deleted, a Deployment scaled or edited by hand (replicas, image, command, serving another
 deployment's model), the token Secret gone. Reconcile server-side applies the rendered
 manifests again (a missing Secret gets a new token, the old ones revoked); applying what
-already matches changes nothing, so a rerun only finishes the repair.
+already matches changes nothing, so a rerun only finishes the repair. A job that changes a
+name (a deploy, a replace, an undeploy) holds its lock (:func:`name_lock`, PostgreSQL) to
+the end: reconcile does not wait for it, it refuses (the job converges the name itself,
+and re-applying the record it is replacing would undo its rollout).
 """
 
 from __future__ import annotations
@@ -14,14 +17,32 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from shared.db import SessionLock
 from shared.deployment_tokens import issue, revoke
 from shared.deployments import Deployment
-from shared.errors import InvalidPayload
+from shared.errors import DeploymentConflict, InvalidPayload
 from shared.kube.cluster import Cluster, Manifest, rollout_of
 from shared.kube.manifests import render
 from shared.kube.spec import TARGET, KubernetesDeploymentSpec, secret_name, service_url
 from shared.settings import Settings
 from shared.targets import LiveState, Target
+
+# One-key advisory locks, as the SageMaker handler's per endpoint (the two-key space is the
+# scheduler's).
+NAME_LOCK = "SELECT pg_try_advisory_lock(hashtext(:key))"
+
+
+def lock_key(namespace: str, name: str) -> str:
+    """The advisory lock key of a deployment name (what the tests hold to race jobs)."""
+    return f"mlmanager.deploy:kubernetes:{namespace}:{name}"
+
+
+def name_lock(engine: Engine, namespace: str, name: str) -> SessionLock | None:
+    """The lock of (namespace, name), not taken yet; None where there is none (SQLite runs
+    one worker)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return SessionLock(engine, NAME_LOCK, key=lock_key(namespace, name))
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,12 @@ class KubernetesTarget(Target):
 
     def reconcile(self, deployment: Deployment) -> list[str]:
         spec = spec_of(deployment)
+        held = name_lock(self.engine, spec.namespace, spec.name) if self.engine else None
+        if held is not None and not held.take():
+            raise DeploymentConflict(
+                f"a job is changing {spec.name} in {spec.namespace} now: it converges it "
+                "(reconcile once it has ended)"
+            )
         cluster = self.cluster(spec)
         try:
             live = self.observe_in(cluster, deployment)
@@ -125,6 +152,8 @@ class KubernetesTarget(Target):
             return steps
         finally:
             cluster.close()
+            if held is not None:
+                held.release()
 
 
 def _deployment_drift(

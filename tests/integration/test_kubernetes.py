@@ -9,14 +9,16 @@ arguments and environment, as read back from the API server, as a local process.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +31,29 @@ import yaml
 from kubernetes import client
 from sklearn.linear_model import LogisticRegression
 
+from shared.db import make_engine
 from shared.errors import NotAuthorized
 from shared.kube.cluster import Cluster
 from shared.kube.spec import CONTAINER_PORT, MLRUNNER_JAR, secret_name, selector
+from shared.kube.target import lock_key
+from shared.migrations import upgrade
 from shared.settings import Settings
-from tests.support import custom_models  # noqa: F401 (first: imports mlflow.pyfunc quietly)
+from tests.support import custom_models  # first: imports mlflow.pyfunc quietly
+from tests.support.engines import settings_for
 from tests.support.kube import ControlPlane, control_plane  # noqa: F401 (fixture)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, log_sklearn
-from tests.support.pg import free_port
+from tests.support.pg import PostgresServer, free_port
 from tests.support.processes import ROOT, clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, ServerProcess, tracking_as
 from tests.support.serving import MLRUNNER_JAR as LOCAL_JAR
+from tests.support.workers import WorkerProcess
 
 pytestmark = [INPUT_EXAMPLE_WARNING]
 ADMIN = ("admin", ADMIN_PASSWORD)
 RULES = ROOT / "infrastructure/helm/mlmanager/files/worker-role-rules.yaml"
 NAMESPACE = "models"
 WORKER_SA = "mlmanager-worker"
+Server = MLManagerProcess | ServerProcess
 
 
 def _service_account(plane: ControlPlane, name: str, rules: list[dict[str, Any]]) -> str:
@@ -121,7 +129,7 @@ def churn(server: MLManagerProcess) -> list[tuple[str, LogisticRegression]]:
     return versions
 
 
-def submit(server: MLManagerProcess, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
+def submit(server: Server, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
     r = requests.post(
         f"{server.api}/jobs",
         json={"handler_name": handler, "payload": payload},
@@ -132,7 +140,7 @@ def submit(server: MLManagerProcess, handler: str, payload: dict[str, Any]) -> d
     return dict(r.json())
 
 
-def wait_job(server: MLManagerProcess, job_id: int, timeout: float = 120) -> dict[str, Any]:
+def wait_job(server: Server, job_id: int, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = requests.get(f"{server.api}/jobs/{job_id}", auth=ADMIN, timeout=10).json()
@@ -142,19 +150,17 @@ def wait_job(server: MLManagerProcess, job_id: int, timeout: float = 120) -> dic
     raise AssertionError(f"job {job_id} did not end in {timeout}s:\n{log_of(server, job_id)}")
 
 
-def log_of(server: MLManagerProcess, job_id: int) -> str:
+def log_of(server: Server, job_id: int) -> str:
     logs = requests.get(f"{server.api}/jobs/{job_id}/logs", auth=ADMIN, timeout=10).json()
     return "\n".join(line["message"] for line in logs["lines"])
 
 
-def run(
-    server: MLManagerProcess, handler: str, payload: dict[str, Any]
-) -> tuple[dict[str, Any], str]:
+def run(server: Server, handler: str, payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
     job = wait_job(server, submit(server, handler, payload)["id"])
     return job, log_of(server, job["id"])
 
 
-def deployment_of(server: MLManagerProcess, name: str, status: str = "DEPLOYED") -> dict[str, Any]:
+def deployment_of(server: Server, name: str, status: str = "DEPLOYED") -> dict[str, Any]:
     found = requests.get(
         f"{server.api}/deployments?target=kubernetes&status={status}", auth=ADMIN, timeout=10
     ).json()["deployments"]
@@ -239,12 +245,23 @@ def test_each_payload_shape_rolls_out(
         assert ingress.spec.ingress_class_name is None  # disable_nginx
 
 
-def test_the_pod_really_serves(
-    server: MLManagerProcess, kube: ControlPlane, churn: list[tuple[str, Any]], tmp_path: Path
-) -> None:
-    """The container of the pod template, run here: it fetches its model through the token
-    route with the token of the Secret and answers as the model predicts."""
-    name = "churn-plain"
+def plugin_environment(server: Server) -> dict[str, str]:
+    """The environment of a client command (`mlflow deployments`, `mlmanager`) of ``server``."""
+    return {
+        **clean_environment(),
+        "MLFLOW_TRACKING_URI": server.url,
+        "MLFLOW_TRACKING_USERNAME": ADMIN[0],
+        "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@contextlib.contextmanager
+def pod_process(kube: ControlPlane, name: str, log: Path) -> Iterator[str]:
+    """The container of ``name``'s pod template, run here as the kubelet would run it
+    (command, arguments, environment with the token Secret's value), on a free loopback
+    port: its URL once /ping answers. Only what differs between the image and this machine
+    is substituted: the java/python found here, the jar's path, the port and address."""
     with kube.client() as api:
         template = client.AppsV1Api(api).read_namespaced_deployment(name, NAMESPACE).spec.template
         secret = client.CoreV1Api(api).read_namespaced_secret(secret_name(name), NAMESPACE)
@@ -254,49 +271,119 @@ def test_the_pod_really_serves(
         if var.value_from is not None:
             ref = var.value_from.secret_key_ref
             assert ref.name == secret.metadata.name
-            import base64
-
             env[var.name] = base64.b64decode(secret.data[ref.key]).decode()
         else:
             env[var.name] = var.value
     port = free_port()
     command = [*container.command, *container.args]
-    assert command[0] == "java" and MLRUNNER_JAR in command
-    command[0] = shutil.which("java") or "java"
-    command[command.index(MLRUNNER_JAR)] = LOCAL_JAR  # where this machine has the image's jar
+    if command[0] == "java":  # the serving image
+        assert MLRUNNER_JAR in command
+        command[0] = shutil.which("java") or "java"
+        command[command.index(MLRUNNER_JAR)] = LOCAL_JAR  # where this machine has the jar
+    else:  # the pyfunc image: its Python holds our package
+        assert command[:3] == ["python", "-m", "shared.kube.pod"], command
+        command[0] = sys.executable
+        env["PYTHONPATH"] = str(ROOT)
     command[command.index(str(CONTAINER_PORT))] = str(port)
     command[command.index("0.0.0.0")] = "127.0.0.1"  # the pod binds every address
-    log = tmp_path / "pod.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command, env={"PATH": os.environ["PATH"], **env}, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 60
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert proc.poll() is None, log.read_text()
             try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
                     break
             except requests.RequestException:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.3)
         else:
             raise AssertionError(log.read_text())
-        x = frame(20, 7)
-        answer = requests.post(
-            f"http://127.0.0.1:{port}/invocations",
-            json={"dataframe_split": {"columns": list(x.columns), "data": x.values.tolist()}},
-            timeout=10,
-        )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["predictions"] == list(churn[0][1].predict(x))
+        yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def _token_reads(server: MLManagerProcess, deployment_id: int, token: str) -> int:
+def invocations(url: str, x: pd.DataFrame) -> list[Any]:
+    answer = requests.post(
+        f"{url}/invocations",
+        json={"dataframe_split": {"columns": list(x.columns), "data": x.values.tolist()}},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["predictions"])
+
+
+def test_the_pod_really_serves(
+    server: MLManagerProcess, kube: ControlPlane, churn: list[tuple[str, Any]], tmp_path: Path
+) -> None:
+    """The container of the pod template, run here: it fetches its model through the token
+    route with the token of the Secret and answers as the model predicts."""
+    with pod_process(kube, "churn-plain", tmp_path / "pod.log") as url:
+        x = frame(20, 7)
+        assert invocations(url, x) == list(churn[0][1].predict(x))
+        # `mlflow deployments predict`, the Service reached as from outside the cluster
+        # (a port-forward to this pod): KUBERNETES_PREDICT_URL.
+        (tmp_path / "x.json").write_text(x.to_json())
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "mlflow", "deployments", "predict", "-t", "mlmanager",
+                "--name", "churn-plain", "--input-path", str(tmp_path / "x.json"),
+                "--output-path", str(tmp_path / "y.json"),
+            ],
+            env={**plugin_environment(server), "KUBERNETES_PREDICT_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        predicted = json.loads((tmp_path / "y.json").read_text())["predictions"]
+        assert predicted == list(churn[0][1].predict(x))
+
+
+def test_a_pyfunc_pod_fetches_its_model_with_the_token_and_serves_it(
+    server: MLManagerProcess, kube: ControlPlane, tmp_path: Path
+) -> None:
+    """A model mlrunner cannot serve (a custom PythonModel): its pod runs the pyfunc image's
+    `python -m shared.kube.pod`, which fetches the MLflow model directory through the token
+    route (no user credentials in the pod) and runs MLflow's scoring server on it."""
+    name = "doubler"
+    with tracking_as(server.url, ADMIN, "kubernetes"):
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=custom_models.Doubler(), pip_requirements=[]
+            )
+        uri = f"models:/doubler/{mlflow.register_model(info.model_uri, name).version}"
+    job, log = run(server, "DEPLOY_KUBERNETES", {"model_uri": uri, "name": name})
+    assert job["status"] == "SUCCESS", f"{job['error']}\n{log}"
+    assert "its pods run MLflow's pyfunc server" in log
+    with kube.client() as api:
+        container = (
+            client.AppsV1Api(api)
+            .read_namespaced_deployment(name, NAMESPACE)
+            .spec.template.spec.containers[0]
+        )
+    assert container.image == Settings.model_fields["kubernetes_pyfunc_image"].default
+    assert all("PASSWORD" not in var.name for var in container.env)
+    with pod_process(kube, name, tmp_path / "pod.log") as url:
+        x = pd.DataFrame({"income": [10.0, 20.5, -3.0], "score": [0.1, 0.2, 0.3]})
+        # MLflow's server answers a Series as records of its one column.
+        answered = [next(iter(p.values())) for p in invocations(url, x)]
+        assert answered == pytest.approx(list(x.income * 2.0 + x.score))
+    record = deployment_of(server, name)
+    assert _token_reads(server, record["id"], "not-the-token") == 401
+
+
+def _token_reads(server: Server, deployment_id: int, token: str) -> int:
     return requests.get(
         f"{server.api}/deployments/{deployment_id}/model",
         headers={"Authorization": f"Bearer {token}"},
@@ -438,13 +525,7 @@ def test_the_mlflow_deployments_plugin_deploys_to_kubernetes(
 ) -> None:
     """`mlflow deployments create/get/delete -t mlmanager -C target=kubernetes`: the
     deployment's name is the objects' name."""
-    env = {
-        **clean_environment(),
-        "MLFLOW_TRACKING_URI": server.url,
-        "MLFLOW_TRACKING_USERNAME": ADMIN[0],
-        "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
-        "PYTHONPATH": str(ROOT),
-    }
+    env = plugin_environment(server)
 
     def mlflow_cli(*args: str) -> str:
         done = subprocess.run(
@@ -466,25 +547,8 @@ def test_the_mlflow_deployments_plugin_deploys_to_kubernetes(
     assert objects(kube, name) == {}
 
 
-def _child_pid(parent: int, command: str) -> int:
-    """The process ``parent`` started as ``python -m mlmanager <command>``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().decode().split("\0")
-        except (OSError, UnicodeDecodeError):
-            continue  # gone meanwhile
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and argv[-3:-1] == [
-            "mlmanager",
-            command,
-        ]:
-            return int(entry.name)
-    raise AssertionError(f"no `mlmanager {command}` child of {parent}")
-
-
-def _wait_for(what: str, check: Any, timeout: float = 120) -> Any:
+def _wait_for(what: str, check: Any, timeout: float = 300) -> Any:
+    """Until ``check()`` is true (generous: a loaded CI machine reads a model in ~30 s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -494,46 +558,179 @@ def _wait_for(what: str, check: Any, timeout: float = 120) -> Any:
     raise AssertionError(f"{what}: not within {timeout}s")
 
 
-def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
-    kube: ControlPlane, tmp_path: Path
+@dataclass
+class PgRig:
+    """One `mlmanager server` on PostgreSQL, and workers the tests start, kill and stop
+    (the server never restarts)."""
+
+    server: ServerProcess
+    dbname: str
+    logdir: Path
+    worker_settings: dict[str, Any]
+    workers: list[WorkerProcess] = field(default_factory=list)
+    started: int = 0  # names each worker's log
+
+    def start_worker(self, **settings: Any) -> WorkerProcess:
+        worker = WorkerProcess(
+            self.server.db_url,
+            self.logdir,
+            f"worker{self.started}",
+            **{**self.worker_settings, **settings},
+        )
+        self.started += 1
+        self.workers.append(worker)
+        worker.wait_healthy(120)
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+
+
+@pytest.fixture(scope="module")
+def pg_rig(
+    kube: ControlPlane, pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PgRig]:
+    root = tmp_path_factory.mktemp("k8s-pg")
+    token = _service_account(kube, "pg-worker", yaml.safe_load(RULES.read_text()))
+    dbname = f"k8s_{time.time_ns()}"
+    with pg_server.database(dbname) as url:
+        engine = make_engine(settings_for(url, root))
+        upgrade(engine)
+        engine.dispose()
+        cluster = {
+            "kubeconfig": kube.write_kubeconfig(root / "worker.kubeconfig", token, "w"),
+            "namespace": NAMESPACE,
+        }
+        server = ServerProcess(root / "server", url, **cluster)  # it observes deployments
+        rig = PgRig(
+            server,
+            dbname,
+            root,
+            {
+                **server.worker_settings(),
+                **cluster,
+                "kubernetes_rollout_timeout_seconds": 120,
+                "job_retry_backoff_seconds": 0.2,
+            },
+        )
+        try:
+            server.wait_ready()
+            yield rig
+        finally:
+            rig.stop_workers()
+            server.stop()
+
+
+@pytest.fixture
+def rig(pg_rig: PgRig) -> Iterator[PgRig]:
+    """The PostgreSQL rig, its workers stopped after the test."""
+    try:
+        yield pg_rig
+    finally:
+        pg_rig.stop_workers()
+
+
+def register(server: Server, name: str, seeds: tuple[int, ...]) -> list[str]:
+    """Versions of the registered model ``name``, one per seed: their model URIs."""
+    uris = []
+    with tracking_as(server.url, ADMIN, name):
+        for seed in seeds:
+            model, x = train(seed)
+            version = mlflow.register_model(log_sklearn(model, x), name).version
+            uris.append(f"models:/{name}/{version}")
+    return uris
+
+
+def test_two_deploys_of_one_name_on_two_workers_run_one_after_the_other(
+    rig: PgRig, kube: ControlPlane, pg_server: PostgresServer
 ) -> None:
-    """kwok paused, so the rollout cannot finish; the worker waiting for it is SIGKILLed.
-    A new worker takes the job over when the lease expires and carries on from the
-    earlier attempt's record: once kwok runs again the job succeeds with one of each
-    object and the deployment recorded once."""
+    """Two replace deploys of one name, each on its own worker, both at the name's lock
+    (held by the test until both wait there): the second runs once the first is done and
+    replaces it, so one deployment is left DEPLOYED and the cluster serves it."""
+    name = "race"
+    uris = register(rig.server, name, (4, 5))
+    for _ in range(2):
+        rig.start_worker(worker_threads=1)
+    with pg_server.connect(rig.dbname) as blocker:
+        blocker.execute("SELECT pg_advisory_lock(hashtext(%s))", [lock_key(NAMESPACE, name)])
+        jobs = [
+            submit(
+                rig.server, "DEPLOY_KUBERNETES", {"model_uri": uri, "name": name, "replace": True}
+            )["id"]
+            for uri in uris
+        ]
+        _wait_for(
+            "both jobs wait for the name",
+            lambda: all("waiting for it" in log_of(rig.server, j) for j in jobs),
+        )
+        running = [
+            requests.get(f"{rig.server.api}/jobs/{j}", auth=ADMIN, timeout=10).json() for j in jobs
+        ]
+        assert len({job["worker_id"] for job in running}) == 2, running  # one on each worker
+    done = [wait_job(rig.server, j, timeout=240) for j in jobs]  # the lock ends with `blocker`
+    logs = [log_of(rig.server, j) for j in jobs]
+    assert [job["status"] for job in done] == ["SUCCESS", "SUCCESS"], logs
+    records = [
+        d
+        for d in requests.get(
+            f"{rig.server.api}/deployments?target=kubernetes", auth=ADMIN, timeout=10
+        ).json()["deployments"]
+        if d["name"] == name
+    ]
+    by_status = {
+        status: [d for d in records if d["status"] == status] for status in ("DEPLOYED", "DELETED")
+    }
+    assert len(records) == 2 and len(by_status["DEPLOYED"]) == 1, records
+    deployed, replaced = by_status["DEPLOYED"][0], by_status["DELETED"][0]
+    second = jobs.index(deployed["job_id"])
+    assert replaced["job_id"] == jobs[1 - second]
+    assert f"replaced deployment {replaced['id']}" in logs[second]
+    assert "is ours now" in logs[0] and "is ours now" in logs[1]
+    with kube.client() as api:
+        live = client.AppsV1Api(api).read_namespaced_deployment(name, NAMESPACE)
+    assert live.spec.template.metadata.labels["mlmanager.io/deployment-id"] == str(deployed["id"])
+    found = objects(kube, name)
+    assert found["Deployment"] == [name] and found["Secret"] == [secret_name(name)]
+
+    # A reconcile does not re-apply a name a job is changing (it could undo a rollout).
+    with pg_server.connect(rig.dbname) as blocker:
+        blocker.execute("SELECT pg_advisory_lock(hashtext(%s))", [lock_key(NAMESPACE, name)])
+        job, log = run(rig.server, "RECONCILE", {"deployment_id": deployed["id"]})
+    assert job["status"] == "FAILURE", log
+    assert f"a job is changing {name} in {NAMESPACE} now" in job["error"], job["error"]
+    job, log = run(rig.server, "RECONCILE", {"deployment_id": deployed["id"]})
+    assert job["status"] == "SUCCESS" and "matches its record" in log, log
+
+
+def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
+    rig: PgRig, kube: ControlPlane
+) -> None:
+    """kwok paused, so the rollout cannot finish; the worker waiting for it is SIGKILLed
+    (the server keeps running). A new worker takes the job over when the lease expires and
+    carries on from the earlier attempt's record: once kwok runs again the job succeeds
+    with one of each object and the deployment recorded once."""
     name = "churn-killed"
-    token = _service_account(kube, "killed-worker", yaml.safe_load(RULES.read_text()))
+    server = rig.server
     settings: dict[str, Any] = {
-        "kubeconfig": kube.write_kubeconfig(tmp_path / "worker.kubeconfig", token, "w"),
-        "namespace": NAMESPACE,
         "kubernetes_rollout_timeout_seconds": 600,  # the wait outlives the first worker
         "job_lease_seconds": 3,
         "worker_sweep_seconds": 1,
     }
-    home = tmp_path / "home"
-    first = MLManagerProcess(home, **settings)
-    second: MLManagerProcess | None = None
-    kwok_paused = False
+    (uri,) = register(server, "killed", (3,))
+    first = rig.start_worker(**settings)
+    kube.pause("kwok")
+    kwok_paused = True
     try:
-        first.wait_ready()
-        with tracking_as(first.url, ADMIN, "killed"):
-            model, x = train(3)
-            uri = f"models:/killed/{mlflow.register_model(log_sklearn(model, x), 'killed').version}"
-        kube.pause("kwok")
-        kwok_paused = True
-        job_id = submit(first, "DEPLOY_KUBERNETES", {"model_uri": uri, "name": name})["id"]
+        job_id = submit(server, "DEPLOY_KUBERNETES", {"model_uri": uri, "name": name})["id"]
         _wait_for(
-            "the first attempt waits for the rollout", lambda: "rollout of" in log_of(first, job_id)
+            "the first attempt waits for the rollout",
+            lambda: "rollout of" in log_of(server, job_id),
         )
         assert objects(kube, name)["Deployment"] == [name]
-        worker = _child_pid(first.proc.pid, "worker")
-        os.kill(worker, signal.SIGKILL)
-        # `mlmanager up` stops its server when its worker dies; a new one on the same
-        # home starts meanwhile (the killed worker's lease expires, nothing else runs it).
-        second = MLManagerProcess(home, **settings)
-        first.proc.wait(timeout=60)
-        second.wait_ready()
-        server = second
+        first.kill()
+        rig.start_worker(**settings)
 
         def retried() -> bool:
             job = requests.get(f"{server.api}/jobs/{job_id}", auth=ADMIN, timeout=10).json()
@@ -542,8 +739,8 @@ def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
         _wait_for("the new worker carries on with the job", retried)
         kube.resume("kwok")
         kwok_paused = False
-        job = wait_job(second, job_id)
-        log = log_of(second, job_id)
+        job = wait_job(server, job_id)
+        log = log_of(server, job_id)
         assert job["status"] == "SUCCESS", f"{job['error']}\n{log}"
         assert job["attempt"] == 2
         found = objects(kube, name)
@@ -553,31 +750,22 @@ def test_a_worker_killed_mid_rollout_leaves_a_job_the_next_worker_converges(
         records = [
             d
             for d in requests.get(
-                f"{second.api}/deployments?target=kubernetes", auth=ADMIN, timeout=10
+                f"{server.api}/deployments?target=kubernetes", auth=ADMIN, timeout=10
             ).json()["deployments"]
             if d["name"] == name
         ]
         assert [(d["status"], d["job_id"]) for d in records] == [("DEPLOYED", job_id)]
-        live = requests.get(f"{second.api}/deployments/{records[0]['id']}", auth=ADMIN, timeout=10)
+        live = requests.get(f"{server.api}/deployments/{records[0]['id']}", auth=ADMIN, timeout=10)
         assert live.json()["drift"] is None
         assert live.json()["details"]["replicas"] == {"ready": 1, "desired": 1}
-        assert _token_reads(second, records[0]["id"], _secret_token(kube, name)) == 200
+        assert _token_reads(server, records[0]["id"], _secret_token(kube, name)) == 200
     finally:
         if kwok_paused:
             kube.resume("kwok")
-        for proc in (first, second):
-            if proc is not None:
-                proc.stop()
 
 
 def _mlmanager(server: MLManagerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **clean_environment(),
-        "MLFLOW_TRACKING_URI": server.url,
-        "MLFLOW_TRACKING_USERNAME": ADMIN[0],
-        "MLFLOW_TRACKING_PASSWORD": ADMIN[1],
-        "PYTHONPATH": str(ROOT),
-    }
+    env = plugin_environment(server)
     return subprocess.run(
         [sys.executable, "-m", "mlmanager", *args],
         env=env,

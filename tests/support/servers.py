@@ -11,7 +11,13 @@ from pathlib import Path
 import requests
 
 from tests.support.pg import free_port
-from tests.support.processes import ROOT, clean_environment, spawn_mlmanager, terminate
+from tests.support.processes import (
+    ROOT,
+    clean_environment,
+    spawn_mlmanager,
+    terminate,
+    wait_http_ok,
+)
 
 ADMIN_PASSWORD = "admin-test-password-42"
 TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -90,6 +96,43 @@ class MLManagerProcess:
             timeout=10,
         )
         assert r.status_code == 200, r.text
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
+class ServerProcess:
+    """`mlmanager server` alone (no worker) on ``db_url``: tests that start, kill and
+    restart workers keep one server (``tests.support.workers.WorkerProcess``)."""
+
+    def __init__(self, home: Path, db_url: str, **settings: object) -> None:
+        self.port = free_port()
+        self.home = home
+        self.log = home.parent / f"{home.name}-server.log"
+        env = clean_environment()
+        env.update(
+            DB_URL=db_url,
+            MLMANAGER_HOME=str(home),
+            MLMANAGER_PORT=str(self.port),
+            MLMANAGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            MLMANAGER_SECRET_KEY="test-secret-key-0123456789abcdef",
+            HANDLER_MODULES="tests.support.handlers",
+            HANDLER_SPEC_MODULES="tests.support.handler_specs",
+            PYTHONPATH=str(ROOT),
+        )
+        env.update({k.upper(): str(v) for k, v in settings.items()})
+        home.mkdir(parents=True, exist_ok=True)
+        self.db_url = db_url
+        self.proc = spawn_mlmanager("server", env, self.log)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/api/2.0/mlmanager"
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        wait_http_ok(f"{self.url}/health", self.proc, self.log, timeout)
+
+    def worker_settings(self) -> dict[str, object]:
+        """What a worker of this server needs besides the database (WorkerProcess's)."""
+        return {"mlflow_url": self.url, "mlmanager_admin_password": ADMIN_PASSWORD}
 
     def stop(self) -> None:
         terminate(self.proc)

@@ -136,9 +136,32 @@ def test_the_server_image_runs_the_mlmanager_commands() -> None:
     assert not _command_exists(["no-such-command"])
     # The worker deploys H2O models: the h2o extra, a JRE and the jar where jvm looks.
     python = parse_dockerfile(INFRA / "Dockerfile")[1]
-    assert "h2o" in python.all("ARG")[0]
+    extras = python.all("ARG")[0].split("=", 1)[1].split(",")
+    # H2O models; DEPLOY_KUBERNETES (the kubernetes client); DEPLOY_AWS (boto3).
+    assert {"h2o", "k8s", "aws"} <= set(extras), extras
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(extras) <= set(optional["optional-dependencies"]), extras
     assert any("openjdk-17-jre-headless" in run for run in runtime.all("RUN"))
     assert any(c.destination == jvm.DEFAULT_JAR for c in copies(runtime))
+
+
+def test_the_serving_image_defaults_are_the_names_the_dockerfiles_build() -> None:
+    """KUBERNETES_SERVING_IMAGE / _PYFUNC_IMAGE: the `docker build -t` name each Dockerfile
+    gives, at the release's version (pyproject's, the chart's appVersion)."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((INFRA / "helm/mlmanager/Chart.yaml").read_text())
+    assert chart["appVersion"] == version
+    defaults = Settings.model_fields
+    for setting, dockerfile in (
+        ("kubernetes_serving_image", "serving.Dockerfile"),
+        ("kubernetes_pyfunc_image", "pyfunc.Dockerfile"),
+    ):
+        image = defaults[setting].default
+        assert image.endswith(f":{version}"), image
+        assert (
+            f"docker build -t {image} -f infrastructure/{dockerfile} ."
+            in (INFRA / dockerfile).read_text()
+        ), (setting, image)
 
 
 def test_the_pyfunc_image_runs_mlmanager_serve() -> None:

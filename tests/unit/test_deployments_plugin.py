@@ -50,3 +50,23 @@ def test_azure_deployments_are_named_by_their_endpoint_and_replaced_by_a_flag(
         "models:/iris/2", {"target": "sagemaker", "app_name": "iris"}, "iris", replace=True
     )
     assert payload["deployment_mode"] == "replace"
+
+
+def test_predict_goes_to_the_service_the_ingress_or_the_url_set() -> None:
+    from mlmanager.deployments import predict_url
+
+    spec = {
+        "namespace": "models",
+        "name": "churn",
+        "representation_id": 3,
+        "runtime": "mlrunner",
+        "image": "mlmanager/serving:0.1.0",
+        "server_url": "http://mlmanager:5001",
+        "model_uri": "models:/churn/2",
+        "service_port": 8000,
+    }
+    assert predict_url(spec, None) == "http://churn.models.svc:8000"
+    exposed = spec | {"ingress_host": "churn.models.example.com"}
+    assert predict_url(exposed, None) == "http://churn.models.example.com"
+    forwarded = "http://localhost:18{port}/{namespace}/{name}/"
+    assert predict_url(exposed, forwarded) == "http://localhost:188000/models/churn"

@@ -45,7 +45,7 @@ SHAPES = {
     ),
     "external": spec(ingress_host="churn.models.example.com", service_port=8000),
     "external-default-class": spec(ingress_host="churn.example.com", disable_nginx=True),
-    "pyfunc": spec(runtime="mlflow", image="mlmanager/mlflow-pyfunc:1", model_sha256=None),
+    "pyfunc": spec(runtime="mlflow", image="mlmanager/pyfunc:1", model_sha256=None),
 }
 
 
@@ -121,3 +121,17 @@ def test_a_dry_run_never_shows_the_token() -> None:
 )
 def test_object_names(name: str | None, uri: str, run_id: str, expected: str) -> None:
     assert object_name(name, uri, run_id) == expected
+
+
+def test_a_pyfunc_pod_fetches_its_model_with_the_token() -> None:
+    """The pyfunc image's pod gets the token route and the token's variable, never a
+    model URI it would need user credentials to read."""
+    (deployment,) = [o for o in render(SHAPES["pyfunc"], 12, None) if o["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    argv = container["command"] + container["args"]
+    assert argv[:3] == ["python", "-m", "shared.kube.pod"]
+    model = argv[argv.index("--model") + 1]
+    assert model == "http://mlmanager.mlmanager.svc:5001/api/2.0/mlmanager/deployments/12/model"
+    token_env = argv[argv.index("--token-env") + 1]
+    assert token_env in {v["name"] for v in container["env"] if "valueFrom" in v}
+    assert "models:/churn/2" not in argv
