@@ -43,11 +43,12 @@ import mlflow.xgboost
 import numpy as np
 import pandas as pd
 import xgboost
+from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
 from shared.model_source import ModelSource
 from shared.serving import servable_representation
-from tests.support.mlflow_store import log_model, temporary_tracking_store
+from tests.support.mlflow_store import temporary_tracking_store
 from tests.support.pg import free_port
 from tests.support.processes import tree_rss
 from tests.support.serving import ServingProcess, write_bundle
@@ -123,6 +124,9 @@ def mlserver_install() -> tuple[Path | None, str]:
         return command, ""
     pins = [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_LIBRARIES]
     packages = [f"mlserver=={MLSERVER_VERSION}", f"mlserver-mlflow=={MLSERVER_VERSION}", *pins]
+    # uvloop 0.22 broke MLServer 1.7.1's inference workers ("There is no current event loop",
+    # SeldonIO/MLServer#2286, unreleased fix): the last uvloop it works with.
+    packages.append("uvloop==0.21.0")
     print(f"installing MLServer into {MLSERVER_VENV}: {' '.join(packages)}", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(MLSERVER_VENV)], check=True)
     pip = [str(MLSERVER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", *packages]
@@ -152,6 +156,22 @@ def mlserver(command: Path, name: str, model_dir: Path, folder: Path, log: Path)
         port,
         PATH=os.pathsep.join([str(command.parent), os.environ.get("PATH", "")]),
     )
+
+
+def log_model(flavor: Any, model: Any, frame: pd.DataFrame) -> str:
+    """Log a fitted model with its input and output signature; its model URI. (MLServer's MLflow
+    runtime 1.7.1 fails to load a model whose signature has no outputs: to_metadata_tensors
+    reads ``signature.outputs.inputs``.)"""
+    signature = infer_signature(frame, model.predict(frame))
+    with mlflow.start_run():
+        info = flavor.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=frame.head(5),
+            pip_requirements=[],
+        )
+    return str(info.model_uri)
 
 
 def run() -> dict[str, Any]:
