@@ -18,8 +18,9 @@ import java.util.List;
  * {@link #read} answer {@code null}, and the general reader reads the body again: it alone decides
  * what an unusual request means and words every error, so both paths answer alike.
  *
- * <p>Measured on a 1000-row, 20-column {@code dataframe_split} request (358 KB): the Gson tree and
- * per-cell {@code Double.parseDouble} took most of the request's CPU beside onnxruntime's own.
+ * <p>Measured on the serving benchmark's 1000-row, 20-column {@code dataframe_split} request
+ * (290 KB, pandas' 10 decimals): 2.3-3.9 ms here against 8.7-15 ms for the Gson tree reader
+ * (same loaded 2-core machine), where onnxruntime scores the 100-tree XGBoost model in 9-15 ms.
  */
 final class JsonColumns {
     private static final int MAX_DEPTH = 64;
