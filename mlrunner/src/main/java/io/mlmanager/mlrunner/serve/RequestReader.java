@@ -27,9 +27,11 @@ import java.util.Set;
 final class RequestReader {
     private static final Set<String> FORMATS = Set.of("dataframe_split", "dataframe_records", "instances", "inputs");
     private final List<InputSpec> inputs;
+    private final JsonColumns fastJson;
 
     RequestReader(List<InputSpec> inputs) {
         this.inputs = List.copyOf(inputs);
+        this.fastJson = new JsonColumns(inputs);
     }
 
     /**
@@ -54,12 +56,12 @@ final class RequestReader {
         if (body.length == 0) {
             throw new BadRequest("The request body is empty: send the rows to score as JSON or CSV");
         }
-        String text = utf8(body);
         switch (mime) {
             case "application/json":
-                return json(text);
+                ColumnBlock fast = fastJson.read(body);
+                return fast != null ? fast : json(utf8(body));
             case "text/csv":
-                return csv(text);
+                return csv(utf8(body));
             default:
                 throw new BadRequest(415, "This predictor only supports the following content types:"
                         + " [text/csv, application/json]. Got '" + contentType + "'.");

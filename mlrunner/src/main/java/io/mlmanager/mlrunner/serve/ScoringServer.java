@@ -18,6 +18,7 @@ import java.io.OutputStream;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutorService;
@@ -228,8 +229,8 @@ public final class ScoringServer {
     private byte[] body(HttpExchange exchange) throws IOException {
         long limit = options.maxBodyBytes();
         String declared = exchange.getRequestHeaders().getFirst("Content-Length");
+        long length = -1;
         if (declared != null) {
-            long length;
             try {
                 length = Long.parseLong(declared.trim());
             } catch (NumberFormatException e) {
@@ -242,6 +243,12 @@ public final class ScoringServer {
             }
         }
         try (InputStream in = exchange.getRequestBody()) {
+            if (length >= 0) {
+                // Read into one array of the declared size (readNBytes(limit) gathers 8 KB chunks, then copies).
+                byte[] body = new byte[(int) length];
+                int read = in.readNBytes(body, 0, body.length);
+                return read == body.length ? body : Arrays.copyOf(body, read);
+            }
             byte[] body = in.readNBytes((int) limit + 1);
             if (body.length > limit) {
                 exchange.getResponseHeaders().set("Connection", "close");
