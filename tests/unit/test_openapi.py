@@ -44,7 +44,10 @@ def test_a_deployment_documents_its_target_and_a_typed_spec_per_target() -> None
         "#/components/schemas/DatabaseDeploymentSpec",
         "#/components/schemas/KubernetesDeploymentSpec",
         "#/components/schemas/SageMakerDeploymentSpec",
+        "#/components/schemas/AzureDeploymentSpec",
     }
+    azure = schemas["AzureDeploymentSpec"]["properties"]
+    assert {"endpoint_name", "region", "url", "workspace"} <= set(azure)
     sagemaker = schemas["SageMakerDeploymentSpec"]["properties"]
     assert {"endpoint_name", "region", "url"} <= set(sagemaker)
     database = schemas["DatabaseDeploymentSpec"]["properties"]
