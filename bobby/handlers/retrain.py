@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bobby.handlers import ServiceContext, register, register_service
 from bobby.handlers.base import Handler, Step
+from bobby.process_guard import die_with_parent, guarded
 from bobby.scheduler import RetrainScheduler
 from shared import job_tokens
 from shared.deploy_rules import DATABASE_TARGET
@@ -380,7 +381,7 @@ class Retrain(Handler):
         """Run the project; every output line into the job log; (exit code, last lines)."""
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         proc = subprocess.Popen(
-            command,
+            guarded(command),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -388,8 +389,10 @@ class Retrain(Handler):
             env=env,
             cwd=self.workdir,
             # Its own process group: a stop kills the project's own children too (mlflow
-            # run starts the entry point's command in a shell).
+            # run starts the entry point's command in a shell); and the group dies with this
+            # worker, even one killed with SIGKILL (bobby.process_guard).
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         control = self.ctx.control
         done = threading.Event()
