@@ -196,7 +196,7 @@ class Retrain(Handler):
             self.entry_point = self.plan.entry_point or "main"
             logger.info("project {} (entry point {})", self.project, self.entry_point)
             return
-        folder = self._project_folder()
+        folder = self.project_folder = self._project_folder()
         import mlflow.artifacts
 
         local = mlflow.artifacts.download_artifacts(
@@ -241,13 +241,17 @@ class Retrain(Handler):
         ]  # fmt: skip
         for key, value in self.plan.parameters.items():
             command += ["-P", f"{key}={value}"]
-        logger.info("$ {}", " ".join(command[1:]))
+        if self.plan.environment != "kubernetes":
+            logger.info("$ {}", " ".join(command[1:]))
         with self.ctx.ledger.engine.begin() as conn:
             token = job_tokens.issue(conn, self.ctx.job.id, self.schedule.user)
         logger.info(
             "the project logs to MLflow as {} (a token valid while this job runs)",
             self.schedule.user,
         )
+        if self.plan.environment == "kubernetes":
+            self._run_on_kubernetes(token)
+            return
         code, tail = self._stream(command, project_environment(self.schedule.user, token))
         if code != 0:
             self._end_run("FAILED")
@@ -416,6 +420,59 @@ class Retrain(Handler):
             done.set()
         self.ctx.check()
         return code, list(tail)
+
+    def _run_on_kubernetes(self, token: str) -> None:
+        """The project as a Kubernetes Job (``shared.kube.jobs``), followed to its end."""
+        from bobby.project_job import follow
+        from shared.kube.jobs import JOB_LABEL, ProjectJobs, ProjectRun, job_manifests, job_name
+
+        settings = self.ctx.settings
+        run = ProjectRun(
+            entry_point=self.entry_point,
+            env_manager=settings.retrain_env_manager,
+            experiment_id=self.experiment_id,
+            run_id=self.run_id,
+            parameters=self.plan.parameters,
+            project_uri=self.plan.project_uri,
+            project_run=None if self.plan.project_uri else self.project_run,
+            project_folder="" if self.plan.project_uri else self.project_folder,
+        )
+        name = job_name(self.ctx.job.id)
+        login = {
+            "MLFLOW_TRACKING_URI": settings.kubernetes_model_url or settings.server_url,
+            "MLFLOW_TRACKING_USERNAME": self.schedule.user,
+            "MLFLOW_TRACKING_PASSWORD": token,
+        }
+        jobs = ProjectJobs(settings)
+        secret, job = job_manifests(
+            name, jobs.namespace, run, login, settings, {JOB_LABEL: str(self.ctx.job.id)}
+        )
+        try:
+            jobs.start(secret, job)
+            logger.info(
+                "Job {} in namespace {} (image {}, deadline {} s); its pod runs:\n{}",
+                name,
+                jobs.namespace,
+                settings.retrain_kubernetes_image,
+                settings.retrain_kubernetes_deadline_seconds,
+                run.script(),
+            )
+            try:
+                state, tail = follow(jobs, name, settings, self.ctx.control, self.ctx.check)
+            except BaseException:  # cancelled, lease lost, API down: the pod stops too
+                with contextlib.suppress(Exception):
+                    jobs.cluster.delete("Job", name)
+                raise
+        finally:
+            with contextlib.suppress(Exception):  # the token is revoked with the job anyway
+                jobs.remove_secret(name)
+            jobs.close()
+        if not state.succeeded:
+            self._end_run("FAILED")
+            raise ProjectFailed(
+                f"the project's Job {name} failed ({state.reason}); its last lines:\n"
+                + "\n".join(tail)
+            )
 
     def _end_run(self, status: str) -> None:
         from mlflow.exceptions import MlflowException
