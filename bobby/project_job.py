@@ -109,4 +109,8 @@ def _drain(watch: _Copied, settings: Settings) -> None:
             return
         time.sleep(poll)
         watch.poll()
-    logger.warning("lines of {} were still arriving {:g}s after it ended", watch.payload.job_name, DRAIN_SECONDS)
+    logger.warning(
+        "lines of {} were still arriving {:g}s after it ended",
+        watch.payload.job_name,
+        DRAIN_SECONDS,
+    )

@@ -29,7 +29,7 @@ CONTAINER = "project"
 # The pod's MLflow login, from the Secret (key = variable name).
 SECRET_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 # Where the pod downloads the project to.
-PROJECT_DIR = "/tmp/mlmanager-project"  # noqa: S108 (the pod's own /tmp)
+PROJECT_DIR = "/tmp/mlmanager-project"
 
 
 def job_name(retrain_job_id: int) -> str:
@@ -91,10 +91,11 @@ def job_manifests(
         "stringData": {key: login[key] for key in SECRET_KEYS},
     }
     resources: dict[str, dict[str, str]] = {}
+    s = settings
     for kind, cpu, memory in (
-        ("requests", settings.retrain_kubernetes_cpu_request, settings.retrain_kubernetes_memory_request),
-        ("limits", settings.retrain_kubernetes_cpu_limit, settings.retrain_kubernetes_memory_limit),
-    ):  # fmt: skip
+        ("requests", s.retrain_kubernetes_cpu_request, s.retrain_kubernetes_memory_request),
+        ("limits", s.retrain_kubernetes_cpu_limit, s.retrain_kubernetes_memory_limit),
+    ):
         wanted = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
         if wanted:
             resources[kind] = wanted
@@ -152,9 +153,7 @@ class JobState:
 
 
 def job_state(job: Manifest) -> JobState:
-    conditions = {
-        c.get("type"): c for c in (job.get("status") or {}).get("conditions") or [] if c
-    }
+    conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or [] if c}
     failed = conditions.get("Failed") or conditions.get("FailureTarget")
     if failed and failed.get("status") == "True":
         reason = f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ")

@@ -42,7 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from sqlalchemy import create_engine, text
 
 from shared.kube.jobs import JOB_LABEL, PROJECT_DIR, SECRET_KEYS, job_name
-from tests.support.elasticsearch import ElasticsearchNode, PodLog, es_node  # noqa: F401
+from tests.support.elasticsearch import ElasticsearchNode, PodLog
 from tests.support.kube import (
     ControlPlane,
     control_plane,  # noqa: F401 (fixture)
@@ -92,7 +92,7 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(
     control_plane: ControlPlane,  # noqa: F811
-    es_node: ElasticsearchNode,  # noqa: F811
+    es_node: ElasticsearchNode,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Rig]:
     root = tmp_path_factory.mktemp("kretrain")
@@ -248,7 +248,9 @@ def _run_pod_here(rig: Rig, job: Any, secret: Any, pod: str, workdir: Path) -> i
 
 def _secret_gone(rig: Rig, name: str) -> bool:
     with rig.kube.client() as api:
-        names = [s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(NAMESPACE).items]
+        names = [
+            s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret(NAMESPACE).items
+        ]
     return name not in names
 
 
@@ -274,7 +276,13 @@ def test_a_retrain_on_kubernetes_runs_as_a_job_and_promotes_the_winner(
     token = base64.b64decode(secret.data["MLFLOW_TRACKING_PASSWORD"]).decode()
     assert token.startswith("mlmjob_")
     with rig.kube.client() as api:
-        raw = client.BatchV1Api(api).read_namespaced_job(name=job.metadata.name, namespace=NAMESPACE, _preload_content=False).data.decode()
+        raw = (
+            client.BatchV1Api(api)
+            .read_namespaced_job(
+                name=job.metadata.name, namespace=NAMESPACE, _preload_content=False
+            )
+            .data.decode()
+        )
     assert token not in raw and json.loads(raw)["kind"] == "Job"
     assert token not in rig.log(job_id)
 

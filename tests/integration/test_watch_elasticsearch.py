@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from shared.ledger import Ledger
-from tests.support.elasticsearch import ElasticsearchNode, PodLog, es_node  # noqa: F401 (fixture)
-from tests.support.engines import IN_CI
+from tests.support.elasticsearch import ElasticsearchNode, PodLog
 from tests.support.pg import PG_PASSWORD
 from tests.support.workers import StartWorker, wait_finished, wait_until
 
