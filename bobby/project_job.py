@@ -21,6 +21,7 @@ from loguru import logger
 
 from bobby.handlers.base import JobControl
 from bobby.handlers.elasticsearch import ElasticsearchLogSource, PodLine, Watch
+from shared.errors import TargetUnavailable
 from shared.handlers import WatchElasticsearchPayload
 from shared.kube.jobs import JobState, ProjectJobs
 from shared.settings import Settings
@@ -78,7 +79,7 @@ def follow(
             last = state.line
             logger.info("Job {}: {}", name, last)
         if watch is not None:
-            watch.poll()
+            _poll(watch)
         if state.done:
             break
         control.cancel.wait(poll)
@@ -99,6 +100,15 @@ def follow(
     return state, list(tail)
 
 
+def _poll(watch: _Copied) -> None:
+    """One read of new lines; Elasticsearch failing for a moment (an index being created,
+    a node restarting) loses no line: the next poll reads from the same place."""
+    try:
+        watch.poll()
+    except TargetUnavailable as exc:
+        logger.warning("{} (reading the pod's lines again in a moment)", exc.message)
+
+
 def _drain(watch: _Copied, settings: Settings) -> None:
     """Copy the lines still arriving: until none came for the settle time and two polls."""
     poll = settings.elasticsearch_watch_poll_seconds
@@ -108,7 +118,7 @@ def _drain(watch: _Copied, settings: Settings) -> None:
         if time.monotonic() - watch.last_new > quiet and not watch.first_seen:
             return
         time.sleep(poll)
-        watch.poll()
+        _poll(watch)
     logger.warning(
         "lines of {} were still arriving {:g}s after it ended",
         watch.payload.job_name,

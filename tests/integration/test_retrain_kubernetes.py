@@ -102,6 +102,20 @@ def rig(
         control_plane, NAMESPACE, "mlmanager-worker", yaml.safe_load(RULES.read_text())
     )
     config = control_plane.write_kubeconfig(root / "worker.kubeconfig", token, "worker")
+    # The index as a shipper's template makes it, before any pod writes a line.
+    es_node.client().indices.create(
+        index=INDEX,
+        mappings={
+            "properties": {
+                "@timestamp": {"type": "date"},
+                "log": {"properties": {"offset": {"type": "long"}}},
+                "kubernetes": {
+                    "properties": {"pod": {"properties": {"name": {"type": "keyword"}}}}
+                },
+                "message": {"type": "text"},
+            }
+        },
+    )
     server = MLManagerProcess(
         root / "home",
         kubeconfig=config,
