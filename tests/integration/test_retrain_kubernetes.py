@@ -230,9 +230,10 @@ def _run_pod_here(rig: Rig, job: Any, secret: Any, pod: str, workdir: Path) -> i
     env["HOME"] = str(workdir)
     command = [*container.command, *container.args]
     command[-1] = command[-1].replace(PROJECT_DIR, str(workdir / "project-dir"))
-    shipper = PodLog(rig.es.client(), INDEX, pod)
+    es = rig.es.client()
+    shipper = PodLog(es, INDEX, pod)
     shipper.start = dt.datetime.now(dt.UTC)
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         command,
         env=env,
         cwd=workdir,
@@ -240,22 +241,23 @@ def _run_pod_here(rig: Rig, job: Any, secret: Any, pod: str, workdir: Path) -> i
         stderr=subprocess.STDOUT,
         text=True,
         errors="replace",
-    )
-    assert proc.stdout is not None
-
-    def ship() -> None:
+    ) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            shipper.write(line.rstrip("\n"))
+        output = proc.stdout
 
-    thread = threading.Thread(target=ship, daemon=True)
-    thread.start()
-    try:
-        code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    thread.join(30)
+        def ship() -> None:
+            for line in output:
+                shipper.write(line.rstrip("\n"))
+
+        thread = threading.Thread(target=ship, daemon=True)
+        thread.start()
+        try:
+            code = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        thread.join(30)
+    es.close()
     finish_pod(rig.kube, NAMESPACE, pod, code)
     return code
 
