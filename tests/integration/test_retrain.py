@@ -502,6 +502,7 @@ def test_a_killed_worker_takes_its_project_with_it(rig: Rig) -> None:
     worker = next(w for w in rig.workers if holder.worker_id.endswith(f":{w.pid}"))
     guard = _guard_of(worker.pid)
     tree = _session(guard)
-    assert len(tree) >= 5, tree  # guard, mlflow run, bash, train.py, its child
+    # the guard, mlflow run, train.py (bash -c execs a lone command) and its child
+    assert len(tree) >= 4, tree
     worker.kill()
     wait_until(lambda: not _session(guard), 30, "the project's processes gone")
