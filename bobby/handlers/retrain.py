@@ -10,6 +10,10 @@ alias to it and submits a DEPLOY_DATABASE ``replace`` of every active database
 deployment of the old version (one job each, its unique key naming this job). A loser
 stays registered with the comparison in its tags.
 
+With the schedule's ``environment: kubernetes`` the project runs as a Kubernetes Job
+(``shared.kube.jobs``, followed by ``bobby.project_job``) instead of a worker subprocess;
+the steps around it are the same.
+
 A RETRAIN job holds its schedule's :class:`~shared.schedules.RetrainSlot` from its first
 step to its end: a firing that comes while another retrain of the same schedule runs is
 skipped with a log line (one retrain of a schedule at a time).
@@ -44,7 +48,7 @@ from bobby.scheduler import RetrainScheduler
 from shared import job_tokens
 from shared.deploy_rules import DATABASE_TARGET
 from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore
-from shared.errors import DeploymentConflict, NotFound, ProjectFailed
+from shared.errors import DeploymentConflict, MLManagerError, NotFound, ProjectFailed
 from shared.handlers import SPECS, DeployDatabasePayload, RetrainPayload, ScheduleRetrainPayload
 from shared.schedules import RetrainSlot, ScheduleStore
 from shared.scoring.runtime import import_mlflow
@@ -460,12 +464,16 @@ class Retrain(Handler):
             try:
                 state, tail = follow(jobs, name, settings, self.ctx.control, self.ctx.check)
             except BaseException:  # cancelled, lease lost, API down: the pod stops too
-                with contextlib.suppress(Exception):
+                try:
                     jobs.cluster.delete("Job", name)
+                except MLManagerError as exc:
+                    logger.warning("could not delete the Job {}: {}", name, exc.message)
                 raise
         finally:
-            with contextlib.suppress(Exception):  # the token is revoked with the job anyway
+            try:
                 jobs.remove_secret(name)
+            except MLManagerError as exc:  # its token is revoked with the job anyway
+                logger.warning("could not delete the Secret {}: {}", name, exc.message)
             jobs.close()
         if not state.succeeded:
             self._end_run("FAILED")
