@@ -72,12 +72,6 @@ def _require_own_deployment(engine: Engine, deployment_id: int) -> None:
 
 def check_schedule_payload(payload: ScheduleRetrainPayload) -> None:
     """A schedule retrains a model its user may read (and the run, when named)."""
-    if payload.environment == "kubernetes":
-        raise InvalidPayload(
-            "environment kubernetes is not available yet: retraining runs in the worker "
-            "(environment default)",
-            field="environment",
-        )
     _require_registered_model(payload.model_name, "model_name")
     if payload.run_id is not None:
         _require_run(payload.run_id, "run_id")

@@ -256,6 +256,37 @@ class Settings(BaseSettings):
         300.0, gt=0, description="A rollout that is not available after this long fails"
     )
 
+    # --- RETRAIN of a schedule with environment: kubernetes (shared/kube/jobs.py) ---
+    retrain_kubernetes_image: str = Field(
+        "mlmanager/mlmanager:latest",
+        description="Image of the retraining Jobs' pods: it needs mlflow and the projects' "
+        "libraries (the worker's image has them)",
+    )
+    retrain_kubernetes_namespace: str | None = Field(
+        None, description="Namespace of the retraining Jobs (default NAMESPACE)"
+    )
+    retrain_kubernetes_service_account: str | None = Field(
+        None, description="Service account of the retraining pods (default: the namespace's)"
+    )
+    retrain_kubernetes_cpu_request: str | None = Field(
+        None, description="CPU request of a retraining pod (e.g. 500m; unset: none)"
+    )
+    retrain_kubernetes_memory_request: str | None = Field(
+        None, description="Memory request of a retraining pod (e.g. 1Gi; unset: none)"
+    )
+    retrain_kubernetes_cpu_limit: str | None = Field(
+        None, description="CPU limit of a retraining pod (unset: none)"
+    )
+    retrain_kubernetes_memory_limit: str | None = Field(
+        None, description="Memory limit of a retraining pod (unset: none)"
+    )
+    retrain_kubernetes_deadline_seconds: int = Field(
+        3600, gt=0, description="activeDeadlineSeconds of a retraining Job: it fails after this"
+    )
+    retrain_kubernetes_poll_seconds: float = Field(
+        2.0, gt=0, description="How often the worker reads a retraining Job's status"
+    )
+
     # --- clients (`mlmanager jobs|deploy`, the MLflow deployments plugin) ---
     mlflow_tracking_uri: str | None = Field(
         None, description="Server the command line talks to (default: this machine's server)"

@@ -129,7 +129,10 @@ class ElasticsearchLogSource:
                 "range", **{"@timestamp": {"gte": since_ms, "format": "epoch_millis"}}
             )
         search = (
-            search.sort("@timestamp", {"log.offset": {"order": "asc", "unmapped_type": "long"}})
+            search.sort(
+                {"@timestamp": {"order": "asc", "unmapped_type": "date"}},
+                {"log.offset": {"order": "asc", "unmapped_type": "long"}},
+            )
             .source(["@timestamp", "log.offset", field, "message"])
             .extra(size=_PAGE)
         )
@@ -149,6 +152,8 @@ class ElasticsearchLogSource:
                     message=str(hit.to_dict().get("message", "")).rstrip("\n"),
                 )
         except ApiError as exc:
+            if exc.meta.status == 404 and exc.error == "index_not_found_exception":
+                return  # a named index the shippers have not written to yet: no line yet
             if exc.meta.status >= 500:
                 raise TargetUnavailable(f"Elasticsearch: {exc}") from None
             raise WatchFailed(

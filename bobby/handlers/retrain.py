@@ -10,6 +10,10 @@ alias to it and submits a DEPLOY_DATABASE ``replace`` of every active database
 deployment of the old version (one job each, its unique key naming this job). A loser
 stays registered with the comparison in its tags.
 
+With the schedule's ``environment: kubernetes`` the project runs as a Kubernetes Job
+(``shared.kube.jobs``, followed by ``bobby.project_job``) instead of a worker subprocess;
+the steps around it are the same.
+
 A RETRAIN job holds its schedule's :class:`~shared.schedules.RetrainSlot` from its first
 step to its end: a firing that comes while another retrain of the same schedule runs is
 skipped with a log line (one retrain of a schedule at a time).
@@ -39,11 +43,12 @@ from sqlalchemy.exc import DBAPIError
 
 from bobby.handlers import ServiceContext, register, register_service
 from bobby.handlers.base import Handler, Step
+from bobby.process_guard import die_with_parent, guarded
 from bobby.scheduler import RetrainScheduler
 from shared import job_tokens
 from shared.deploy_rules import DATABASE_TARGET
 from shared.deployments import DatabaseDeploymentSpec, Deployment, DeploymentStore
-from shared.errors import DeploymentConflict, NotFound, ProjectFailed
+from shared.errors import DeploymentConflict, MLManagerError, NotFound, ProjectFailed
 from shared.handlers import SPECS, DeployDatabasePayload, RetrainPayload, ScheduleRetrainPayload
 from shared.schedules import RetrainSlot, ScheduleStore
 from shared.scoring.runtime import import_mlflow
@@ -195,7 +200,7 @@ class Retrain(Handler):
             self.entry_point = self.plan.entry_point or "main"
             logger.info("project {} (entry point {})", self.project, self.entry_point)
             return
-        folder = self._project_folder()
+        folder = self.project_folder = self._project_folder()
         import mlflow.artifacts
 
         local = mlflow.artifacts.download_artifacts(
@@ -240,13 +245,17 @@ class Retrain(Handler):
         ]  # fmt: skip
         for key, value in self.plan.parameters.items():
             command += ["-P", f"{key}={value}"]
-        logger.info("$ {}", " ".join(command[1:]))
+        if self.plan.environment != "kubernetes":
+            logger.info("$ {}", " ".join(command[1:]))
         with self.ctx.ledger.engine.begin() as conn:
             token = job_tokens.issue(conn, self.ctx.job.id, self.schedule.user)
         logger.info(
             "the project logs to MLflow as {} (a token valid while this job runs)",
             self.schedule.user,
         )
+        if self.plan.environment == "kubernetes":
+            self._run_on_kubernetes(token)
+            return
         code, tail = self._stream(command, project_environment(self.schedule.user, token))
         if code != 0:
             self._end_run("FAILED")
@@ -380,7 +389,7 @@ class Retrain(Handler):
         """Run the project; every output line into the job log; (exit code, last lines)."""
         tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         proc = subprocess.Popen(
-            command,
+            guarded(command),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -388,8 +397,10 @@ class Retrain(Handler):
             env=env,
             cwd=self.workdir,
             # Its own process group: a stop kills the project's own children too (mlflow
-            # run starts the entry point's command in a shell).
+            # run starts the entry point's command in a shell); and the group dies with this
+            # worker, even one killed with SIGKILL (bobby.process_guard).
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         control = self.ctx.control
         done = threading.Event()
@@ -413,6 +424,63 @@ class Retrain(Handler):
             done.set()
         self.ctx.check()
         return code, list(tail)
+
+    def _run_on_kubernetes(self, token: str) -> None:
+        """The project as a Kubernetes Job (``shared.kube.jobs``), followed to its end."""
+        from bobby.project_job import follow
+        from shared.kube.jobs import JOB_LABEL, ProjectJobs, ProjectRun, job_manifests, job_name
+
+        settings = self.ctx.settings
+        run = ProjectRun(
+            entry_point=self.entry_point,
+            env_manager=settings.retrain_env_manager,
+            experiment_id=self.experiment_id,
+            run_id=self.run_id,
+            parameters=self.plan.parameters,
+            project_uri=self.plan.project_uri,
+            project_run=None if self.plan.project_uri else self.project_run,
+            project_folder="" if self.plan.project_uri else self.project_folder,
+        )
+        name = job_name(self.ctx.job.id)
+        login = {
+            "MLFLOW_TRACKING_URI": settings.kubernetes_model_url or settings.server_url,
+            "MLFLOW_TRACKING_USERNAME": self.schedule.user,
+            "MLFLOW_TRACKING_PASSWORD": token,
+        }
+        jobs = ProjectJobs(settings)
+        secret, job = job_manifests(
+            name, jobs.namespace, run, login, settings, {JOB_LABEL: str(self.ctx.job.id)}
+        )
+        try:
+            jobs.start(secret, job)
+            logger.info(
+                "Job {} in namespace {} (image {}, deadline {} s); its pod runs:\n{}",
+                name,
+                jobs.namespace,
+                settings.retrain_kubernetes_image,
+                settings.retrain_kubernetes_deadline_seconds,
+                run.script(),
+            )
+            try:
+                state, tail = follow(jobs, name, settings, self.ctx.control, self.ctx.check)
+            except BaseException:  # cancelled, lease lost, API down: the pod stops too
+                try:
+                    jobs.cluster.delete("Job", name)
+                except MLManagerError as exc:
+                    logger.warning("could not delete the Job {}: {}", name, exc.message)
+                raise
+        finally:
+            try:
+                jobs.remove_secret(name)
+            except MLManagerError as exc:  # its token is revoked with the job anyway
+                logger.warning("could not delete the Secret {}: {}", name, exc.message)
+            jobs.close()
+        if not state.succeeded:
+            self._end_run("FAILED")
+            raise ProjectFailed(
+                f"the project's Job {name} failed ({state.reason}); its last lines:\n"
+                + "\n".join(tail)
+            )
 
     def _end_run(self, status: str) -> None:
         from mlflow.exceptions import MlflowException

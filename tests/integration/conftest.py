@@ -12,6 +12,7 @@ from shared.handlers import SPECS
 from shared.ledger import Ledger
 from shared.migrations import upgrade
 from shared.settings import Settings
+from tests.support.elasticsearch import es_node  # noqa: F401 (a fixture of several modules)
 from tests.support.engines import EngineFor, settings_for
 from tests.support.handlers import create_test_tables
 from tests.support.mlflow_store import temporary_tracking_store

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -437,3 +438,71 @@ def test_scheduled_retraining_on_three_workers(rig: Rig) -> None:
 
     time.sleep(max(0.0, deleted_at + EVERY + 2 - time.monotonic()))
     assert len(rig.fired(sid)) == count
+
+
+def _session(leader: int) -> list[int]:
+    """Live processes of the session ``leader`` leads (zombies, dead but not yet reaped by
+    whoever adopted them, are not)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[3]) == leader and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _guard_of(worker: int) -> int:
+    """The process_guard the worker started (its project's session leader)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == worker and b"bobby.process_guard" in argv:
+            return int(entry.name)
+    raise AssertionError(f"worker {worker} runs no project")
+
+
+def test_a_killed_worker_takes_its_project_with_it(rig: Rig) -> None:
+    """kill -9 of the worker running a retrain: the project's processes (the guard, mlflow
+    run, its shell, the entry point and a child of it) end with it."""
+    rig.sql("CREATE SCHEMA IF NOT EXISTS apps")
+    rig.sql("CREATE TABLE IF NOT EXISTS apps.retrain_config (quality text)")
+    rig.sql("DELETE FROM apps.retrain_config")
+    rig.sql("INSERT INTO apps.retrain_config VALUES ('hang')")
+    rig.sql("CREATE TABLE apps.hang_train (id int, x1 float8, x2 float8, y int)")
+    data = _data(50, 4)
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("retrain-killed")) as run:
+        model = LogisticRegression().fit(data[["x1", "x2"]], data.y)
+        mlflow.log_metric("accuracy", 0.5)
+        mlflow.sklearn.log_model(model, name="model", input_example=data[["x1", "x2"]].head(2))
+        mlflow.log_artifacts(str(PROJECT), "project")
+    mlflow.register_model(f"runs:/{run.info.run_id}/model", "churn-killed")
+    body = {
+        "name": "churn-killed",
+        "cron_exp": "0 3 1 1 *",
+        "model_name": "churn-killed",
+        "metric": "accuracy",
+        "parameters": {"db_url": rig.url, "table": "apps.hang_train"},
+    }
+    r = rig.call("POST", "/schedules", json=body, auth=ALICE)
+    assert r.status_code == 201, r.text
+    r = rig.call("POST", f"/schedules/{r.json()['id']}/run", auth=ALICE)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    wait_until(lambda: "| hanging" in rig.log(job_id), 120, "the project hangs")
+    [holder] = rig.sql("SELECT worker_id FROM mlmanager.jobs WHERE id = :j", j=job_id)
+    worker = next(w for w in rig.workers if holder.worker_id.endswith(f":{w.pid}"))
+    guard = _guard_of(worker.pid)
+    tree = _session(guard)
+    # the guard, mlflow run, train.py (bash -c execs a lone command) and its child
+    assert len(tree) >= 4, tree
+    worker.kill()
+    wait_until(lambda: not _session(guard), 30, "the project's processes gone")

@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from shared.ledger import Ledger
-from tests.support.elasticsearch import ElasticsearchNode, PodLog, node_available
-from tests.support.engines import IN_CI
+from tests.support.elasticsearch import ElasticsearchNode, PodLog
 from tests.support.pg import PG_PASSWORD
 from tests.support.workers import StartWorker, wait_finished, wait_until
 
 pytestmark = pytest.mark.postgres
 
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def es_node() -> Iterator[ElasticsearchNode]:
-    if not node_available():
-        message = "no Elasticsearch test node: run `make elasticsearch`"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    node = ElasticsearchNode()
-    node.start()
-    yield node
-    node.stop()
 
 
 @pytest.fixture

@@ -13,11 +13,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from elasticsearch import Elasticsearch
 
+from tests.support.engines import IN_CI
 from tests.support.pg import free_port
 
 ELASTICSEARCH_HOME = Path(os.environ.get("ELASTICSEARCH_HOME", "/opt/mlmanager/elasticsearch"))
@@ -110,3 +113,17 @@ class PodLog:
 
     def write(self, *messages: str) -> None:
         self.index_docs([self.line(m) for m in messages])
+
+
+@pytest.fixture(scope="module")
+def es_node() -> Iterator[ElasticsearchNode]:
+    """A node per test module (skipped locally without `make elasticsearch`, failed in CI)."""
+    if not node_available():
+        message = "no Elasticsearch test node: run `make elasticsearch`"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    node = ElasticsearchNode()
+    node.start()
+    yield node
+    node.stop()

@@ -193,7 +193,7 @@ class ControlPlane:
             "kwok",
             [
                 f"--kubeconfig={self.kubeconfig}",
-                f"--config={STAGES}",
+                f"--config={self._stages()}",
                 "--manage-nodes-with-label-selector=type=kwok",
                 "--server-address=127.0.0.1:0",
             ],
@@ -203,6 +203,18 @@ class ControlPlane:
         with self.client() as api:
             client.CoreV1Api(api).create_node(fake_node())
         self._wait_node_ready(60)
+
+    def _stages(self) -> Path:
+        """kwok's stages without ``pod-complete``, which ends a Job's pod as soon as it runs:
+        here a Job's pod runs until a test ends it (``finish_pod``), as its container would."""
+        kept = [
+            doc
+            for doc in yaml.safe_load_all(STAGES.read_text())
+            if doc and doc["metadata"]["name"] != "pod-complete"
+        ]
+        path = self.root / "stages.yaml"
+        path.write_text(yaml.safe_dump_all(kept))
+        return path
 
     def _wait(self, name: str, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -268,6 +280,71 @@ class ControlPlane:
                 proc.wait()
         for log in self.logs:
             log.close()
+
+
+def finish_pod(plane: ControlPlane, namespace: str, pod: str, exit_code: int) -> None:
+    """End a pod kwok keeps Running as its container would have ended: phase and container
+    state (the Job controller then marks its Job complete or failed)."""
+    from kubernetes import client
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with plane.client() as api:
+        core = client.CoreV1Api(api)
+        current = core.read_namespaced_pod(pod, namespace)
+        statuses = [
+            {
+                "name": c.name,
+                "image": c.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": exit_code,
+                        "reason": "Completed" if exit_code == 0 else "Error",
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+            for c in current.spec.containers
+        ]
+        core.patch_namespaced_pod_status(
+            pod,
+            namespace,
+            {
+                "status": {
+                    "phase": "Succeeded" if exit_code == 0 else "Failed",
+                    "containerStatuses": statuses,
+                }
+            },
+        )
+
+
+def service_account(
+    plane: ControlPlane, namespace: str, name: str, rules: list[dict[str, Any]]
+) -> str:
+    """A ServiceAccount in ``namespace`` bound to a Role of exactly ``rules``; its token."""
+    from kubernetes import client
+
+    with plane.client() as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        core = client.CoreV1Api(api)
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        rbac.create_namespaced_role(namespace, {"metadata": {"name": name}, "rules": rules})
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            },
+        )
+        request = core.create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": 7200}}
+        )
+    return str(request.status.token)
 
 
 def node_ready(plane: ControlPlane) -> bool:

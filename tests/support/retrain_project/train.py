@@ -3,12 +3,15 @@ on the rows of a PostgreSQL table and logs it with its accuracy.
 
 How well it trains is read from ``apps.retrain_config`` (``quality``), so the test can make
 the next challenger better, worse or failing without changing the schedule: ``good`` trains
-on the labels, ``bad`` on shuffled labels, ``fail`` stops with an error.
+on the labels, ``bad`` on shuffled labels, ``fail`` stops with an error, ``hang`` starts a
+child process and both wait (for a test that kills the worker meanwhile).
 """
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
@@ -27,6 +30,10 @@ with engine.connect() as conn:
     frame = pd.read_sql(sqlalchemy.text(f"SELECT x1, x2, y FROM {args.table} ORDER BY id"), conn)
 print(f"logging to MLflow as {os.environ.get('MLFLOW_TRACKING_USERNAME')}")
 print(f"training on {len(frame)} rows of {args.table} (quality {quality})")
+if quality == "hang":
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print("hanging", flush=True)
+    time.sleep(600)
 if quality == "fail":
     print("TrainingDataError: the label column holds no positive row", file=sys.stderr)
     sys.exit(3)
