@@ -36,8 +36,8 @@ import posixpath
 import tempfile
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from dataclasses import dataclass, replace
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlparse
 
 from mlflow.entities import FileInfo
@@ -48,7 +48,7 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 from mlflow.store.artifact.artifact_repo import ArtifactRepository, StreamUploadMixin
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
+from sqlalchemy import Connection, Engine, RowMapping, Table, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -72,6 +72,8 @@ READ_AHEAD = 4
 ORPHAN_AGE = dt.timedelta(hours=24)
 # Two uploads publishing one new path at once on PostgreSQL: the loser retries.
 PUBLISH_ATTEMPTS = 3
+
+T = TypeVar("T")
 
 _files = cast(Table, ArtifactFileRow.__table__)
 _chunks = cast(Table, ArtifactChunkRow.__table__)
@@ -212,6 +214,20 @@ class ArtifactStore:
     def _reader(self) -> Connection:
         return self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True})
 
+    @staticmethod
+    def _once_more_if_stale(work: Callable[[], T]) -> T:
+        """``work`` again, once, if its first statement found a pooled connection the
+        database had dropped (a restart, an idle timeout): the server's store checks out
+        connections without a ping (``default_store``), so a stale one is found this way
+        and SQLAlchemy renews the pool. Only for work that changed nothing before
+        failing."""
+        try:
+            return work()
+        except OperationalError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return work()
+
     # --- writing -----------------------------------------------------------
     def write(self, path: str, stream: BinaryIO, expected_size: int | None = None) -> ArtifactFile:
         """Store ``stream`` as the file ``path`` (replacing any file there) and publish it;
@@ -228,17 +244,31 @@ class ArtifactStore:
         per_transaction = (
             PG_CHUNKS_PER_TRANSACTION if self.engine.dialect.name == "postgresql" else 1
         )
+
+        def insert_chunk(conn: Connection, data: bytes) -> None:
+            conn.execute(
+                insert(_chunks).values(blob_id=blob_id, seq=seq, data=data, written_at=utcnow())
+            )
+
+        def connected() -> Connection:
+            """A connection whose transaction holds the first chunk (uncommitted: safe
+            to try again on another connection)."""
+            conn = self.engine.connect()
+            try:
+                insert_chunk(conn, first)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
         try:
-            with self.engine.connect() as conn:
+            with self._once_more_if_stale(connected) as conn:
                 # On SQLite each chunk is read before its transaction begins: a slow or
                 # stalled client must not hold the write lock while we wait for its bytes.
                 data = first
                 while data:
-                    conn.execute(
-                        insert(_chunks).values(
-                            blob_id=blob_id, seq=seq, data=data, written_at=utcnow()
-                        )
-                    )
+                    if seq:
+                        insert_chunk(conn, data)
                     digest.update(data)
                     size += len(data)
                     seq += 1
@@ -268,8 +298,10 @@ class ArtifactStore:
         )
 
         if self.engine.dialect.name == "postgresql":
-            self._write_new_or_replace(record, data)
-            return record
+            # Each try under a blob of its own: one that failed may have been stored.
+            return self._once_more_if_stale(
+                lambda: self._write_new_or_replace(replace(record, blob_id=uuid.uuid4().hex), data)
+            )
 
         def publish(conn: Connection) -> None:
             if data:
@@ -283,7 +315,7 @@ class ArtifactStore:
         self._publishing(publish)
         return record
 
-    def _write_new_or_replace(self, record: ArtifactFile, data: bytes) -> None:
+    def _write_new_or_replace(self, record: ArtifactFile, data: bytes) -> ArtifactFile:
         """PostgreSQL: the chunk and the file row in one statement, one round trip, when
         no file is at the path yet (the common case); a file there already is replaced
         by ``_publish`` (the chunk is stored by then)."""
@@ -314,6 +346,7 @@ class ArtifactStore:
         except BaseException:
             self._drop_blob(record.blob_id)
             raise
+        return record
 
     def _publish(self, record: ArtifactFile) -> None:
         def publish(conn: Connection) -> None:
@@ -369,6 +402,9 @@ class ArtifactStore:
 
     # --- reading -----------------------------------------------------------
     def stat(self, path: str) -> ArtifactFile | None:
+        return self._once_more_if_stale(lambda: self._stat(path))
+
+    def _stat(self, path: str) -> ArtifactFile | None:
         key = clean_path(path)
         with self._reader() as conn:
             row = conn.execute(select(_files).where(_files.c.path == key)).mappings().first()
@@ -392,13 +428,18 @@ class ArtifactStore:
             .outerjoin(_chunks, (_chunks.c.blob_id == _files.c.blob_id) & (_chunks.c.seq == 0))
             .where(_files.c.path == key)
         )
-        conn = self._single_statements()
-        try:
-            row = conn.execute(first).mappings().first()
-            conn.commit()
-        except BaseException:
-            conn.close()
-            raise
+
+        def first_row() -> tuple[Connection, RowMapping | None]:
+            conn = self._single_statements()
+            try:
+                row = conn.execute(first).mappings().first()
+                conn.commit()
+            except BaseException:
+                conn.close()
+                raise
+            return conn, row
+
+        conn, row = self._once_more_if_stale(first_row)
         if row is None:
             conn.close()
             return None
@@ -476,6 +517,9 @@ class ArtifactStore:
 
     def list_folder(self, path: str) -> list[Entry]:
         """The files and sub-folders directly in folder ``path`` ('' is the root)."""
+        return self._once_more_if_stale(lambda: self._list_folder(path))
+
+    def _list_folder(self, path: str) -> list[Entry]:
         prefix = clean_path(path)
         start = len(prefix) + 1 if prefix else 0
         entries: dict[str, Entry] = {}
@@ -493,6 +537,9 @@ class ArtifactStore:
 
     def walk(self, path: str = "") -> list[ArtifactFile]:
         """Every file at or under ``path``."""
+        return self._once_more_if_stale(lambda: self._walk(path))
+
+    def _walk(self, path: str) -> list[ArtifactFile]:
         key = clean_path(path)
         with self._reader() as conn:
             rows = conn.execute(
@@ -625,11 +672,23 @@ class Translated:
 
 
 def default_store() -> ArtifactStore:
-    """The store on our configured database (the server's; the command line's)."""
-    from shared.db import get_engine
+    """The store on our configured database (the server's; the command line's), on an
+    engine of its own that checks out connections without a ping: that round trip cost
+    as much as the whole query of a small file's read (profiled through the server), so
+    the store finds a dropped connection by its first statement and retries it once
+    (``ArtifactStore._once_more_if_stale``)."""
+    from shared.db import make_engine
     from shared.settings import get_settings
 
-    return ArtifactStore(get_engine(get_settings()))
+    settings = get_settings()
+    url = settings.database_url
+    if url not in _store_engines:
+        _store_engines[url] = make_engine(settings, pre_ping=False)
+    return ArtifactStore(_store_engines[url])
+
+
+# default_store's engines, one pool per database URL and process (as shared.db.get_engine).
+_store_engines: dict[str, Engine] = {}
 
 
 class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
