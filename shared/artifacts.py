@@ -36,6 +36,7 @@ import posixpath
 import tempfile
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlparse
@@ -66,8 +67,9 @@ CHUNK_SIZE = 1024 * 1024
 # on: 1 -> 16 per transaction took random bytes from 79 to 96 MB/s, compressible ones
 # from 60 to 88. SQLite keeps one per transaction (its single writer, see write).
 PG_CHUNKS_PER_TRANSACTION = 8
-# Chunks fetched per round trip when a file is read (what the server holds per download).
-READ_AHEAD = 4
+# Chunks fetched per round trip when a file is read; a download holds twice this (one
+# batch going to the client, the next coming from the database).
+READ_AHEAD = 2
 # An upload that wrote nothing for this long is dead: its chunks are swept.
 ORPHAN_AGE = dt.timedelta(hours=24)
 # Two uploads publishing one new path at once on PostgreSQL: the loser retries.
@@ -261,20 +263,29 @@ class ArtifactStore:
                 raise
             return conn
 
+        def read_next() -> bytes:
+            data = _read_full(stream, CHUNK_SIZE)
+            digest.update(data)
+            return data
+
+        # One thread reads (and hashes) the client's next chunk while this one goes to
+        # the database: two chunks in memory at most.
+        digest.update(first)
+        reader = ThreadPoolExecutor(1, thread_name_prefix="artifact-upload")
         try:
             with self._once_more_if_stale(connected) as conn:
-                # On SQLite each chunk is read before its transaction begins: a slow or
-                # stalled client must not hold the write lock while we wait for its bytes.
                 data = first
                 while data:
+                    coming = reader.submit(read_next)
                     if seq:
                         insert_chunk(conn, data)
-                    digest.update(data)
                     size += len(data)
                     seq += 1
                     if seq % per_transaction == 0:
                         conn.commit()
-                    data = _read_full(stream, CHUNK_SIZE)
+                    # On SQLite each chunk is read before its transaction begins: a
+                    # slow or stalled client must not hold the write lock while we wait.
+                    data = coming.result()
                 conn.commit()
             _check_complete(key, size, expected_size)
             record = ArtifactFile(key, size, digest.hexdigest(), utcnow(), blob_id, seq)
@@ -283,6 +294,10 @@ class ArtifactStore:
         except BaseException:
             self._drop_blob(blob_id)
             raise
+        finally:
+            # A read under way finishes first: nothing else may read this request's
+            # body (the server's next request on the connection) while it does.
+            reader.shutdown(wait=True)
 
     def _write_whole(self, key: str, data: bytes, expected_size: int | None) -> ArtifactFile:
         """A file of less than one chunk, already read whole: its chunk and its file row
@@ -461,34 +476,43 @@ class ArtifactStore:
     ) -> Iterator[bytes]:
         digest = hashlib.sha256()
         size = seq = 0  # bytes and chunks handed out
+
+        def fetch(start: int) -> list[bytes]:
+            rows = conn.execute(
+                select(_chunks.c.seq, _chunks.c.data)
+                .where(
+                    _chunks.c.blob_id == record.blob_id,
+                    _chunks.c.seq >= start,
+                    _chunks.c.seq < start + READ_AHEAD,
+                )
+                .order_by(_chunks.c.seq)
+            ).all()
+            conn.commit()
+            batch: list[bytes] = []
+            for got, data in rows:
+                if got != start + len(batch):  # a gap: the file is gone (checked below)
+                    break
+                batch.append(data)
+            return batch
+
+        # One thread fetches the next READ_AHEAD chunks while these go to the client
+        # (the connection is used by one thread at a time).
+        fetcher = ThreadPoolExecutor(1, thread_name_prefix="artifact-download")
         pending = [] if first is None else [first]
         try:
             while pending:
+                after = seq + len(pending)
+                coming = fetcher.submit(fetch, after) if after < record.chunks else None
                 for data in pending:
                     digest.update(data)
                     size += len(data)
                     seq += 1
                     yield data
-                if seq >= record.chunks:
-                    break
-                rows = conn.execute(
-                    select(_chunks.c.seq, _chunks.c.data)
-                    .where(
-                        _chunks.c.blob_id == record.blob_id,
-                        _chunks.c.seq >= seq,
-                        _chunks.c.seq < seq + READ_AHEAD,
-                    )
-                    .order_by(_chunks.c.seq)
-                ).all()
-                conn.commit()
-                pending = []
-                for got, data in rows:
-                    if got != seq + len(pending):  # a gap: the file is gone (checked below)
-                        break
-                    pending.append(data)
+                pending = [] if coming is None else coming.result()
         except OperationalError as exc:
             raise _unavailable(exc) from None
         finally:
+            fetcher.shutdown(wait=True)
             conn.close()
         if seq != record.chunks:
             raise ArtifactChanged(
