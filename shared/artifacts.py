@@ -5,17 +5,17 @@ modification time, number of chunks); ``artifact_chunks`` holds its bytes as
 CHUNK_SIZE pieces under the file's ``blob_id``. Guarantees:
 
 - **Bounded memory both ways.** A write reads its stream CHUNK_SIZE at a time and
-  inserts each chunk at once; a read streams the chunks of one query READ_AHEAD at a
-  time. Nothing holds a whole file, whatever its size.
+  inserts each chunk at once (the next one read meanwhile); a read fetches READ_AHEAD
+  chunks per query (the next ones fetched while these are sent). Nothing holds a
+  whole file, whatever its size.
 - **A partial upload is never visible.** Chunks go under a fresh ``blob_id``, in short
   transactions (one chunk each on SQLite, which has one writer at a time: one long
   transaction would stop the job ledger for the whole upload; a few on PostgreSQL).
   The file row is published last, in one transaction that also drops the chunks of
   the file it replaces, after checking every chunk is there. A file smaller than a
-  chunk is read whole first, then its chunk and its row go in one transaction. An
-  upload that dies
-  leaves only chunks no file row names; ``sweep_orphans`` removes those older than
-  ORPHAN_AGE.
+  chunk is read whole first, then its chunk and its row go in one transaction (one
+  statement on PostgreSQL). An upload that dies leaves only chunks no file row names;
+  ``sweep_orphans`` removes those older than ORPHAN_AGE.
 - **Reads check what they return.** The bytes are hashed as they stream and compared
   with the stored sha256; a file replaced or deleted while it was read is an error,
   never a mix of two versions.
