@@ -210,10 +210,19 @@ def _bytes_in_binary(dbapi_conn: Any, _record: Any) -> None:
 def _binary_rows(conn: Connection, query: Any) -> list[tuple[Any, ...]]:
     """``query``'s rows fetched by psycopg in binary (bytea unescaped by no one); the SQL
     is SQLAlchemy's, compiled for this connection."""
+    import psycopg
+
     compiled = query.compile(dialect=conn.dialect)
     cursor = conn.connection.driver_connection.cursor(binary=True)  # type: ignore[union-attr]
     try:
         return list(cursor.execute(str(compiled), compiled.params).fetchall())
+    except psycopg.OperationalError as exc:
+        # What SQLAlchemy does with its own statements: the connection is dropped from
+        # the pool and the error is SQLAlchemy's (DatabaseUnavailable to our callers).
+        conn.invalidate(exc)
+        raise OperationalError(
+            str(compiled), compiled.params, exc, hide_parameters=True, connection_invalidated=True
+        ) from exc
     finally:
         cursor.close()
 
