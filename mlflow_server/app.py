@@ -14,6 +14,7 @@ from typing import Any
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from mlflow_server import artifact_route
 from mlflow_server.api import blueprint, error_response, seed_handlers
 from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
@@ -54,6 +55,8 @@ def create_app() -> Any:
     mlflow_app.register_error_handler(MLManagerError, error_response)
     mlflow_app.register_error_handler(404, _json_for_our_routes)
     mlflow_app.register_error_handler(405, _json_for_our_routes)
+    # Files of the database store stream to the client (no temporary copy on disk).
+    artifact_route.install(mlflow_app)
     app = create_auth_app(mlflow_app)
     guard(mlflow_app)
     # MLflow's FastAPI routes (OTLP /v1/traces, ...) beside the Flask app: native.py.

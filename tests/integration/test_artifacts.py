@@ -24,7 +24,7 @@ import requests
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, func, select, text
 
-from shared.artifacts import CHUNK_SIZE, ArtifactStore
+from shared.artifacts import CHUNK_SIZE, ArtifactCorrupt, ArtifactStore
 from shared.db import SQLITE_READ_ONLY, make_engine
 from shared.errors import DatabaseUnavailable
 from shared.models import ArtifactChunkRow, ArtifactFileRow
@@ -339,6 +339,65 @@ def test_a_client_killed_mid_upload_leaves_no_file(served: Served) -> None:
     assert served.files(prefix) == {}
     assert served.chunks(orphans_only=True) == 0
     assert served.client.list_artifacts(run_id) == []
+
+
+def _received(served: Served, path: str, **kw: Any) -> tuple[int, bytes, str | None]:
+    """GET ``path``: status, the bytes that arrived, and the transfer's error (if cut short)."""
+    got = bytearray()
+    with served.get(path, stream=True, **kw) as r:
+        try:
+            for data in r.iter_content(CHUNK_SIZE):
+                got += data
+        except requests.RequestException as exc:
+            return r.status_code, bytes(got), type(exc).__name__
+    return r.status_code, bytes(got), None
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_a_corrupt_file_never_downloads_whole(served: Served, tmp_path: Path, chunks: int) -> None:
+    """Downloads stream from the database (no temporary copy): the sha256 is checked as
+    they go and the last chunk is held back until it passed, so stored bytes changed
+    behind the store's back cut the transfer short instead of completing it."""
+    exp, run_id = served.run_id(f"corrupt-{chunks}")
+    data = os.urandom(chunks * CHUNK_SIZE - 10)
+    (tmp_path / "c.bin").write_bytes(data)
+    served.client.log_artifact(run_id, str(tmp_path / "c.bin"))
+    key = f"{exp}/{run_id}/artifacts/c.bin"
+    url = f"{ARTIFACTS_API}/{key}"
+    assert _received(served, url) == (200, data, None)  # intact: sent whole
+
+    blob = select(ArtifactFileRow.blob_id).where(ArtifactFileRow.path == key).scalar_subquery()
+    last = ArtifactChunkRow.__table__.update().where(
+        ArtifactChunkRow.blob_id == blob, ArtifactChunkRow.seq == chunks - 1
+    )
+    tampered = bytearray(data[(chunks - 1) * CHUNK_SIZE :])
+    tampered[0] ^= 0xFF  # same size, one byte flipped
+    with served.engine.begin() as conn:
+        conn.execute(last.values(data=bytes(tampered)))
+
+    status, got, error = _received(served, url)
+    if status == 200:  # cut short after the chunks before the last
+        assert error is not None, len(got)
+        assert len(got) <= (chunks - 1) * CHUNK_SIZE
+        assert got == data[: len(got)]
+    else:  # nothing was sent yet (one chunk): the server's error answer
+        assert status == 500 and chunks == 1, (status, got[:200])
+    with pytest.raises(ArtifactCorrupt, match="do not match its checksum"):
+        served.store.checksum(key)
+
+
+def test_a_range_request_is_answered_by_mlflows_route(served: Served, tmp_path: Path) -> None:
+    exp, run_id = served.run_id("range")
+    data = os.urandom(2 * CHUNK_SIZE + 7)
+    (tmp_path / "r.bin").write_bytes(data)
+    served.client.log_artifact(run_id, str(tmp_path / "r.bin"))
+    url = f"{ARTIFACTS_API}/{exp}/{run_id}/artifacts/r.bin"
+    start = CHUNK_SIZE - 3
+    r = served.get(url, headers={"Range": f"bytes={start}-{start + 9}"})
+    assert r.status_code == 206, r.text
+    assert r.content == data[start : start + 10]
+    head = requests.head(f"{served.proc.url}{url}", auth=ADMIN, timeout=60)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(data)
 
 
 def test_a_database_restart_mid_read_is_a_clear_error_and_a_retry_works(
