@@ -258,7 +258,7 @@ class Settings(BaseSettings):
 
     # --- RETRAIN of a schedule with environment: kubernetes (shared/kube/jobs.py) ---
     retrain_kubernetes_image: str = Field(
-        "mlmanager/mlmanager:latest",
+        "mlmanager/mlmanager:0.1.0",
         description="Image of the retraining Jobs' pods: it needs mlflow and the projects' "
         "libraries (the worker's image has them)",
     )
