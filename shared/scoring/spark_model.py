@@ -210,11 +210,16 @@ class SparkEstimator:
 def onnx_attempts(
     estimator: SparkEstimator, inputs: tuple[Column, ...]
 ) -> Iterator[tuple[str, Any]]:
-    """The ONNX conversion of the pipeline (onnxmltools), one input per column."""
+    """The ONNX conversion of the pipeline (onnxmltools, with our converters for the
+    stages it gets wrong: ``spark_onnx``), one input per column."""
 
     def attempt() -> onnx.ModelProto:
         from onnxmltools import convert_sparkml
         from onnxmltools.convert.common.data_types import FloatTensorType, StringTensorType
+
+        from shared.scoring import spark_onnx
+
+        spark_onnx.register()
 
         initial_types = [
             (
