@@ -28,7 +28,7 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper
 
-from shared.errors import InvalidPayload, TargetUnavailable
+from shared.errors import ExtraNotInstalled, InvalidPayload
 from shared.scoring.kinds import Column, ModelKind, output_column_names
 
 SPARK_FLAVOR = "spark"
@@ -61,7 +61,7 @@ def spark_session() -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise TargetUnavailable(
+        raise ExtraNotInstalled(
             "deploying a Spark ML model needs pyspark in the worker: pip install 'mlmanager[spark]'"
         ) from exc
     with _SESSION_LOCK:

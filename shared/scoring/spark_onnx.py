@@ -7,8 +7,8 @@ pyspark 4.3 (tests/integration/test_kinds_spark.py shows each pipeline agreeing 
 
 - ``StringIndexerModel``: an unseen category (and a NULL, scored as "") becomes
   -1; Spark with ``handleInvalid="keep"`` gives the index after the labels.
-- ``StandardScalerModel``: a constant column (std 0) is ``1 / 0`` at conversion;
-  Spark gives 0. ``MinMaxScalerModel``: the output range (``min``/``max``) is
+- ``StandardScalerModel``: a constant column (std 0) is scaled by ``1 / 0``, which
+  gives NaN; Spark gives 0. ``MinMaxScalerModel``: the output range (``min``/``max``) is
   ignored and a constant column is 0; Spark gives the middle of the range.
 - ``LogisticRegressionModel``: a multinomial model gets a sigmoid per class scaled
   to sum 1; Spark takes the softmax of the margins. (It also prints its weights.)
@@ -197,6 +197,9 @@ def _tree_weights(op: Any, count: int) -> list[float]:
     return [1.0 / count] * count
 
 
+_NodeRow = tuple[int, int, int, str, float, int, int]  # tree, id, feature, mode, value, true, false
+
+
 def _ensemble_attributes(
     trees: list[dict[int, _Node]], weights: list[float], classes: int | None
 ) -> dict[str, list[Any]]:
@@ -206,39 +209,16 @@ def _ensemble_attributes(
     regressor the value; both times the tree's weight.
     """
     target = "class" if classes else "target"
-    nodes: list[tuple[int, int, int, str, float, int, int]] = []
+    nodes: list[_NodeRow] = []
     leaves: dict[str, list[Any]] = {f"{target}_{k}": [] for k in ("treeids", "nodeids", "ids")}
     leaves[f"{target}_weights"] = []
     for tree_id, (tree, weight) in enumerate(zip(trees, weights, strict=True)):
-        ids = itertools.count()
-
-        def visit(spark_id: int, tree_id: int = tree_id, tree: Any = tree, weight: float = weight, ids: Any = ids) -> int:
-            node = tree[spark_id]
-            if node.left < 0:
-                me = next(ids)
-                nodes.append((tree_id, me, 0, "LEAF", 0.0, 0, 0))
-                if classes:
-                    total = sum(node.stats)
-                    values = [s / total if total else s for s in node.stats]
-                else:
-                    values = [node.prediction]
-                for k, value in enumerate(values):
-                    leaves[f"{target}_treeids"].append(tree_id)
-                    leaves[f"{target}_nodeids"].append(me)
-                    leaves[f"{target}_ids"].append(k)
-                    leaves[f"{target}_weights"].append(value * weight)
-                return me
-            chain = [next(ids) for _ in (node.split if node.categorical else (0,))]
-            left, right = visit(node.left), visit(node.right)
-            if not node.categorical:
-                nodes.append((tree_id, chain[0], node.feature, "BRANCH_LEQ", node.split[0], left, right))
-                return chain[0]
-            for i, (me, category) in enumerate(zip(chain, node.split, strict=True)):
-                otherwise = chain[i + 1] if i + 1 < len(chain) else right
-                nodes.append((tree_id, me, node.feature, "BRANCH_EQ", category, left, otherwise))
-            return chain[0]
-
-        visit(0)
+        for me, values in _add_tree(tree_id, tree, nodes, classes is not None):
+            for k, value in enumerate(values):
+                leaves[f"{target}_treeids"].append(tree_id)
+                leaves[f"{target}_nodeids"].append(me)
+                leaves[f"{target}_ids"].append(k)
+                leaves[f"{target}_weights"].append(value * weight)
     nodes.sort()
     columns = list(zip(*nodes, strict=True))
     return {
@@ -251,6 +231,41 @@ def _ensemble_attributes(
         "nodes_falsenodeids": list(columns[6]),
         **leaves,
     }
+
+
+def _add_tree(
+    tree_id: int, tree: dict[int, _Node], nodes: list[_NodeRow], classifier: bool
+) -> list[tuple[int, list[float]]]:
+    """Append the tree's nodes (numbered in preorder from 0, the root); its leaves as
+    (ONNX node id, values). A categorical split becomes a chain of ``==`` nodes, one per
+    category that goes left, ending on the right child."""
+    ids = itertools.count()
+    leaves: list[tuple[int, list[float]]] = []
+
+    def visit(spark_id: int) -> int:
+        node = tree[spark_id]
+        if node.left < 0:
+            me = next(ids)
+            nodes.append((tree_id, me, 0, "LEAF", 0.0, 0, 0))
+            total = sum(node.stats)
+            if not classifier:
+                leaves.append((me, [node.prediction]))
+            else:
+                leaves.append((me, [s / total if total else s for s in node.stats]))
+            return me
+        chain = [next(ids) for _ in (node.split if node.categorical else (0,))]
+        left, right = visit(node.left), visit(node.right)
+        if not node.categorical:
+            leq = (tree_id, chain[0], node.feature, "BRANCH_LEQ", node.split[0], left, right)
+            nodes.append(leq)
+            return chain[0]
+        for i, (me, category) in enumerate(zip(chain, node.split, strict=True)):
+            otherwise = chain[i + 1] if i + 1 < len(chain) else right
+            nodes.append((tree_id, me, node.feature, "BRANCH_EQ", category, left, otherwise))
+        return chain[0]
+
+    visit(0)
+    return leaves
 
 
 def _ensemble(op: Any, operator: Any, classes: int | None) -> dict[str, list[Any]]:

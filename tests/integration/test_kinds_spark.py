@@ -1,16 +1,19 @@
-"""Spark ML PipelineModels deployed onto PostgreSQL and SQLite through ONNX (onnxmltools).
+"""Spark ML PipelineModels deployed onto PostgreSQL and SQLite through ONNX (onnxmltools,
+with our converters for the stages it gets wrong: shared/scoring/spark_onnx.py).
 
-The pipelines are trained here on a local Spark session, on data made here, logged
-with ``mlflow.spark``; their own predictions (``transform``) on the new rows are
-taken before any deploy (the deploy stops the process's Spark session when it is
-done, as the worker does). Each is deployed with the worker's DEPLOY_DATABASE
-handler and every inserted row's prediction is compared with Spark's: labels and
-clusters exactly, probabilities and values within 1e-4 (the ONNX model computes in
-float32, Spark in double).
+The pipelines are trained once here on a local Spark session, on data made here,
+and saved with ``mlflow.spark``; their own predictions (``transform``) on the new
+rows are taken then. Each is logged to a running server (``mlmanager up``) and
+deployed by its worker; every inserted row's prediction is compared with Spark's:
+labels and clusters exactly, probabilities and values within 1e-4 (the ONNX model
+computes in float32, Spark in double). Every pipeline runs on SQLite; three of
+them, and one in async mode, on PostgreSQL (the same ONNX model scores both).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +22,25 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.models import infer_signature
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from shared.errors import InvalidPayload
+from shared.ledger import Ledger
 from shared.migrations import upgrade
 from shared.scoring.kinds import ModelKind
-from shared.settings import Settings
 from tests.support.engines import EngineFor, settings_for
-from tests.support.indb import insert_rows, read_rows, run_job, schema_for
+from tests.support.indb import read_rows, run_job
+from tests.support.kinds import (
+    Expected,
+    blocked_import,
+    deploy,
+    deploy_and_compare,
+    running_server,
+)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, MLFLOW_SQLITE_STORE_WARNING
+from tests.support.processes import ROOT
+from tests.support.servers import MLManagerProcess
+from tests.support.workers import WorkerProcess, wait_finished
 
 pytest.importorskip("pyspark")
 
@@ -43,21 +56,21 @@ pytestmark = [
 TOLERANCE = 1e-4
 ORDINARY = 20
 COLUMNS = ["a", "b", "color"]
-# Pipelines whose ONNX conversion reproduces Spark: deployed and compared row by row.
-AGREEING = ["binary_lr", "tree_classifier", "gbt_over_numbers", "kmeans"]
-# Pipelines onnxmltools 1.16 converts to a graph that disagrees with Spark (trees and
-# ensembles reading a StringIndexer's index, which Spark splits as a categorical
-# feature; multinomial LR after MinMaxScaler; StringIndexer's "keep" bucket for a NULL
-# category): the check refuses them before the table exists.
-DISAGREEING = [
+PIPELINES = [
+    "binary_lr",
     "multinomial_lr",
     "gbt_classifier",
+    "gbt_over_numbers",
     "forest_classifier",
+    "tree_classifier",
     "linear_regression",
     "tree_regressor",
     "forest_regressor",
     "gbt_regressor",
+    "kmeans",
+    "constant_column",
 ]
+ON_POSTGRES = ["binary_lr", "multinomial_lr", "forest_regressor"]
 
 
 def rows(count: int, seed: int) -> pd.DataFrame:
@@ -67,6 +80,7 @@ def rows(count: int, seed: int) -> pd.DataFrame:
             "a": rng.normal(0.0, 1.0, count),
             "b": rng.normal(5.0, 10.0, count),
             "color": rng.choice(["red", "green", "blue"], count).astype(object),
+            "k": np.ones(count),  # a constant column
         }
     )
 
@@ -82,7 +96,7 @@ def training(spark: Any) -> Any:
 
 
 def pipelines() -> dict[str, list[Any]]:
-    """Five pipelines covering every supported stage (trees and regressors share stages)."""
+    """One pipeline per final stage, covering every supported stage between them."""
     from pyspark.ml.classification import (
         DecisionTreeClassifier,
         GBTClassifier,
@@ -144,6 +158,12 @@ def pipelines() -> dict[str, list[Any]]:
             VectorAssembler(inputCols=["a", "b"], outputCol="features"),
             KMeans(k=3, seed=1),
         ],
+        "constant_column": [  # Spark scales a constant column to 0 and to mid-range
+            VectorAssembler(inputCols=["a", "k"], outputCol="numbers"),
+            StandardScaler(inputCol="numbers", outputCol="standard", withMean=True),
+            MinMaxScaler(inputCol="standard", outputCol="features", min=-1.0, max=3.0),
+            LinearRegression(labelCol="y"),
+        ],
     }
 
 
@@ -151,7 +171,12 @@ def new_rows() -> pd.DataFrame:
     """Rows to insert: ordinary ones, an unseen category, a NULL category, a NULL number."""
     frame = rows(ORDINARY, 3)
     odd = pd.DataFrame(
-        {"a": [0.3, 0.3, np.nan], "b": [4.0, 4.0, 4.0], "color": ["purple", None, "red"]}
+        {
+            "a": [0.3, 0.3, np.nan],
+            "b": [4.0, 4.0, 4.0],
+            "color": ["purple", None, "red"],
+            "k": [1.0, 1.0, 1.0],
+        }
     )
     return pd.concat([frame, odd], ignore_index=True)
 
@@ -181,113 +206,120 @@ def spark_rows(estimator: Any, frame: pd.DataFrame) -> list[tuple[Any, ...] | No
     return found
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted pipeline saved with ``mlflow.spark``, and Spark's own predictions."""
+
+    path: Path
+    columns: list[str]  # the columns it reads
+    expected: list[Expected]  # Spark's predictions on ``new_rows()[columns]``
+    outputs: list[str]  # the prediction columns to compare
+
+
 @pytest.fixture(scope="module")
-def trained(tracking: None) -> dict[str, tuple[str, list[tuple[Any, ...] | None], Any]]:
-    """name -> (model URI, Spark's predictions on ``new_rows()``, the columns it reads)."""
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Fitted]]:
+    """Every pipeline, fitted and saved once for the module."""
     from pyspark.ml import Pipeline
 
     from shared.scoring.spark_model import SparkEstimator, spark_session
 
     spark = spark_session()
     data = training(spark)
-    found = {}
     sample = rows(50, 4)
+    found = {}
     for name, stages in pipelines().items():
         model = Pipeline(stages=stages).fit(data)
         estimator = SparkEstimator((spark, model))
-        columns = estimator.input_names  # the columns the pipeline reads
-        with mlflow.start_run():
-            info = mlflow.spark.log_model(
-                model,
-                "model",
-                signature=infer_signature(sample[columns]),
-                input_example=sample[columns],
-                pip_requirements=[],
-            )
+        columns = estimator.input_names
+        path = tmp_path_factory.mktemp("spark") / name
+        mlflow.spark.save_model(
+            model,
+            str(path),
+            signature=infer_signature(sample[columns]),
+            input_example=sample[columns],
+            pip_requirements=[],
+        )
         expected = spark_rows(estimator, new_rows()[columns])
-        found[name] = (str(info.model_uri), expected, columns)
-    return found
+        width = len(next(e for e in expected if e is not None))
+        outputs = ["prediction", *(f"C{i}" for i in range(width - 1))]
+        found[name] = Fitted(path, columns, expected, outputs)
+    yield found
+    spark_session().stop()
 
 
-def table_of(url: str, table: str) -> str:
-    return table if url.startswith("sqlite") else f"{schema_for(url)}.{table}"
+def logged(path: Path) -> str:
+    """The saved model logged to the tracking server of the test: its URI."""
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(path), "model")
+    return f"runs:/{run.info.run_id}/model"
 
 
-def deploy(url: str, engine: Engine, settings: Settings, uri: str, table: str) -> list[str]:
-    return run_job(
-        engine,
-        settings,
-        "DEPLOY_DATABASE",
-        {
-            "model_uri": uri,
-            "db_schema": schema_for(url),
-            "db_table": table,
-            "create_model_table": True,
-            "primary_key": {"id": "INTEGER"},
-            "reference_table": None,
-        },
-    )
+@pytest.fixture(scope="module")
+def sqlite_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MLManagerProcess]:
+    with running_server(request, tmp_path_factory, "sqlite") as server:
+        yield server
 
 
-@pytest.mark.parametrize("name", AGREEING)
-def test_a_pipeline_gives_sparks_own_predictions_in_the_database(
-    name: str, trained: dict[str, Any], deployed_db: tuple[str, Engine, Settings]
+@pytest.fixture(scope="module")
+def postgres_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MLManagerProcess]:
+    with running_server(request, tmp_path_factory, "postgresql") as server:
+        yield server
+
+
+def deployed_and_compared(
+    server: MLManagerProcess, model: Fitted, table: str, **payload: Any
 ) -> None:
-    url, engine, settings = deployed_db
-    uri, expected, columns = trained[name]
-    deploy(url, engine, settings, uri, name)
-    frame = new_rows()[columns]
+    frame = new_rows()[model.columns]
     values = [(i, *r) for i, r in enumerate(frame.astype(object).where(frame.notna(), None).values)]
-    insert_rows(url, name, ["id", *columns], values[:1], schema_for(url))
-    insert_rows(url, name, ["id", *columns], values[1:], schema_for(url))
-    width = len(next(e for e in expected if e is not None))
-    names = ", ".join(["prediction", *(f"C{i}" for i in range(width - 1))])
-    got = read_rows(url, f"SELECT {names} FROM {table_of(url, name)} ORDER BY id")
-    compared = 0
-    for row, want in zip(got, expected, strict=True):
-        if want is None:  # Spark refuses the row (a NULL number into VectorAssembler)
-            continue
-        predicted = row
-        if isinstance(want[0], str):  # a label or a cluster
-            assert str(predicted[0]) == want[0], (row, want)
-            np.testing.assert_allclose(predicted[1:], want[1:], atol=TOLERANCE)
-        else:
-            np.testing.assert_allclose(predicted, want, atol=TOLERANCE, rtol=TOLERANCE)
-        compared += 1
-    assert compared >= ORDINARY + 1  # the ordinary rows and the unseen category at least
+    got = deploy_and_compare(
+        server,
+        logged(model.path),
+        table,
+        model.columns,
+        values,
+        model.expected,
+        model.outputs,
+        TOLERANCE,
+        **payload,
+    )
+    # Spark refuses only the NULL number (VectorAssembler); every other row is compared.
+    assert sum(e is not None for e in model.expected) >= ORDINARY + 2
+    assert len(got) == len(values)
 
 
-@pytest.mark.parametrize("name", DISAGREEING)
-def test_a_conversion_that_disagrees_with_spark_is_refused_before_the_table_exists(
-    name: str, trained: dict[str, Any], sqlite_url: str, engine_for: EngineFor, tmp_path: Path
+@pytest.mark.parametrize("name", PIPELINES)
+def test_every_pipeline_gives_sparks_own_predictions_on_sqlite(
+    name: str, fitted: dict[str, Fitted], sqlite_server: MLManagerProcess
 ) -> None:
-    """The refusal comes before any database work: checked on SQLite only."""
-    engine = engine_for(sqlite_url)
-    upgrade(engine)
-    uri, _, _ = trained[name]
-    with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
-        deploy(sqlite_url, engine, settings_for(sqlite_url, tmp_path), uri, name)
-    print(refused.value.message)
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM deployments")).scalar_one() == 0
-    tables = read_rows(sqlite_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
-    assert (name,) not in tables
+    deployed_and_compared(sqlite_server, fitted[name], name)
+
+
+@pytest.mark.parametrize("name", ON_POSTGRES)
+def test_a_pipeline_gives_sparks_own_predictions_on_postgresql(
+    name: str, fitted: dict[str, Fitted], postgres_server: MLManagerProcess
+) -> None:
+    deployed_and_compared(postgres_server, fitted[name], name)
+
+
+def test_async_mode_on_postgresql_scores_as_spark(
+    fitted: dict[str, Fitted], postgres_server: MLManagerProcess
+) -> None:
+    deployed_and_compared(postgres_server, fitted["gbt_classifier"], "async_gbt", mode="async")
 
 
 def test_an_unsupported_stage_is_refused_by_name_before_the_table_exists(
-    tracking: None, sqlite_url: str, engine_for: EngineFor, tmp_path: Path
+    sqlite_server: MLManagerProcess, tmp_path: Path
 ) -> None:
-    """The refusal comes before any database work: checked on SQLite only."""
     from pyspark.ml import Pipeline
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import Binarizer, VectorAssembler
 
     from shared.scoring.spark_model import spark_session
 
-    url = sqlite_url
-    engine = engine_for(url)
-    upgrade(engine)
-    settings = settings_for(url, tmp_path)
     spark = spark_session()
     model = Pipeline(
         stages=[
@@ -297,13 +329,69 @@ def test_an_unsupported_stage_is_refused_by_name_before_the_table_exists(
         ]
     ).fit(training(spark))
     sample = rows(20, 5)[["a", "b"]]
-    with mlflow.start_run():
-        info = mlflow.spark.log_model(
-            model, "model", signature=infer_signature(sample), input_example=sample
-        )
-    with pytest.raises(InvalidPayload, match=r"stage Binarizer.*supported stages: VectorAssembler"):
-        deploy(url, engine, settings, str(info.model_uri), "binarized")
+    mlflow.spark.save_model(
+        model, str(tmp_path / "model"), signature=infer_signature(sample), input_example=sample
+    )
+    job = deploy(sqlite_server, logged(tmp_path / "model"), "binarized")
+    assert job["status"] == "FAILURE", job["log"]
+    assert job["attempt"] == 1, job  # a payload a user must change: not retried
+    assert "stage Binarizer" in job["error"] and "supported stages: VectorAssembler" in job["error"]
+    tables = read_rows(sqlite_server.db_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert ("binarized",) not in tables
+
+
+def test_a_conversion_that_disagrees_with_spark_is_refused_before_the_table_exists(
+    fitted: dict[str, Fitted],
+    sqlite_url: str,
+    engine_for: EngineFor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A faulty converter simulated in this process (GBT tree weights 1% off); the refusal
+    comes before any database work."""
+    from shared.scoring import spark_onnx
+
+    weights = spark_onnx._tree_weights
+    monkeypatch.setattr(
+        spark_onnx, "_tree_weights", lambda op, n: [w * 1.01 for w in weights(op, n)]
+    )
+    engine = engine_for(sqlite_url)
+    upgrade(engine)
+    payload = {
+        "model_uri": str(fitted["gbt_regressor"].path),
+        "db_schema": "main",
+        "db_table": "wrong",
+        "create_model_table": True,
+        "primary_key": {"id": "INTEGER"},
+    }
+    with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
+        run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
+    print(refused.value.message)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM deployments")).scalar_one() == 0
-    tables = read_rows(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
-    assert ("binarized",) not in tables
+    tables = read_rows(sqlite_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert ("wrong",) not in tables
+
+
+def test_a_worker_without_pyspark_fails_the_deploy_once_naming_the_extra(
+    fitted: dict[str, Fitted], sqlite_url: str, engine_for: EngineFor, tmp_path: Path
+) -> None:
+    engine = engine_for(sqlite_url)
+    upgrade(engine)
+    blocked = blocked_import(tmp_path / "blocked", "pyspark")
+    worker = WorkerProcess(sqlite_url, tmp_path, "no-spark", pythonpath=f"{blocked}:{ROOT}")
+    try:
+        worker.wait_healthy(120)
+        payload = {
+            "model_uri": str(fitted["kmeans"].path),
+            "db_schema": "main",
+            "db_table": "no_spark",
+            "create_model_table": True,
+            "primary_key": {"id": "INTEGER"},
+        }
+        ledger = Ledger(engine)
+        job = wait_finished(ledger, ledger.enqueue("DEPLOY_DATABASE", payload, "admin").id, 120)
+    finally:
+        worker.stop()
+    assert (job.status, job.attempt) == ("FAILURE", 1), job
+    assert job.error is not None and "pip install 'mlmanager[spark]'" in job.error
