@@ -36,6 +36,7 @@ from tests.support.kinds import (
     deploy,
     deploy_and_compare,
     running_server,
+    served_predictions,
 )
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, MLFLOW_SQLITE_STORE_WARNING
 from tests.support.processes import ROOT
@@ -395,3 +396,15 @@ def test_a_worker_without_pyspark_fails_the_deploy_once_naming_the_extra(
         worker.stop()
     assert (job.status, job.attempt) == ("FAILURE", 1), job
     assert job.error is not None and "pip install 'mlmanager[spark]'" in job.error
+
+
+def test_mlmanager_serve_answers_sparks_own_labels(
+    fitted: dict[str, Fitted], tmp_path: Path
+) -> None:
+    """The serving process (mlrunner on the ONNX model) of a pipeline with a category:
+    ordinary rows, an unseen and a NULL category."""
+    model = fitted["binary_lr"]
+    frame = new_rows()[model.columns].head(ORDINARY + 2)
+    predictions = served_predictions(str(model.path), frame, tmp_path)
+    expected = model.expected[: ORDINARY + 2]
+    assert [str(p) for p in predictions] == [e[0] for e in expected if e is not None]

@@ -4,18 +4,22 @@ and every inserted row's prediction compared with the framework's own."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import requests
 
 from tests.support.indb import insert_rows, plain_pg, read_rows, sqlite_path
-from tests.support.pg import PostgresServer
+from tests.support.pg import PostgresServer, free_port
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
+from tests.support.serving import ServingProcess
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 # The expected predictions of a row: (label, probabilities...) or (values...); a ``None``
@@ -168,3 +172,22 @@ def blocked_import(directory: Path, package: str) -> Path:
         f"raise ModuleNotFoundError({f'No module named {package!r}'!r}, name={package!r})\n"
     )
     return directory
+
+
+def served_predictions(model_uri: str, rows: pd.DataFrame, logdir: Path) -> list[Any]:
+    """``mlmanager serve MODEL_URI`` (mlrunner on the model's ONNX representation): its
+    answer to ``POST /invocations`` of ``rows`` (``dataframe_split``; NaN and None as null)."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlmanager", "serve", model_uri, "--port", str(port)]
+    log = logdir / "serve.log"
+    served = ServingProcess("mlmanager serve", command, log, port).wait_ready(300)
+    try:
+        split = json.loads(rows.to_json(orient="split", index=False))
+        answer = requests.post(
+            f"{served.url}/invocations", json={"dataframe_split": split}, timeout=60
+        )
+    finally:
+        served.stop()
+    assert answer.status_code == 200, answer.text
+    assert "with mlrunner (onnx representation" in log.read_text(), log.read_text()[-3000:]
+    return list(answer.json()["predictions"])
