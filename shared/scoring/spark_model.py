@@ -150,7 +150,9 @@ class SparkEstimator:
                 if column not in written and column not in self.input_names:
                     self.input_names.append(column)
             written.update(writes)
-        self._text: set[str] = set()
+        # The last frame transformed and its result: the check asks ``predict`` and then
+        # ``predict_proba`` of the same rows, one Spark job for both.
+        self._last: tuple[pd.DataFrame, pd.DataFrame] | None = None
 
     def close(self) -> None:
         """Stop the build's Spark session."""
@@ -170,6 +172,13 @@ class SparkEstimator:
             )
 
     def _transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self._last is not None and self._last[0] is frame:
+            return self._last[1]
+        out = self._spark_transform(frame)
+        self._last = (frame, out)
+        return out
+
+    def _spark_transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
         fields = []
