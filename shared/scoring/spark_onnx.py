@@ -129,7 +129,8 @@ def _logistic_regression(scope: Any, operator: Any, container: Any) -> None:
     op = operator.raw_operator
     weights = op.coefficientMatrix.toArray()
     intercepts = op.interceptVector.toArray()
-    if weights.shape[0] == 1:
+    binomial = weights.shape[0] == 1  # (a multinomial fit of two classes has two rows)
+    if binomial:
         weights = np.vstack([-weights, weights])
         intercepts = np.concatenate([-intercepts, intercepts])
     container.add_node(
@@ -142,7 +143,7 @@ def _logistic_regression(scope: Any, operator: Any, container: Any) -> None:
         intercepts=intercepts.tolist(),
         multi_class=1,
         classlabels_ints=list(range(int(op.numClasses))),
-        post_transform="LOGISTIC" if op.numClasses == 2 else "SOFTMAX",
+        post_transform="LOGISTIC" if binomial else "SOFTMAX",
     )
 
 
