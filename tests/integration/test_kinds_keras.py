@@ -32,6 +32,8 @@ from tests.support.kinds import (
     blocked_import,
     deploy_and_compare,
     execute,
+    logged,
+    logged_locally,
     running_server,
     schema_of,
     served_predictions,
@@ -178,11 +180,9 @@ def deployed_and_compared(
 ) -> None:
     reference = f"{table}_reference"
     make_reference(server.db_url, schema_of(server), reference, trained.train.head(200))
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(trained.path), "model")
     deploy_and_compare(
         server,
-        f"runs:/{run.info.run_id}/model",
+        logged(trained.path),
         table,
         trained.columns,
         rows,
@@ -267,17 +267,18 @@ def test_an_onnx_export_that_disagrees_is_refused_before_the_table_exists(
     upgrade(engine)
     trained = models["dense"]
     make_reference(sqlite_url, "main", "wrong_reference", trained.train.head(200))
-    payload = {
-        "model_uri": str(trained.path),
-        "db_schema": "main",
-        "db_table": "wrong",
-        "create_model_table": True,
-        "primary_key": {"id": "INTEGER"},
-        "reference_schema": "main",
-        "reference_table": "wrong_reference",
-    }
-    with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
-        run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
+    with logged_locally(trained.path, tmp_path) as uri:
+        payload = {
+            "model_uri": uri,
+            "db_schema": "main",
+            "db_table": "wrong",
+            "create_model_table": True,
+            "primary_key": {"id": "INTEGER"},
+            "reference_schema": "main",
+            "reference_table": "wrong_reference",
+        }
+        with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
+            run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
     print(refused.value.message)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM deployments")).scalar_one() == 0
@@ -291,11 +292,18 @@ def test_a_worker_without_tensorflow_fails_the_deploy_once_naming_the_extra(
     engine = engine_for(sqlite_url)
     upgrade(engine)
     blocked = blocked_import(tmp_path / "blocked", "tensorflow")
-    worker = WorkerProcess(sqlite_url, tmp_path, "no-keras", pythonpath=f"{blocked}:{ROOT}")
+    with logged_locally(models["dense"].path, tmp_path) as uri:
+        worker = WorkerProcess(
+            sqlite_url,
+            tmp_path,
+            "no-keras",
+            pythonpath=f"{blocked}:{ROOT}",
+            mlflow_tracking_uri=mlflow.get_tracking_uri(),
+        )
     try:
         worker.wait_healthy(120)
         payload = {
-            "model_uri": str(models["dense"].path),
+            "model_uri": uri,
             "db_schema": "main",
             "db_table": "no_keras",
             "create_model_table": True,
@@ -315,6 +323,7 @@ def test_mlmanager_serve_answers_the_labels_of_predict(
     """The serving process (mlrunner on the ONNX model) of the dense classifier."""
     trained = models["dense"]
     new = tabular(25, 5)[NUMBERS]
-    predictions = served_predictions(str(trained.path), new, tmp_path)
+    with logged_locally(trained.path, tmp_path) as uri:
+        predictions = served_predictions(uri, new, tmp_path)
     expected = own_predictions(trained.model, new).argmax(axis=1)
     assert [str(p) for p in predictions] == [str(v) for v in expected]

@@ -37,6 +37,8 @@ from tests.support.kinds import (
     blocked_import,
     deploy,
     deploy_and_compare,
+    logged,
+    logged_locally,
     running_server,
     served_predictions,
 )
@@ -288,13 +290,6 @@ def test_every_pipelines_onnx_model_gives_sparks_own_predictions(
     assert sum(e is not None for e in model.expected) >= ORDINARY + 2
 
 
-def logged(path: Path) -> str:
-    """The saved model logged to the tracking server of the test: its URI."""
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(path), "model")
-    return f"runs:/{run.info.run_id}/model"
-
-
 @pytest.fixture(scope="module")
 def sqlite_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -397,15 +392,16 @@ def test_a_conversion_that_disagrees_with_spark_is_refused_before_the_table_exis
     )
     engine = engine_for(sqlite_url)
     upgrade(engine)
-    payload = {
-        "model_uri": str(fitted["gbt_regressor"].path),
-        "db_schema": "main",
-        "db_table": "wrong",
-        "create_model_table": True,
-        "primary_key": {"id": "INTEGER"},
-    }
-    with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
-        run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
+    with logged_locally(fitted["gbt_regressor"].path, tmp_path) as uri:
+        payload = {
+            "model_uri": uri,
+            "db_schema": "main",
+            "db_table": "wrong",
+            "create_model_table": True,
+            "primary_key": {"id": "INTEGER"},
+        }
+        with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
+            run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
     print(refused.value.message)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM deployments")).scalar_one() == 0
@@ -419,11 +415,18 @@ def test_a_worker_without_pyspark_fails_the_deploy_once_naming_the_extra(
     engine = engine_for(sqlite_url)
     upgrade(engine)
     blocked = blocked_import(tmp_path / "blocked", "pyspark")
-    worker = WorkerProcess(sqlite_url, tmp_path, "no-spark", pythonpath=f"{blocked}:{ROOT}")
+    with logged_locally(fitted["kmeans"].path, tmp_path) as uri:
+        worker = WorkerProcess(
+            sqlite_url,
+            tmp_path,
+            "no-spark",
+            pythonpath=f"{blocked}:{ROOT}",
+            mlflow_tracking_uri=mlflow.get_tracking_uri(),
+        )
     try:
         worker.wait_healthy(120)
         payload = {
-            "model_uri": str(fitted["kmeans"].path),
+            "model_uri": uri,
             "db_schema": "main",
             "db_table": "no_spark",
             "create_model_table": True,
@@ -444,6 +447,7 @@ def test_mlmanager_serve_answers_sparks_own_labels(
     ordinary rows, an unseen and a NULL category."""
     model = fitted["binary_lr"]
     frame = new_rows()[model.columns].head(ORDINARY + 2)
-    predictions = served_predictions(str(model.path), frame, tmp_path)
+    with logged_locally(model.path, tmp_path) as uri:
+        predictions = served_predictions(uri, frame, tmp_path)
     expected = model.expected[: ORDINARY + 2]
     assert [str(p) for p in predictions] == [e[0] for e in expected if e is not None]

@@ -12,11 +12,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 import pytest
 import requests
 
 from tests.support.indb import insert_rows, plain_pg, read_rows, sqlite_path
+from tests.support.mlflow_store import temporary_tracking_store
 from tests.support.pg import PostgresServer, free_port
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 from tests.support.serving import ServingProcess
@@ -49,6 +51,23 @@ def running_server(
         proc.stop()
         if cleanup is not None:
             cleanup.__exit__(None, None, None)
+
+
+def logged(path: Path) -> str:
+    """A saved MLflow model logged (as the artifacts of a new run) to the current tracking
+    store: its ``runs:/`` URI."""
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(path), "model")
+    return f"runs:/{run.info.run_id}/model"
+
+
+@contextlib.contextmanager
+def logged_locally(path: Path, root: Path) -> Iterator[str]:
+    """A saved model logged to a tracking store of its own under ``root`` (this process's
+    tracking URI for the block; give ``mlflow.get_tracking_uri()`` to other processes):
+    its ``runs:/`` URI."""
+    with temporary_tracking_store(root, "kinds"):
+        yield logged(path)
 
 
 def schema_of(server: MLManagerProcess) -> str:
@@ -180,7 +199,8 @@ def served_predictions(model_uri: str, rows: pd.DataFrame, logdir: Path) -> list
     port = free_port()
     command = [sys.executable, "-m", "mlmanager", "serve", model_uri, "--port", str(port)]
     log = logdir / "serve.log"
-    served = ServingProcess("mlmanager serve", command, log, port).wait_ready(300)
+    tracking = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    served = ServingProcess("mlmanager serve", command, log, port, **tracking).wait_ready(300)
     try:
         split = json.loads(rows.to_json(orient="split", index=False))
         answer = requests.post(
