@@ -1,13 +1,17 @@
 """Spark ML PipelineModels deployed onto PostgreSQL and SQLite through ONNX (onnxmltools,
 with our converters for the stages it gets wrong: shared/scoring/spark_onnx.py).
 
-The pipelines are trained once here on a local Spark session, on data made here,
-and saved with ``mlflow.spark``; their own predictions (``transform``) on the new
-rows are taken then. Each is logged to a running server (``mlmanager up``) and
-deployed by its worker; every inserted row's prediction is compared with Spark's:
-labels and clusters exactly, probabilities and values within 1e-4 (the ONNX model
-computes in float32, Spark in double). Every pipeline runs on SQLite; three of
-them, and one in async mode, on PostgreSQL (the same ONNX model scores both).
+The pipelines (one per final stage, every supported stage among them) are trained
+once here on a local Spark session, on data made here, saved with ``mlflow.spark``
+and converted to ONNX as the build converts them; Spark's own predictions
+(``transform``) on the new rows are taken then. Every pipeline's ONNX model is
+compared with Spark row by row; four are also logged to a running server
+(``mlmanager up``) and deployed by its worker, two on SQLite and two on PostgreSQL
+(one in async mode), and every inserted row's prediction is compared with Spark's.
+Labels and clusters exactly, probabilities and values within 1e-4 (the ONNX model
+computes in float32, Spark in double). A deploy starts Spark in the worker (over a
+minute on a loaded machine), hence four, not all: the database runs the same ONNX
+model the in-process comparison runs.
 """
 
 from __future__ import annotations
