@@ -32,8 +32,8 @@ from tests.support.kinds import (
     blocked_import,
     deploy_and_compare,
     execute,
-    logged,
     logged_locally,
+    logged_to,
     running_server,
     schema_of,
     served_predictions,
@@ -182,7 +182,7 @@ def deployed_and_compared(
     make_reference(server.db_url, schema_of(server), reference, trained.train.head(200))
     deploy_and_compare(
         server,
-        logged(trained.path),
+        logged_to(server, trained.path),
         table,
         trained.columns,
         rows,

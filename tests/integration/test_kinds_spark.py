@@ -41,8 +41,8 @@ from tests.support.kinds import (
     blocked_import,
     deploy,
     deploy_and_compare,
-    logged,
     logged_locally,
+    logged_to,
     running_server,
     served_predictions,
 )
@@ -317,7 +317,7 @@ def deployed_and_compared(
     values = [(i, *r) for i, r in enumerate(frame.astype(object).where(frame.notna(), None).values)]
     deploy_and_compare(
         server,
-        logged(model.path),
+        logged_to(server, model.path),
         table,
         model.columns,
         values,
@@ -371,7 +371,7 @@ def test_an_unsupported_stage_is_refused_by_name_before_the_table_exists(
     mlflow.spark.save_model(
         model, str(tmp_path / "model"), signature=infer_signature(sample), input_example=sample
     )
-    job = deploy(sqlite_server, logged(tmp_path / "model"), "binarized")
+    job = deploy(sqlite_server, logged_to(sqlite_server, tmp_path / "model"), "binarized")
     assert job["status"] == "FAILURE", job["log"]
     assert job["attempt"] == 1, job  # a payload a user must change: not retried
     assert "stage Binarizer" in job["error"] and "supported stages: VectorAssembler" in job["error"]

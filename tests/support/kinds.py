@@ -61,6 +61,13 @@ def logged(path: Path) -> str:
     return f"runs:/{run.info.run_id}/model"
 
 
+def logged_to(server: MLManagerProcess, path: Path) -> str:
+    """A saved model logged to ``server``'s tracking store (whichever the process's current
+    one is: two servers may be up): its ``runs:/`` URI."""
+    with tracking_as(server.url, ADMIN, "kinds-logged"):
+        return logged(path)
+
+
 @contextlib.contextmanager
 def logged_locally(path: Path, root: Path) -> Iterator[str]:
     """A saved model logged to a tracking store of its own under ``root`` (this process's
