@@ -86,6 +86,14 @@ class TargetUnavailable(MLManagerError):
     error_code = "TARGET_UNAVAILABLE"
 
 
+class ExtraNotInstalled(MLManagerError):
+    """The job needs an optional extra (``pip install 'mlmanager[NAME]'``) that this
+    process lacks (not retried: another attempt on the same worker fails the same way)."""
+
+    http_status = 422
+    error_code = "EXTRA_NOT_INSTALLED"
+
+
 class ProjectFailed(MLManagerError):
     """A retraining project (the user's MLflow Project) failed or logged nothing usable."""
 

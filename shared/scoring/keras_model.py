@@ -34,7 +34,7 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper
 
-from shared.errors import InvalidPayload, TargetUnavailable
+from shared.errors import ExtraNotInstalled, InvalidPayload
 from shared.scoring.kinds import Column, ModelKind, output_column_names
 
 KERAS_FLAVOR = "keras"
@@ -49,7 +49,7 @@ def load_keras(path: str) -> Any:
         import mlflow.keras
         import tensorflow  # noqa: F401  (the backend; its absence is the missing extra)
     except ImportError as exc:
-        raise TargetUnavailable(
+        raise ExtraNotInstalled(
             "deploying a Keras model needs Keras and TensorFlow in the worker "
             f"(cannot import {exc.name}): pip install 'mlmanager[keras]'"
         ) from exc

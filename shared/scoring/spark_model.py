@@ -28,7 +28,7 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper
 
-from shared.errors import InvalidPayload, TargetUnavailable
+from shared.errors import ExtraNotInstalled, InvalidPayload
 from shared.scoring.kinds import Column, ModelKind, output_column_names
 
 SPARK_FLAVOR = "spark"
@@ -61,7 +61,7 @@ def spark_session() -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise TargetUnavailable(
+        raise ExtraNotInstalled(
             "deploying a Spark ML model needs pyspark in the worker: pip install 'mlmanager[spark]'"
         ) from exc
     with _SESSION_LOCK:
@@ -150,7 +150,9 @@ class SparkEstimator:
                 if column not in written and column not in self.input_names:
                     self.input_names.append(column)
             written.update(writes)
-        self._text: set[str] = set()
+        # The last frame transformed and its result: the check asks ``predict`` and then
+        # ``predict_proba`` of the same rows, one Spark job for both.
+        self._last: tuple[pd.DataFrame, pd.DataFrame] | None = None
 
     def close(self) -> None:
         """Stop the build's Spark session."""
@@ -170,6 +172,13 @@ class SparkEstimator:
             )
 
     def _transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if self._last is not None and self._last[0] is frame:
+            return self._last[1]
+        out = self._spark_transform(frame)
+        self._last = (frame, out)
+        return out
+
+    def _spark_transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
         fields = []
@@ -210,11 +219,16 @@ class SparkEstimator:
 def onnx_attempts(
     estimator: SparkEstimator, inputs: tuple[Column, ...]
 ) -> Iterator[tuple[str, Any]]:
-    """The ONNX conversion of the pipeline (onnxmltools), one input per column."""
+    """The ONNX conversion of the pipeline (onnxmltools, with our converters for the
+    stages it gets wrong: ``spark_onnx``), one input per column."""
 
     def attempt() -> onnx.ModelProto:
         from onnxmltools import convert_sparkml
         from onnxmltools.convert.common.data_types import FloatTensorType, StringTensorType
+
+        from shared.scoring import spark_onnx
+
+        spark_onnx.register()
 
         initial_types = [
             (

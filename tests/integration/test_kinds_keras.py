@@ -1,26 +1,47 @@
 """Keras 3 models (TensorFlow backend) deployed onto PostgreSQL and SQLite through ONNX.
 
-Each model is trained here on data made here, logged with ``mlflow.keras``, deployed
-with the worker's DEPLOY_DATABASE handler, and every prediction of the inserted rows
-is compared with ``model.predict``: labels exactly, probabilities and values within
-1e-5 (ONNX computes in float32 as TensorFlow does, in another order).
+Each model is trained once here on data made here and saved with ``mlflow.keras``;
+its own predictions (``model.predict``) on the new rows are taken then. It is logged
+to a running server (``mlmanager up``), deployed by its worker, and every prediction
+of the inserted rows is compared with ``model.predict``: labels exactly,
+probabilities and values within 1e-5 (ONNX computes in float32 as TensorFlow does,
+in another order).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from shared.errors import InvalidPayload
-from shared.settings import Settings
-from tests.support.indb import insert_rows, read_rows, run_job, schema_for
+from shared.ledger import Ledger
+from shared.migrations import upgrade
+from tests.support.engines import EngineFor, settings_for
+from tests.support.indb import insert_rows, read_rows, run_job
+from tests.support.kinds import (
+    Expected,
+    blocked_import,
+    deploy_and_compare,
+    execute,
+    logged_locally,
+    logged_to,
+    running_server,
+    schema_of,
+    served_predictions,
+)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, MLFLOW_SQLITE_STORE_WARNING
+from tests.support.processes import ROOT
+from tests.support.servers import MLManagerProcess
+from tests.support.workers import WorkerProcess, wait_finished
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,28 +69,6 @@ def tabular(rows: int, seed: int) -> pd.DataFrame:
             "region": rng.integers(0, VOCABULARY, rows).astype(np.int64),
         }
     )
-
-
-def log_keras(model: Any) -> str:
-    """``mlflow.keras.log_model`` as it works: a tensor signature (no column names) and no
-    input example (MLflow 3.17's keras flavor fails to save one), so the deploys take
-    their sample rows and columns from a reference table."""
-    with mlflow.start_run():
-        info = mlflow.keras.log_model(model, name="model", pip_requirements=[])
-    return str(info.model_uri)
-
-
-def make_reference(url: str, engine: Engine, name: str, frame: pd.DataFrame) -> None:
-    """A reference table holding the training rows: the deploy's columns and sample rows."""
-    schema = schema_for(url)
-    types = {c: "BIGINT" if frame[c].dtype.kind == "i" else "DOUBLE PRECISION" for c in frame}
-    with engine.begin() as conn:
-        if not url.startswith("sqlite"):
-            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
-        columns = ", ".join(f"{c} {t}" for c, t in types.items())
-        conn.execute(text(f"CREATE TABLE {table_of(url, name)} (id BIGINT PRIMARY KEY, {columns})"))
-    rows = [(i, *r) for i, r in enumerate(frame.astype(object).values)]
-    insert_rows(url, name, ["id", *frame.columns], rows, schema)
 
 
 def dense_classifier() -> tuple[Any, pd.DataFrame]:
@@ -109,80 +108,113 @@ def embedding_model(binary: bool) -> tuple[Any, pd.DataFrame]:
     return model, train
 
 
+NUMBERS = ["age", "income", "score"]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model saved with ``mlflow.keras``, its training rows (the reference table
+    of its deploys) and its columns."""
+
+    model: Any
+    path: Path
+    train: pd.DataFrame
+    columns: list[str]
+
+
 @pytest.fixture(scope="module")
-def models(tracking: None) -> dict[str, tuple[Any, pd.DataFrame, str]]:
-    """The models of the module, trained and logged once."""
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
+    """The models of the module, trained and saved once. The deploys take their sample
+    rows and columns from a reference table (the flavor logs a tensor signature, with no
+    column names, and only the dense model has an input example)."""
     found = {}
     for name, (model, train) in {
         "dense": dense_classifier(),
         "binary": embedding_model(binary=True),
         "regression": embedding_model(binary=False),
     }.items():
-        found[name] = (model, train, log_keras(model))
+        path = tmp_path_factory.mktemp("keras") / name
+        example = train.head(5) if name == "dense" else None  # (for mlmanager serve)
+        # MLflow 3.17's keras flavor writes the example before it makes the directory.
+        path.mkdir()
+        mlflow.keras.save_model(model, str(path), input_example=example, pip_requirements=[])
+        found[name] = Trained(model, path, train, list(train.columns))
     return found
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MLManagerProcess]:
+    with running_server(request, tmp_path_factory, request.param) as proc:
+        yield proc
 
 
 def own_predictions(model: Any, frame: pd.DataFrame) -> np.ndarray:
     if len(model.inputs) == 1:
         return np.asarray(model.predict(frame.to_numpy(np.float32), verbose=0))
-    feeds = [frame[["age", "income", "score"]].to_numpy(np.float32), frame[["region"]].to_numpy()]
+    feeds = [frame[NUMBERS].to_numpy(np.float32), frame[["region"]].to_numpy()]
     return np.asarray(model.predict(feeds, verbose=0))
 
 
-def deploy(
-    url: str, engine: Engine, settings: Settings, uri: str, table: str, train: pd.DataFrame
-) -> list[str]:
-    make_reference(url, engine, f"{table}_reference", train.head(200))
-    return run_job(
-        engine,
-        settings,
-        "DEPLOY_DATABASE",
-        {
-            "model_uri": uri,
-            "db_schema": schema_for(url),
-            "db_table": table,
-            "create_model_table": True,
-            "primary_key": {"id": "INTEGER"},
-            "reference_schema": schema_for(url),
-            "reference_table": f"{table}_reference",
-        },
+def make_reference(url: str, schema: str, name: str, frame: pd.DataFrame) -> None:
+    """A reference table holding the training rows: the deploy's columns and sample rows."""
+    sqlite = url.startswith("sqlite")
+    types = {c: "BIGINT" if frame[c].dtype.kind == "i" else "DOUBLE PRECISION" for c in frame}
+    if not sqlite:
+        execute(url, f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    columns = ", ".join(f"{c} {t}" for c, t in types.items())
+    table = name if sqlite else f"{schema}.{name}"
+    execute(url, f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, {columns})")
+    rows = [(i, *r) for i, r in enumerate(frame.astype(object).values)]
+    insert_rows(url, name, ["id", *frame.columns], rows, schema)
+
+
+def deployed_and_compared(
+    server: MLManagerProcess,
+    trained: Trained,
+    table: str,
+    rows: list[tuple[Any, ...]],
+    expected: list[Expected],
+    outputs: list[str],
+) -> None:
+    reference = f"{table}_reference"
+    make_reference(server.db_url, schema_of(server), reference, trained.train.head(200))
+    deploy_and_compare(
+        server,
+        logged_to(server, trained.path),
+        table,
+        trained.columns,
+        rows,
+        expected,
+        outputs,
+        TOLERANCE,
+        reference_schema=schema_of(server),
+        reference_table=reference,
     )
 
 
-def table_of(url: str, table: str) -> str:
-    return table if url.startswith("sqlite") else f"{schema_for(url)}.{table}"
+def classes(probabilities: np.ndarray) -> list[Expected]:
+    return [(str(int(p.argmax())), *p.tolist()) for p in probabilities]
 
 
 def test_a_dense_classifier_gives_the_label_and_probabilities_of_predict(
-    models: dict[str, Any], deployed_db: tuple[str, Engine, Settings]
+    models: dict[str, Trained], server: MLManagerProcess
 ) -> None:
-    url, engine, settings = deployed_db
-    model, train, uri = models["dense"]
-    deploy(url, engine, settings, uri, "dense", train)
-    new = tabular(40, 3)[["age", "income", "score"]]
-    columns = ["id", "age", "income", "score"]
-    # One row alone, then many in one statement, then a row with a NULL.
-    insert_rows(url, "dense", columns, [(0, *new.iloc[0])], schema_for(url))
-    insert_rows(
-        url, "dense", columns, [(i, *r) for i, r in enumerate(new.values) if i], schema_for(url)
-    )
-    insert_rows(url, "dense", columns, [(100, 30.0, None, 0.2)], schema_for(url))
-
-    got = read_rows(
-        url, f"SELECT id, prediction, C0, C1, C2 FROM {table_of(url, 'dense')} ORDER BY id"
-    )
-    expected = own_predictions(model, new)
-    assert [r[1] for r in got[:40]] == [str(i) for i in expected.argmax(axis=1)]
-    np.testing.assert_allclose([r[2:] for r in got[:40]], expected, atol=TOLERANCE)
+    trained = models["dense"]
+    new = tabular(40, 3)[NUMBERS]
+    rows = [(i, *r) for i, r in enumerate(new.values)]
+    rows.append((100, 30.0, None, 0.2))
     # NaN through the network: the model's own prediction is NaN, the row's is NULL.
-    assert got[40] == (100, None, None, None, None)
+    expected = [*classes(own_predictions(trained.model, new)), (None, None, None, None)]
+    deployed_and_compared(
+        server, trained, "dense", rows, expected, ["prediction", "C0", "C1", "C2"]
+    )
 
 
 def test_a_two_input_model_with_an_embedding_scores_unseen_and_null_categories_as_null(
-    models: dict[str, Any], deployed_db: tuple[str, Engine, Settings]
+    models: dict[str, Trained], server: MLManagerProcess
 ) -> None:
-    url, engine, settings = deployed_db
-    columns = ["id", "age", "income", "score", "region"]
     new = tabular(30, 4)
     rows = [(i, *r) for i, r in enumerate(new.astype(object).values)]
     odd = [
@@ -190,44 +222,40 @@ def test_a_two_input_model_with_an_embedding_scores_unseen_and_null_categories_a
         (51, 40.0, 60.0, 0.5, None),
         (52, 40.0, 60.0, 0.5, -1),
     ]
-    for name, query in (
-        ("binary", "SELECT id, prediction, C0, C1 FROM {} ORDER BY id"),
-        ("regression", "SELECT id, prediction FROM {} ORDER BY id"),
-    ):
-        model, train, uri = models[name]
-        deploy(url, engine, settings, uri, name, train)
-        insert_rows(url, name, columns, rows[:1], schema_for(url))
-        insert_rows(url, name, columns, rows[1:] + odd, schema_for(url))
-        got = read_rows(url, query.format(table_of(url, name)))
-        expected = own_predictions(model, new).reshape(-1)
-        if name == "binary":
-            assert [r[1] for r in got[:30]] == [str(int(p > 0.5)) for p in expected]
-            np.testing.assert_allclose([r[3] for r in got[:30]], expected, atol=TOLERANCE)
-            np.testing.assert_allclose([r[2] for r in got[:30]], 1 - expected, atol=TOLERANCE)
-        else:
-            np.testing.assert_allclose([r[1] for r in got[:30]], expected, atol=TOLERANCE)
-        # model.predict refuses these indices; the database gives NULL, not an error.
-        assert [r[1] for r in got[30:]] == [None, None, None]
-        with pytest.raises(Exception):  # noqa: B017  (TensorFlow's own error type)
-            model.predict([np.zeros((1, 3), np.float32), np.array([[VOCABULARY]])], verbose=0)
+    binary = models["binary"]
+    p = own_predictions(binary.model, new).reshape(-1)
+    expected = [(str(int(v > 0.5)), 1 - v, v) for v in p.tolist()]
+    expected += [(None, None, None)] * 3
+    deployed_and_compared(
+        server, binary, "binary", rows + odd, expected, ["prediction", "C0", "C1"]
+    )
+    regression = models["regression"]
+    values = own_predictions(regression.model, new).reshape(-1).tolist()
+    expected = [(v,) for v in values] + [(None,)] * 3
+    deployed_and_compared(server, regression, "regression", rows + odd, expected, ["prediction"])
+    # model.predict refuses these indices; the database gives NULL, not an error.
+    with pytest.raises(Exception):  # noqa: B017  (TensorFlow's own error type)
+        binary.model.predict([np.zeros((1, 3), np.float32), np.array([[VOCABULARY]])], verbose=0)
 
 
 def test_an_onnx_export_that_disagrees_is_refused_before_the_table_exists(
-    models: dict[str, Any],
-    deployed_db: tuple[str, Engine, Settings],
+    models: dict[str, Trained],
+    sqlite_url: str,
+    engine_for: EngineFor,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, engine, settings = deployed_db
+    """A faulty exporter simulated in this process; the refusal comes before any database
+    work (checked on SQLite)."""
+    from onnx import TensorProto, helper
+
     from shared.scoring import keras_model
 
     exported = keras_model._export
 
     def off_by_a_little(estimator: Any) -> Any:
         proto = exported(estimator)
-        # Simulate a faulty exporter: every output 1% too large.
-        from onnx import TensorProto, helper
-
-        graph = proto.graph
+        graph = proto.graph  # every output 1% too large
         raw = graph.output[0].name
         graph.initializer.append(helper.make_tensor("scale", TensorProto.FLOAT, [], [1.01]))
         graph.node.append(helper.make_node("Mul", [raw, "scale"], ["scaled"]))
@@ -235,17 +263,67 @@ def test_an_onnx_export_that_disagrees_is_refused_before_the_table_exists(
         return proto
 
     monkeypatch.setattr(keras_model, "_export", off_by_a_little)
-    _, train, uri = models["dense"]
-    with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
-        deploy(url, engine, settings, uri, "wrong", train)
+    engine = engine_for(sqlite_url)
+    upgrade(engine)
+    trained = models["dense"]
+    make_reference(sqlite_url, "main", "wrong_reference", trained.train.head(200))
+    with logged_locally(trained.path, tmp_path) as uri:
+        payload = {
+            "model_uri": uri,
+            "db_schema": "main",
+            "db_table": "wrong",
+            "create_model_table": True,
+            "primary_key": {"id": "INTEGER"},
+            "reference_schema": "main",
+            "reference_table": "wrong_reference",
+        }
+        with pytest.raises(InvalidPayload, match="ONNX does not reproduce") as refused:
+            run_job(engine, settings_for(sqlite_url, tmp_path), "DEPLOY_DATABASE", payload)
     print(refused.value.message)
     with engine.connect() as conn:
-        tables = conn.execute(text("SELECT count(*) FROM deployments")).scalar_one()
-    assert tables == 0
-    assert "'wrong'" not in str(read_rows(url, _tables_query(url)))
+        assert conn.execute(text("SELECT count(*) FROM deployments")).scalar_one() == 0
+    tables = read_rows(sqlite_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert ("wrong",) not in tables
 
 
-def _tables_query(url: str) -> str:
-    if url.startswith("sqlite"):
-        return "SELECT name FROM sqlite_master WHERE type = 'table'"
-    return "SELECT table_name FROM information_schema.tables WHERE table_schema = 'apps'"
+def test_a_worker_without_tensorflow_fails_the_deploy_once_naming_the_extra(
+    models: dict[str, Trained], sqlite_url: str, engine_for: EngineFor, tmp_path: Path
+) -> None:
+    engine = engine_for(sqlite_url)
+    upgrade(engine)
+    blocked = blocked_import(tmp_path / "blocked", "tensorflow")
+    with logged_locally(models["dense"].path, tmp_path) as uri:
+        worker = WorkerProcess(
+            sqlite_url,
+            tmp_path,
+            "no-keras",
+            pythonpath=f"{blocked}:{ROOT}",
+            mlflow_tracking_uri=mlflow.get_tracking_uri(),
+        )
+    try:
+        worker.wait_healthy(120)
+        payload = {
+            "model_uri": uri,
+            "db_schema": "main",
+            "db_table": "no_keras",
+            "create_model_table": True,
+            "primary_key": {"id": "INTEGER"},
+        }
+        ledger = Ledger(engine)
+        job = wait_finished(ledger, ledger.enqueue("DEPLOY_DATABASE", payload, "admin").id, 120)
+    finally:
+        worker.stop()
+    assert (job.status, job.attempt) == ("FAILURE", 1), job
+    assert job.error is not None and "pip install 'mlmanager[keras]'" in job.error
+
+
+def test_mlmanager_serve_answers_the_labels_of_predict(
+    models: dict[str, Trained], tmp_path: Path
+) -> None:
+    """The serving process (mlrunner on the ONNX model) of the dense classifier."""
+    trained = models["dense"]
+    new = tabular(25, 5)[NUMBERS]
+    with logged_locally(trained.path, tmp_path) as uri:
+        predictions = served_predictions(uri, new, tmp_path)
+    expected = own_predictions(trained.model, new).argmax(axis=1)
+    assert [str(p) for p in predictions] == [str(v) for v in expected]
