@@ -52,7 +52,13 @@ from tests.support.engines import IN_CI
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
+from tests.support.servers import (
+    ADMIN_PASSWORD,
+    MLManagerProcess,
+    job_log_text,
+    run_to_end,
+    tracking_as,
+)
 
 pytestmark = [INPUT_EXAMPLE_WARNING]
 
@@ -190,18 +196,6 @@ def api(server: MLManagerProcess) -> MLManagerClient:
     return MLManagerClient(server.url, "admin", ADMIN_PASSWORD)
 
 
-def run_job(api: MLManagerClient, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
-    job = api.submit(handler, payload)
-    for kind, data in api.follow(job["id"]):
-        if kind == "end":
-            return data
-    return api.job(job["id"])
-
-
-def log_text(api: MLManagerClient, job_id: int) -> str:
-    return "\n".join(line["message"] for line in api.logs(job_id)["lines"])
-
-
 def deployment(api: MLManagerClient, name: str, status: str = "DEPLOYED") -> dict[str, Any]:
     found = [d for d in api.deployments(target="azure") if d["name"] == name]
     return next(d for d in found if d["status"] == status)
@@ -283,7 +277,7 @@ def test_deploy_registers_the_model_and_serves_it_from_a_new_endpoint(
     assert spec["url"] == "https://iris-ep.eastus.inference.ml.azure.com/score"
     assert (spec["workspace"], spec["resource_group"]) == (WORKSPACE, GROUP)
     assert spec["runtime"] == "mlrunner" and spec["created_endpoint"] is True
-    log = log_text(api, n)
+    log = job_log_text(api, n)
     assert f"deployment mlm-j{n}: Creating" in log
     assert f"deployment mlm-j{n}: Succeeded" in log
     assert "endpoint iris-ep: Succeeded" in log
@@ -293,7 +287,7 @@ def test_an_existing_endpoint_is_refused_without_replace(
     api: MLManagerClient, models: tuple[str, str]
 ) -> None:
     payload = {"model_uri": models[1], "endpoint_name": "iris-ep", "model_name": "iris"}
-    job = run_job(api, "DEPLOY_AZURE", payload)
+    job = run_to_end(api, "DEPLOY_AZURE", payload)
     assert job["status"] == "FAILURE"
     assert "deploy with replace" in job["error"]
 
@@ -316,7 +310,7 @@ def test_replace_switches_the_traffic_to_a_new_deployment_and_deletes_the_old(
         config={"target": "azure", "model_name": "iris", "cpu_cores": 2, "allocated_ram": 6},
     )
     job = api.job(answer["job_id"])
-    assert job["status"] == "SUCCESS", (job, log_text(api, job["id"]))
+    assert job["status"] == "SUCCESS", (job, job_log_text(api, job["id"]))
     n, old = job["id"], before["deployment"]
     assert changes(arm.call_log(since)) == [
         "POST /datastores/workspaceblobstore/listSecrets",
@@ -353,9 +347,9 @@ def test_reconcile_recreates_a_deployment_deleted_by_hand(
     with arm.lock:
         del arm.state.deployments[("iris-ep", name)]
     since = len(arm.calls)
-    repair = run_job(api, "RECONCILE", {"deployment_id": record["id"]})
-    assert repair["status"] == "SUCCESS", (repair, log_text(api, repair["id"]))
-    assert f"create deployment {name}" in log_text(api, repair["id"])
+    repair = run_to_end(api, "RECONCILE", {"deployment_id": record["id"]})
+    assert repair["status"] == "SUCCESS", (repair, job_log_text(api, repair["id"]))
+    assert f"create deployment {name}" in job_log_text(api, repair["id"])
     assert changes(arm.call_log(since)) == [f"PUT /onlineEndpoints/iris-ep/deployments/{name}"]
     properties = body_of(arm, "PUT", f"/deployments/{name}", since)["properties"]
     assert properties["instanceType"] == record["spec"]["instance_type"]
@@ -371,7 +365,7 @@ def test_undeploy_deletes_the_endpoint_it_created(
     job = api.delete_deployment(record["id"])
     for kind, data in api.follow(job["id"]):
         if kind == "end":
-            assert data["status"] == "SUCCESS", (data, log_text(api, job["id"]))
+            assert data["status"] == "SUCCESS", (data, job_log_text(api, job["id"]))
     version = record["spec"]["model_version"]
     assert changes(arm.call_log(since)) == [
         "DELETE /onlineEndpoints/iris-ep",
@@ -392,7 +386,7 @@ def test_a_failed_provisioning_leaves_nothing_behind(
     arm = azure.arm
     since = len(arm.calls)
     payload = {"model_uri": models[0], "endpoint_name": "failing-ep", "model_name": "iris"}
-    job = run_job(api, "DEPLOY_AZURE", payload)
+    job = run_to_end(api, "DEPLOY_AZURE", payload)
     assert job["status"] == "FAILURE"
     assert "liveness probe failed" in job["error"], job["error"]
     n = job["id"]
@@ -413,7 +407,7 @@ def test_a_deployment_that_never_finishes_times_out_and_leaves_nothing(
 ) -> None:
     arm = azure.arm
     payload = {"model_uri": models[0], "endpoint_name": "slow-ep", "model_name": "iris"}
-    job = run_job(api, "DEPLOY_AZURE", payload)
+    job = run_to_end(api, "DEPLOY_AZURE", payload)
     assert job["status"] == "FAILURE"
     assert f"still Creating after {TIMEOUT:.0f}s" in job["error"], job["error"]
     assert "slow-ep" not in arm.state.endpoints
@@ -431,6 +425,6 @@ def test_the_client_secret_is_in_no_log(
     jobs = api.jobs(limit=100)
     assert len(jobs) >= 5
     for job in jobs:
-        assert SECRET not in log_text(api, job["id"])
+        assert SECRET not in job_log_text(api, job["id"])
         assert SECRET not in json.dumps(job)
     assert SECRET not in server.log.read_text()

@@ -36,9 +36,8 @@ from sklearn.preprocessing import OneHotEncoder
 from tests.support import custom_models  # (first: imports mlflow.pyfunc quietly)
 from tests.support.indb import insert_rows, plain_pg, read_rows, sqlite_path
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
-from tests.support.pg import PostgresServer
 from tests.support.processes import clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, running_server
 
 pytestmark = [
     pytest.mark.postgres,
@@ -55,22 +54,8 @@ SEGMENTS = np.array(["retail", "corporate", "public"])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLManagerProcess]:
-    home = tmp_path_factory.mktemp(f"flow-{request.param}") / "home"
-    cleanup = None
-    if request.param == "sqlite":
-        proc = MLManagerProcess(home)
-    else:
-        pg: PostgresServer = request.getfixturevalue("pg_server")
-        cleanup = pg.database(f"flow_{time.time_ns()}")
-        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    try:
-        proc.wait_ready()
-        with tracking_as(proc.url, ADMIN, f"flow-{request.param}"):
-            yield proc
-    finally:
-        proc.stop()
-        if cleanup is not None:
-            cleanup.__exit__(None, None, None)
+    with running_server(request, tmp_path_factory, request.param, "flow") as proc:
+        yield proc
 
 
 def data(rows: int, seed: int) -> pd.DataFrame:

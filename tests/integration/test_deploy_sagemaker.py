@@ -39,7 +39,13 @@ from tests.support import custom_models  # (first: imports mlflow.pyfunc quietly
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
 from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
+from tests.support.servers import (
+    ADMIN_PASSWORD,
+    MLManagerProcess,
+    job_log_text,
+    run_to_end,
+    tracking_as,
+)
 from tests.support.serving import MLRUNNER_JAR, ServingProcess
 
 pytestmark = [
@@ -153,18 +159,6 @@ def api(server: MLManagerProcess) -> MLManagerClient:
     return MLManagerClient(server.url, "admin", ADMIN_PASSWORD)
 
 
-def run_job(api: MLManagerClient, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
-    job = api.submit(handler, payload)
-    for kind, data in api.follow(job["id"]):
-        if kind == "end":
-            return data
-    return api.job(job["id"])
-
-
-def log_text(api: MLManagerClient, job_id: int) -> str:
-    return "\n".join(line["message"] for line in api.logs(job_id)["lines"])
-
-
 def deployment(api: MLManagerClient, name: str, status: str = "DEPLOYED") -> dict[str, Any]:
     found = [d for d in api.deployments(target="sagemaker") if d["name"] == name]
     return next(d for d in found if d["status"] == status)
@@ -245,7 +239,7 @@ def test_deploy_creates_the_endpoint_and_waits_for_in_service(
     )
     print(f"DEPLOY_AWS job {job['id']}: {ran.total_seconds():.1f}s on the worker")
     print("\n".join(f"{ln['time'][11:23]} {ln['message']}" for ln in api.logs(job["id"])["lines"]))
-    log = log_text(api, record["job_id"])
+    log = job_log_text(api, record["job_id"])
     assert "endpoint iris: Creating" in log
     assert "endpoint iris: InService" in log
 
@@ -316,7 +310,7 @@ def test_replace_moves_the_endpoint_to_a_new_configuration_and_deletes_the_old(
 def test_add_keeps_the_old_variant_beside_the_new(
     moto: Moto, api: MLManagerClient, models: tuple[str, str, Any]
 ) -> None:
-    job = run_job(
+    job = run_to_end(
         api,
         "DEPLOY_AWS",
         {"model_uri": models[0], "app_name": "iris", "deployment_mode": "add"},
@@ -336,7 +330,7 @@ def test_add_keeps_the_old_variant_beside_the_new(
 def test_create_refuses_an_existing_endpoint(
     api: MLManagerClient, models: tuple[str, str, Any]
 ) -> None:
-    job = run_job(
+    job = run_to_end(
         api, "DEPLOY_AWS", {"model_uri": models[0], "app_name": "iris", "deployment_mode": "create"}
     )
     assert job["status"] == "FAILURE"
@@ -362,9 +356,9 @@ def test_undeploy_deletes_what_the_deploys_created(
     assert shown(server, record["id"])["drift"] is None
     moto.client("sagemaker").delete_endpoint(EndpointName="iris")
     assert shown(server, record["id"])["drift"] == ["endpoint iris missing"]
-    repair = run_job(api, "RECONCILE", {"deployment_id": record["id"]})
+    repair = run_to_end(api, "RECONCILE", {"deployment_id": record["id"]})
     assert repair["status"] == "SUCCESS", repair
-    assert "create endpoint iris" in log_text(api, repair["id"])
+    assert "create endpoint iris" in job_log_text(api, repair["id"])
     live = moto.client("sagemaker").describe_endpoint(EndpointName="iris")
     assert live["EndpointConfigName"] == record["spec"]["endpoint_config"]
     moto.client("sagemaker").delete_endpoint(EndpointName="iris")
@@ -382,7 +376,7 @@ def test_a_failed_endpoint_leaves_nothing_behind(
     """The endpoint ends Failed (its container never answers /ping): the job fails with
     SageMaker's FailureReason, removes the endpoint, configuration, model and archive it
     created, and records the deployment FAILED with the reason."""
-    job = run_job(api, "DEPLOY_AWS", {"model_uri": models[0], "app_name": "failing-iris"})
+    job = run_to_end(api, "DEPLOY_AWS", {"model_uri": models[0], "app_name": "failing-iris"})
     assert job["status"] == "FAILURE"
     assert "did not pass the ping health check" in job["error"]
     assert names(moto, "failing-iris") == {
@@ -401,10 +395,10 @@ def test_a_rolled_back_update_keeps_the_old_model_serving(
     """Blue/green: SageMaker rolls a failed update back (the stand-in: endpoints named
     *-rollback). The job fails with the FailureReason, deletes the configuration, model
     and archive it created, and the earlier deployment stays DEPLOYED and serving."""
-    first = run_job(api, "DEPLOY_AWS", {"model_uri": models[0], "app_name": "iris-rollback"})
+    first = run_to_end(api, "DEPLOY_AWS", {"model_uri": models[0], "app_name": "iris-rollback"})
     assert first["status"] == "SUCCESS", first
     before = deployment(api, "iris-rollback")
-    job = run_job(api, "DEPLOY_AWS", {"model_uri": models[1], "app_name": "iris-rollback"})
+    job = run_to_end(api, "DEPLOY_AWS", {"model_uri": models[1], "app_name": "iris-rollback"})
     assert job["status"] == "FAILURE"
     assert "did not pass the ping health check" in job["error"]
     live = moto.client("sagemaker").describe_endpoint(EndpointName="iris-rollback")
@@ -426,8 +420,8 @@ def test_a_cancelled_deploy_removes_what_it_created(
     the endpoint, configuration, model and archive are deleted."""
     job = api.submit("DEPLOY_AWS", {"model_uri": models[0], "app_name": "slow-iris"})
     deadline = time.monotonic() + 120
-    while "endpoint slow-iris: Creating" not in log_text(api, job["id"]):
-        assert time.monotonic() < deadline, log_text(api, job["id"])
+    while "endpoint slow-iris: Creating" not in job_log_text(api, job["id"]):
+        assert time.monotonic() < deadline, job_log_text(api, job["id"])
         time.sleep(0.2)
     api.cancel(job["id"])
     for kind, data in api.follow(job["id"]):
@@ -457,7 +451,7 @@ def test_a_model_mlrunner_cannot_serve_goes_to_mlflows_pyfunc_image(
             )
     finally:
         cloudpickle.unregister_pickle_by_value(custom_models)
-    job = run_job(api, "DEPLOY_AWS", {"model_uri": info.model_uri, "app_name": "doubler"})
+    job = run_to_end(api, "DEPLOY_AWS", {"model_uri": info.model_uri, "app_name": "doubler"})
     assert job["status"] == "SUCCESS", job
     spec = deployment(api, "doubler")["spec"]
     assert spec["runtime"] == "mlflow"
@@ -474,7 +468,7 @@ def test_a_region_without_images_is_a_clear_error(
     api: MLManagerClient, models: tuple[str, str, Any]
 ) -> None:
     payload = {"model_uri": models[0], "app_name": "far", "sagemaker_region": "af-south-9"}
-    job = run_job(api, "DEPLOY_AWS", payload)
+    job = run_to_end(api, "DEPLOY_AWS", payload)
     assert job["status"] == "FAILURE"
     assert "af-south-9" in job["error"] and "config.json" in job["error"]
 
@@ -484,6 +478,6 @@ def test_the_secret_key_is_in_no_log(server: MLManagerProcess, api: MLManagerCli
     jobs = api.jobs(limit=100)
     assert len(jobs) >= 5
     for job in jobs:
-        assert SECRET_KEY not in log_text(api, job["id"])
+        assert SECRET_KEY not in job_log_text(api, job["id"])
         assert SECRET_KEY not in json.dumps(job)
     assert SECRET_KEY not in server.log.read_text()

@@ -23,25 +23,21 @@ import pytest
 from sqlalchemy import text
 
 from shared.errors import InvalidPayload
-from shared.ledger import Ledger
 from shared.migrations import upgrade
 from tests.support.engines import EngineFor, settings_for
 from tests.support.indb import insert_rows, read_rows, run_job
 from tests.support.kinds import (
     Expected,
-    blocked_import,
     deploy_and_compare,
+    deploy_without_extra,
     execute,
     logged_locally,
     logged_to,
-    running_server,
     schema_of,
     served_predictions,
 )
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, MLFLOW_SQLITE_STORE_WARNING
-from tests.support.processes import ROOT
-from tests.support.servers import MLManagerProcess
-from tests.support.workers import WorkerProcess, wait_finished
+from tests.support.servers import MLManagerProcess, running_server
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -146,7 +142,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Trained]:
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLManagerProcess]:
-    with running_server(request, tmp_path_factory, request.param) as proc:
+    with running_server(request, tmp_path_factory, request.param, "kinds") as proc:
         yield proc
 
 
@@ -291,28 +287,7 @@ def test_a_worker_without_tensorflow_fails_the_deploy_once_naming_the_extra(
 ) -> None:
     engine = engine_for(sqlite_url)
     upgrade(engine)
-    blocked = blocked_import(tmp_path / "blocked", "tensorflow")
-    with logged_locally(models["dense"].path, tmp_path) as uri:
-        worker = WorkerProcess(
-            sqlite_url,
-            tmp_path,
-            "no-keras",
-            pythonpath=f"{blocked}:{ROOT}",
-            mlflow_tracking_uri=mlflow.get_tracking_uri(),
-        )
-    try:
-        worker.wait_healthy(120)
-        payload = {
-            "model_uri": uri,
-            "db_schema": "main",
-            "db_table": "no_keras",
-            "create_model_table": True,
-            "primary_key": {"id": "INTEGER"},
-        }
-        ledger = Ledger(engine)
-        job = wait_finished(ledger, ledger.enqueue("DEPLOY_DATABASE", payload, "admin").id, 120)
-    finally:
-        worker.stop()
+    job = deploy_without_extra("tensorflow", models["dense"].path, sqlite_url, engine, tmp_path)
     assert (job.status, job.attempt) == ("FAILURE", 1), job
     assert job.error is not None and "pip install 'mlmanager[keras]'" in job.error
 

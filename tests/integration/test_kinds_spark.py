@@ -30,7 +30,6 @@ from mlflow.models import infer_signature
 from sqlalchemy import text
 
 from shared.errors import InvalidPayload
-from shared.ledger import Ledger
 from shared.migrations import upgrade
 from shared.scoring.kinds import Column, ModelKind, SqlType
 from tests.support.engines import EngineFor, settings_for
@@ -38,18 +37,15 @@ from tests.support.indb import read_rows, run_job
 from tests.support.kinds import (
     Expected,
     assert_predictions,
-    blocked_import,
     deploy,
     deploy_and_compare,
+    deploy_without_extra,
     logged_locally,
     logged_to,
-    running_server,
     served_predictions,
 )
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, MLFLOW_SQLITE_STORE_WARNING
-from tests.support.processes import ROOT
-from tests.support.servers import MLManagerProcess
-from tests.support.workers import WorkerProcess, wait_finished
+from tests.support.servers import MLManagerProcess, running_server
 
 pytest.importorskip("pyspark")
 
@@ -298,7 +294,7 @@ def test_every_pipelines_onnx_model_gives_sparks_own_predictions(
 def sqlite_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLManagerProcess]:
-    with running_server(request, tmp_path_factory, "sqlite") as server:
+    with running_server(request, tmp_path_factory, "sqlite", "kinds") as server:
         yield server
 
 
@@ -306,7 +302,7 @@ def sqlite_server(
 def postgres_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLManagerProcess]:
-    with running_server(request, tmp_path_factory, "postgresql") as server:
+    with running_server(request, tmp_path_factory, "postgresql", "kinds") as server:
         yield server
 
 
@@ -418,28 +414,7 @@ def test_a_worker_without_pyspark_fails_the_deploy_once_naming_the_extra(
 ) -> None:
     engine = engine_for(sqlite_url)
     upgrade(engine)
-    blocked = blocked_import(tmp_path / "blocked", "pyspark")
-    with logged_locally(fitted["kmeans"].path, tmp_path) as uri:
-        worker = WorkerProcess(
-            sqlite_url,
-            tmp_path,
-            "no-spark",
-            pythonpath=f"{blocked}:{ROOT}",
-            mlflow_tracking_uri=mlflow.get_tracking_uri(),
-        )
-    try:
-        worker.wait_healthy(120)
-        payload = {
-            "model_uri": uri,
-            "db_schema": "main",
-            "db_table": "no_spark",
-            "create_model_table": True,
-            "primary_key": {"id": "INTEGER"},
-        }
-        ledger = Ledger(engine)
-        job = wait_finished(ledger, ledger.enqueue("DEPLOY_DATABASE", payload, "admin").id, 120)
-    finally:
-        worker.stop()
+    job = deploy_without_extra("pyspark", fitted["kmeans"].path, sqlite_url, engine, tmp_path)
     assert (job.status, job.attempt) == ("FAILURE", 1), job
     assert job.error is not None and "pip install 'mlmanager[spark]'" in job.error
 

@@ -16,41 +16,21 @@ import mlflow
 import pandas as pd
 import pytest
 import requests
+from sqlalchemy.engine import Engine
 
+from shared.ledger import Job, Ledger
 from tests.support.indb import insert_rows, plain_pg, read_rows, sqlite_path
 from tests.support.mlflow_store import temporary_tracking_store
-from tests.support.pg import PostgresServer, free_port
+from tests.support.pg import free_port
+from tests.support.processes import ROOT
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 from tests.support.serving import ServingProcess
+from tests.support.workers import WorkerProcess, wait_finished
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 # The expected predictions of a row: (label, probabilities...) or (values...); a ``None``
 # inside is a NULL; ``None`` for the whole row: the framework refuses the row itself.
 Expected = tuple[Any, ...] | None
-
-
-@contextlib.contextmanager
-def running_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, database: str
-) -> Iterator[MLManagerProcess]:
-    """`mlmanager up` (server and worker) on a new SQLite or PostgreSQL database, with
-    MLflow's client of this process logging to it."""
-    home = tmp_path_factory.mktemp(f"kinds-{database}") / "home"
-    cleanup = None
-    if database == "sqlite":
-        proc = MLManagerProcess(home)
-    else:
-        pg: PostgresServer = request.getfixturevalue("pg_server")
-        cleanup = pg.database(f"kinds_{time.time_ns()}")
-        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    try:
-        proc.wait_ready()
-        with tracking_as(proc.url, ADMIN, f"kinds-{database}"):
-            yield proc
-    finally:
-        proc.stop()
-        if cleanup is not None:
-            cleanup.__exit__(None, None, None)
 
 
 def logged(path: Path) -> str:
@@ -198,6 +178,35 @@ def blocked_import(directory: Path, package: str) -> Path:
         f"raise ModuleNotFoundError({f'No module named {package!r}'!r}, name={package!r})\n"
     )
     return directory
+
+
+def deploy_without_extra(
+    package: str, model_path: Path, sqlite_url: str, engine: Engine, tmp_path: Path
+) -> Job:
+    """Deploy the saved model at ``model_path`` to a new SQLite table with a worker process
+    for which ``import package`` fails (as without its extra): the finished job."""
+    blocked = blocked_import(tmp_path / "blocked", package)
+    with logged_locally(model_path, tmp_path) as uri:
+        worker = WorkerProcess(
+            sqlite_url,
+            tmp_path,
+            f"no-{package}",
+            pythonpath=f"{blocked}:{ROOT}",
+            mlflow_tracking_uri=mlflow.get_tracking_uri(),
+        )
+    try:
+        worker.wait_healthy(120)
+        payload = {
+            "model_uri": uri,
+            "db_schema": "main",
+            "db_table": f"no_{package}",
+            "create_model_table": True,
+            "primary_key": {"id": "INTEGER"},
+        }
+        ledger = Ledger(engine)
+        return wait_finished(ledger, ledger.enqueue("DEPLOY_DATABASE", payload, "admin").id, 120)
+    finally:
+        worker.stop()
 
 
 def served_predictions(model_uri: str, rows: pd.DataFrame, logdir: Path) -> list[Any]:

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -18,6 +19,11 @@ from tests.support.processes import (
     terminate,
     wait_http_ok,
 )
+
+if TYPE_CHECKING:
+    import pytest
+
+    from mlmanager.client import MLManagerClient
 
 ADMIN_PASSWORD = "admin-test-password-42"
 TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -136,3 +142,45 @@ class ServerProcess:
 
     def stop(self) -> None:
         terminate(self.proc)
+
+
+@contextlib.contextmanager
+def running_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    database: str,
+    prefix: str,
+) -> Iterator[MLManagerProcess]:
+    """`mlmanager up` (server and worker) on a new SQLite (``database`` "sqlite") or
+    PostgreSQL database of the session's ``pg_server``, with MLflow's client of this process
+    logging to it as admin in experiment ``{prefix}-{database}``."""
+    home = tmp_path_factory.mktemp(f"{prefix}-{database}") / "home"
+    cleanup = None
+    if database == "sqlite":
+        proc = MLManagerProcess(home)
+    else:
+        pg = request.getfixturevalue("pg_server")
+        cleanup = pg.database(f"{prefix}_{time.time_ns()}")
+        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
+    try:
+        proc.wait_ready()
+        with tracking_as(proc.url, ("admin", ADMIN_PASSWORD), f"{prefix}-{database}"):
+            yield proc
+    finally:
+        proc.stop()
+        if cleanup is not None:
+            cleanup.__exit__(None, None, None)
+
+
+def run_to_end(api: MLManagerClient, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Submit a job and follow it through the API until it ends: the finished job."""
+    job = api.submit(handler, payload)
+    for kind, data in api.follow(job["id"]):
+        if kind == "end":
+            return data
+    return api.job(job["id"])
+
+
+def job_log_text(api: MLManagerClient, job_id: int) -> str:
+    """A job's log lines as one text."""
+    return "\n".join(line["message"] for line in api.logs(job_id)["lines"])
