@@ -7,6 +7,7 @@ password, key or token never reaches a log, whatever code logged it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from typing import TextIO
@@ -16,11 +17,15 @@ from loguru import logger
 from shared.settings import Settings
 
 MASK = "****"
+# The password of any URL's user info (``scheme://user:password@host``): a database URL passed
+# as a project parameter or a command argument is masked even when it is no configured secret.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@'\"]+:)[^\s@/'\"]+@")
 _HUMAN_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {extra[component]} | {message}"
 
 
 class SecretMasker:
-    """Replaces every known secret value (and its JSON-escaped form) by ``****``."""
+    """Replaces every known secret value (and its JSON-escaped form), and the password of
+    every URL with user info, by ``****``."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
@@ -39,6 +44,8 @@ class SecretMasker:
         for secret in sorted(self._secrets, key=len, reverse=True):
             if secret in text:
                 text = text.replace(secret, MASK)
+        if "://" in text:
+            text = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
         return text
 
 

@@ -49,6 +49,18 @@ def test_masker_masks_longest_first() -> None:
     assert m("x abcdefgh y abcd") == "x **** y ****"
 
 
+def test_a_url_password_is_masked_even_when_it_is_no_configured_secret() -> None:
+    """A project parameter or command argument holding a database URL (the retrain job logs
+    its `mlflow run` command line) shows the user and host, never the password."""
+    m = SecretMasker()
+    line = "$ mlflow run . -P db_url=postgresql+psycopg://trainer:s3cr3t-pw@db:5432/sales -P n=3"
+    assert (
+        m(line) == "$ mlflow run . -P db_url=postgresql+psycopg://trainer:****@db:5432/sales -P n=3"
+    )
+    quoted = "export DB='mysql://u:p%40ss@h/x'; http://host:8080/path user:pw"
+    assert m(quoted) == "export DB='mysql://u:****@h/x'; http://host:8080/path user:pw"
+
+
 def test_generated_secret_is_stable_and_private(tmp_path: Path) -> None:
     settings = load_settings(mlmanager_home=tmp_path)
     first = stored_secret(settings, "admin_password")
