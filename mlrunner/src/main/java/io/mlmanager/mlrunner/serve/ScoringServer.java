@@ -43,6 +43,12 @@ public final class ScoringServer {
     private final HttpServer server;
     private final ExecutorService executor;
     private final ServeOptions options;
+    /**
+     * The route of the exchange this handler thread answers, until it is counted in the metrics
+     * (a thread answers one exchange at a time; HttpExchange attributes are shared by the whole
+     * context in the JDK's server, so they cannot carry it).
+     */
+    private static final ThreadLocal<String> UNCOUNTED = new ThreadLocal<>();
     private final Metrics metrics = new Metrics();
     private final ModelCache cache = new ModelCache(1);
     private final AtomicInteger inFlight = new AtomicInteger();
@@ -148,6 +154,7 @@ public final class ScoringServer {
             case "/invocations", "/ping", "/health", "/version", "/metrics" -> path;
             default -> "other";
         };
+        UNCOUNTED.set(route);
         int status;
         try {
             status = respond(exchange, path);
@@ -162,7 +169,10 @@ public final class ScoringServer {
             exchange.close();
             inFlight.decrementAndGet();
         }
-        metrics.request(route, status);
+        if (UNCOUNTED.get() != null) {
+            UNCOUNTED.remove();
+            metrics.request(route, status); // nothing was sent (the client went away)
+        }
     }
 
     private int respond(HttpExchange exchange, String path) throws IOException {
@@ -220,9 +230,10 @@ public final class ScoringServer {
         } catch (IllegalArgumentException e) {
             throw new BadRequest("Encountered an error while scoring the input: " + e.getMessage());
         }
-        int status = send(exchange, 200, JSON, model.writer().write(outputs));
+        byte[] answer = model.writer().write(outputs);
+        // Recorded before the answer leaves, so a scrape right after a response includes it.
         metrics.invocation(System.nanoTime() - started, inputs.rows());
-        return status;
+        return send(exchange, 200, JSON, answer);
     }
 
     /** The request body, refused with 413 beyond the limit (before reading it when its length is declared). */
@@ -259,7 +270,7 @@ public final class ScoringServer {
         }
     }
 
-    private static int error(HttpExchange exchange, int status, String code, String message) {
+    private int error(HttpExchange exchange, int status, String code, String message) {
         JsonObject error = new JsonObject();
         error.addProperty("error_code", code);
         error.addProperty("message", message);
@@ -270,7 +281,14 @@ public final class ScoringServer {
         }
     }
 
-    private static int send(HttpExchange exchange, int status, String contentType, byte[] body) throws IOException {
+    private int send(HttpExchange exchange, int status, String contentType, byte[] body) throws IOException {
+        // Counted before the answer leaves: a client that reads /metrics right after its
+        // response sees that response counted.
+        String route = UNCOUNTED.get();
+        if (route != null) {
+            UNCOUNTED.remove();
+            metrics.request(route, status);
+        }
         exchange.getResponseHeaders().set("Content-Type", contentType);
         boolean head = exchange.getRequestMethod().equals("HEAD");
         exchange.sendResponseHeaders(status, head ? -1 : body.length);
