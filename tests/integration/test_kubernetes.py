@@ -40,7 +40,7 @@ from shared.migrations import upgrade
 from shared.settings import Settings
 from tests.support import custom_models  # first: imports mlflow.pyfunc quietly
 from tests.support.engines import settings_for
-from tests.support.kube import ControlPlane, control_plane  # noqa: F401 (fixture)
+from tests.support.kube import ControlPlane, control_plane, service_account  # noqa: F401 (fixture)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING, log_sklearn
 from tests.support.pg import PostgresServer, free_port
 from tests.support.processes import ROOT, clean_environment
@@ -56,27 +56,6 @@ WORKER_SA = "mlmanager-worker"
 Server = MLManagerProcess | ServerProcess
 
 
-def _service_account(plane: ControlPlane, name: str, rules: list[dict[str, Any]]) -> str:
-    """A ServiceAccount in NAMESPACE bound to a Role of ``rules``; its token."""
-    with plane.client() as api:
-        rbac = client.RbacAuthorizationV1Api(api)
-        core = client.CoreV1Api(api)
-        core.create_namespaced_service_account(NAMESPACE, {"metadata": {"name": name}})
-        rbac.create_namespaced_role(NAMESPACE, {"metadata": {"name": name}, "rules": rules})
-        rbac.create_namespaced_role_binding(
-            NAMESPACE,
-            {
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}],
-            },
-        )
-        request = core.create_namespaced_service_account_token(
-            name, NAMESPACE, {"spec": {"expirationSeconds": 7200}}
-        )
-    return str(request.status.token)
-
-
 @pytest.fixture(scope="module")
 def kube(control_plane: ControlPlane) -> ControlPlane:  # noqa: F811
     with control_plane.client() as api:
@@ -89,7 +68,7 @@ def server(
     kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLManagerProcess]:
     root = tmp_path_factory.mktemp("k8s")
-    token = _service_account(kube, WORKER_SA, yaml.safe_load(RULES.read_text()))
+    token = service_account(kube, NAMESPACE, WORKER_SA, yaml.safe_load(RULES.read_text()))
     config = kube.write_kubeconfig(root / "worker.kubeconfig", token, WORKER_SA)
     proc = MLManagerProcess(
         root / "home",
@@ -505,7 +484,7 @@ def test_a_missing_permission_names_the_verb_and_resource(
 ) -> None:
     rules = [r for r in yaml.safe_load(RULES.read_text()) if "services" not in r["resources"]]
     rules.append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "patch", "delete"]})
-    token = _service_account(kube, "no-services", rules)
+    token = service_account(kube, NAMESPACE, "no-services", rules)
     config = kube.write_kubeconfig(tmp_path / "restricted.kubeconfig", token, "no-services")
     cluster = Cluster(Settings(kubeconfig=config, namespace=NAMESPACE))
     service = {
@@ -593,7 +572,7 @@ def pg_rig(
     kube: ControlPlane, pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PgRig]:
     root = tmp_path_factory.mktemp("k8s-pg")
-    token = _service_account(kube, "pg-worker", yaml.safe_load(RULES.read_text()))
+    token = service_account(kube, NAMESPACE, "pg-worker", yaml.safe_load(RULES.read_text()))
     dbname = f"k8s_{time.time_ns()}"
     with pg_server.database(dbname) as url:
         engine = make_engine(settings_for(url, root))
