@@ -33,7 +33,9 @@ import datetime as dt
 import hashlib
 import os
 import posixpath
+import queue
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +79,8 @@ CHUNK_SIZE = 1024 * 1024
 # on: 1 -> 16 per transaction took random bytes from 79 to 96 MB/s, compressible ones
 # from 60 to 88. SQLite keeps one per transaction (its single writer, see write).
 PG_CHUNKS_PER_TRANSACTION = 8
+# Connections inserting one upload's chunks at once on PostgreSQL (SQLite has one writer).
+PG_WRITERS = 2
 # Chunks fetched per round trip when a file is read; a download holds twice this (one
 # batch going to the client, the next coming from the database).
 READ_AHEAD = 2
@@ -244,6 +248,94 @@ def _unavailable(exc: OperationalError) -> DatabaseUnavailable:
     )
 
 
+class _ChunkWriters:
+    """Threads, each with a connection of its own, inserting one upload's chunks as the
+    reader hands them over (``put``); the reader waits when ``count`` chunks are already
+    waiting, so memory stays ``2 * count + 1`` chunks whatever the file size. Each thread
+    commits every ``per_transaction`` chunks and at the end; the first error of any of
+    them stops the upload (raised by ``put`` or at the end of the ``with`` block)."""
+
+    def __init__(self, store: ArtifactStore, blob_id: str, count: int, per_transaction: int):
+        self._store = store
+        self._blob_id = blob_id
+        self._per_transaction = per_transaction
+        self._queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=count)
+        self._errors: list[BaseException] = []
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._run, name=f"artifact-upload-{i}", daemon=True)
+            for i in range(count)
+        ]
+
+    def __enter__(self) -> _ChunkWriters:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def put(self, seq: int, data: bytes) -> None:
+        if self._errors:
+            raise self._errors[0]
+        # Never blocks for good: a writer that failed still takes what comes (and drops it).
+        self._queue.put((seq, data))
+
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        # The reader failed (a client gone, a short body): the writers drop what is left.
+        self._stopping = exc_type is not None
+        for _ in self._threads:
+            self._queue.put(None)  # each thread takes exactly one and ends
+        for thread in self._threads:
+            thread.join()
+        if exc_type is None and self._errors:
+            raise self._errors[0]
+
+    def _insert(self, conn: Connection, seq: int, data: bytes) -> None:
+        conn.execute(
+            insert(_chunks).values(blob_id=self._blob_id, seq=seq, data=data, written_at=utcnow())
+        )
+
+    def _first(self, seq: int, data: bytes) -> Connection:
+        """A connection whose transaction holds its first chunk (uncommitted: safe to try
+        again on another connection if the pooled one was stale)."""
+
+        def connected() -> Connection:
+            conn = self._store.engine.connect()
+            try:
+                self._insert(conn, seq, data)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        return self._store._once_more_if_stale(connected)
+
+    def _run(self) -> None:
+        conn: Connection | None = None
+        written = 0
+        ended = False  # this thread took its None
+        try:
+            while (item := self._queue.get()) is not None:
+                if self._errors or self._stopping:
+                    continue  # another writer failed, or the reader did
+                if conn is None:
+                    conn = self._first(*item)
+                else:
+                    self._insert(conn, *item)
+                written += 1
+                if written % self._per_transaction == 0:
+                    conn.commit()
+            ended = True
+            if conn is not None and not (self._errors or self._stopping):
+                conn.commit()
+        except BaseException as exc:
+            self._errors.append(exc)
+            # Take what the reader still hands over, so it never waits on a full queue.
+            while not ended:
+                ended = self._queue.get() is None
+        finally:
+            if conn is not None:
+                conn.close()
+
+
 class ArtifactStore:
     """Every query on ``artifact_files`` and ``artifact_chunks``."""
 
@@ -283,63 +375,43 @@ class ArtifactStore:
         if len(first) < CHUNK_SIZE:
             return self._write_whole(key, first, expected_size)
         blob_id = uuid.uuid4().hex
-        digest = hashlib.sha256()
-        size = seq = 0
-        per_transaction = (
-            PG_CHUNKS_PER_TRANSACTION if self.engine.dialect.name == "postgresql" else 1
-        )
-
-        def insert_chunk(conn: Connection, data: bytes) -> None:
-            conn.execute(
-                insert(_chunks).values(blob_id=blob_id, seq=seq, data=data, written_at=utcnow())
-            )
-
-        def connected() -> Connection:
-            """A connection whose transaction holds the first chunk (uncommitted: safe
-            to try again on another connection)."""
-            conn = self.engine.connect()
-            try:
-                insert_chunk(conn, first)
-            except BaseException:
-                conn.close()
-                raise
-            return conn
-
-        def read_next() -> bytes:
-            data = _read_full(stream, CHUNK_SIZE)
-            digest.update(data)
-            return data
-
-        # One thread reads (and hashes) the client's next chunk while this one goes to
-        # the database: two chunks in memory at most.
-        digest.update(first)
-        reader = ThreadPoolExecutor(1, thread_name_prefix="artifact-upload")
         try:
-            with self._once_more_if_stale(connected) as conn:
-                data = first
-                while data:
-                    coming = reader.submit(read_next)
-                    if seq:
-                        insert_chunk(conn, data)
-                    size += len(data)
-                    seq += 1
-                    if seq % per_transaction == 0:
-                        conn.commit()
-                    # On SQLite each chunk is read before its transaction begins: a
-                    # slow or stalled client must not hold the write lock while we wait.
-                    data = coming.result()
-                conn.commit()
+            size, chunks, sha256 = self.write_blob(blob_id, stream, first)
             _check_complete(key, size, expected_size)
-            record = ArtifactFile(key, size, digest.hexdigest(), utcnow(), blob_id, seq)
+            record = ArtifactFile(key, size, sha256, utcnow(), blob_id, chunks)
             self._publish(record)
             return record
         except BaseException:
-            self._drop_blob(blob_id)
+            self.drop_blob(blob_id)
             raise
-        finally:
-            # A read under way finishes first: nothing else may read this request's
-            # body (the server's next request on the connection) while it does.
-            reader.shutdown(wait=True)
+
+    def write_blob(
+        self, blob_id: str, stream: BinaryIO, first: bytes = b""
+    ) -> tuple[int, int, str]:
+        """``first`` then the rest of ``stream``, inserted and committed as the chunks
+        0, 1, ... of ``blob_id`` (no file names them yet: see ``write``); returns the
+        bytes, chunks and sha256 written. On error some chunks may be stored: the caller
+        drops the blob (``drop_blob``) or leaves it to ``sweep_orphans``."""
+        digest = hashlib.sha256()
+        size = seq = 0
+        postgres = self.engine.dialect.name == "postgresql"
+        writers = _ChunkWriters(
+            self,
+            blob_id,
+            PG_WRITERS if postgres else 1,
+            PG_CHUNKS_PER_TRANSACTION if postgres else 1,
+        )
+        with writers:
+            data = first or _read_full(stream, CHUNK_SIZE)
+            while data:
+                # This thread reads (and hashes) the client's chunks; the writers' threads
+                # insert them, so reading the next overlaps the inserts.
+                digest.update(data)
+                writers.put(seq, data)
+                size += len(data)
+                seq += 1
+                data = _read_full(stream, CHUNK_SIZE)
+        return size, seq, digest.hexdigest()
 
     def _write_whole(self, key: str, data: bytes, expected_size: int | None) -> ArtifactFile:
         """A file of less than one chunk, already read whole: its chunk and its file row
@@ -401,7 +473,7 @@ class ArtifactStore:
             if not published:
                 self._publish(record)
         except BaseException:
-            self._drop_blob(record.blob_id)
+            self.drop_blob(record.blob_id)
             raise
         return record
 
@@ -451,7 +523,7 @@ class ArtifactStore:
             )
         )
 
-    def _drop_blob(self, blob_id: str) -> None:
+    def drop_blob(self, blob_id: str) -> None:
         """Best effort: the chunks of a failed upload (the sweep gets them otherwise)."""
         # The upload's own error is the one to report, not a failure to clean up after it.
         with contextlib.suppress(Exception), self.engine.begin() as conn:

@@ -296,7 +296,8 @@ s.sendall(
     f"Content-Length: {40 * 1024 * 1024}\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\n"
     .encode()
 )
-s.sendall(b"x" * (12 * 1024 * 1024))
+# Enough that some chunks are committed (PostgreSQL: 2 writers, 8 chunks per commit each).
+s.sendall(b"x" * (30 * 1024 * 1024))
 print("sent", flush=True)
 time.sleep(600)
 """
