@@ -5,9 +5,11 @@ modification time, number of chunks); ``artifact_chunks`` holds its bytes as
 CHUNK_SIZE pieces under the file's ``blob_id``. Guarantees:
 
 - **Bounded memory both ways.** A write reads its stream CHUNK_SIZE at a time and
-  inserts each chunk at once (the next one read meanwhile); a read fetches READ_AHEAD
-  chunks per query (the next ones fetched while these are sent). Nothing holds a
-  whole file, whatever its size.
+  hands each chunk to PG_WRITERS connections inserting at once (one on SQLite) while
+  it reads the next; a read fetches READ_AHEAD chunks per query on READERS connections
+  at once (one on SQLite) while the batch before is sent. A transfer holds a few
+  chunks, whatever the file's size. (One connection each way gave half the file
+  store's upload speed: the database's work per MiB, not the network, was the limit.)
 - **A partial upload is never visible.** Chunks go under a fresh ``blob_id``, in short
   transactions (one chunk each on SQLite, which has one writer at a time: one long
   transaction would stop the job ledger for the whole upload; a few on PostgreSQL).
@@ -28,6 +30,7 @@ plain ``mlflow-artifacts:`` URIs and never need database credentials.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import hashlib
@@ -38,7 +41,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlparse
@@ -84,6 +87,8 @@ PG_WRITERS = 2
 # Chunks fetched per round trip when a file is read; a download holds twice this (one
 # batch going to the client, the next coming from the database).
 READ_AHEAD = 2
+# Connections fetching one download's batches at once on PostgreSQL.
+READERS = 2
 # An upload that wrote nothing for this long is dead: its chunks are swept.
 ORPHAN_AGE = dt.timedelta(hours=24)
 # Two uploads publishing one new path at once on PostgreSQL: the loser retries.
@@ -332,8 +337,11 @@ class _ChunkWriters:
             while not ended:
                 ended = self._queue.get() is None
         finally:
+            # Its rollback fails on a connection the database dropped: nothing left to
+            # lose there (what this thread wrote was committed, or the upload failed).
             if conn is not None:
-                conn.close()
+                with contextlib.suppress(Exception):
+                    conn.close()
 
 
 class ArtifactStore:
@@ -585,13 +593,24 @@ class ArtifactStore:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         return conn
 
+    def _checked_reader(self) -> Connection:
+        """``_single_statements`` whose connection answered (a stale pooled one raises
+        here, where trying again is safe, not in the middle of a download)."""
+        conn = self._single_statements()
+        try:
+            conn.exec_driver_sql("SELECT 1")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _stream(
         self, conn: Connection, record: ArtifactFile, first: bytes | None
     ) -> Iterator[bytes]:
         digest = hashlib.sha256()
         size = seq = 0  # bytes and chunks handed out
 
-        def fetch(start: int) -> list[bytes]:
+        def fetch(on: Connection, start: int) -> list[bytes]:
             query = (
                 select(_chunks.c.seq, _chunks.c.data)
                 .where(
@@ -602,10 +621,10 @@ class ArtifactStore:
                 .order_by(_chunks.c.seq)
             )
             if self._psycopg:
-                rows = _binary_rows(conn, query)
+                rows = _binary_rows(on, query)
             else:
-                rows = [tuple(row) for row in conn.execute(query)]
-            conn.commit()
+                rows = [tuple(row) for row in on.execute(query)]
+            on.commit()
             batch: list[bytes] = []
             for got, data in rows:
                 if got != start + len(batch):  # a gap: the file is gone (checked below)
@@ -613,25 +632,46 @@ class ArtifactStore:
                 batch.append(data)
             return batch
 
-        # One thread fetches the next READ_AHEAD chunks while these go to the client
-        # (the connection is used by one thread at a time).
-        fetcher = ThreadPoolExecutor(1, thread_name_prefix="artifact-download")
-        pending = [] if first is None else [first]
+        # The batches after the first chunk come from ``readers`` connections at once
+        # (each used by one thread at a time: its next batch is asked for once its last
+        # one arrived), in order, while the batch before goes to the client.
+        readers = READERS if self.engine.dialect.name == "postgresql" else 1
+        connections = [conn]
+        fetchers = ThreadPoolExecutor(readers, thread_name_prefix="artifact-download")
+        coming: collections.deque[tuple[Connection, Future[list[bytes]]]] = collections.deque()
+        asked = 0 if first is None else 1  # chunks asked for so far
+
+        def ask(on: Connection) -> None:
+            nonlocal asked
+            if asked < record.chunks:
+                coming.append((on, fetchers.submit(fetch, on, asked)))
+                asked += READ_AHEAD
+
         try:
-            while pending:
-                after = seq + len(pending)
-                coming = fetcher.submit(fetch, after) if after < record.chunks else None
+            ask(conn)
+            if readers > 1 and asked < record.chunks:
+                connections.append(self._once_more_if_stale(self._checked_reader))
+                ask(connections[1])
+            pending = [] if first is None else [first]
+            while True:
                 for data in pending:
                     digest.update(data)
                     size += len(data)
                     seq += 1
                     yield data
-                pending = [] if coming is None else coming.result()
+                if not coming:
+                    break
+                on, batch = coming.popleft()
+                pending = batch.result()
+                if len(pending) < READ_AHEAD and seq + len(pending) < record.chunks:
+                    asked = record.chunks  # a gap: the file went meanwhile (checked below)
+                ask(on)
         except OperationalError as exc:
             raise _unavailable(exc) from None
         finally:
-            fetcher.shutdown(wait=True)
-            conn.close()
+            fetchers.shutdown(wait=True, cancel_futures=True)
+            for each in connections:
+                each.close()
         if seq != record.chunks:
             raise ArtifactChanged(
                 f"artifact {record.path} was replaced or deleted while it was read; read it again"

@@ -8,6 +8,7 @@ plain ``mlflow-artifacts:`` URIs, as they do with any MLflow server.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -23,8 +24,9 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
-from shared.artifacts import CHUNK_SIZE, ArtifactCorrupt, ArtifactStore
+from shared.artifacts import CHUNK_SIZE, ArtifactChanged, ArtifactCorrupt, ArtifactStore
 from shared.db import SQLITE_READ_ONLY, make_engine
 from shared.errors import DatabaseUnavailable
 from shared.models import ArtifactChunkRow, ArtifactFileRow
@@ -423,6 +425,46 @@ def test_a_database_restart_mid_read_is_a_clear_error_and_a_retry_works(
     # Through the server too (its pool lost its connections in the restart).
     out = served.client.download_artifacts(run_id, "big.bin", str(tmp_path / "down"))
     assert Path(out).read_bytes() == data
+
+
+def test_a_file_replaced_while_it_is_read_is_an_error_not_a_mix(served: Served) -> None:
+    """Downloads fetch batches on two connections ahead of the client (PostgreSQL): a file
+    replaced meanwhile still ends in ArtifactChanged, never old bytes followed by new."""
+    key = "replaced/while-read.bin"
+    old, new = os.urandom(12 * CHUNK_SIZE), os.urandom(12 * CHUNK_SIZE)
+    served.store.write(key, io.BytesIO(old))
+    reading = served.store.read(key)
+    got = next(reading)
+    served.store.write(key, io.BytesIO(new))
+    with pytest.raises(ArtifactChanged, match="replaced or deleted while it was read"):
+        for data in reading:
+            got += data
+    assert old.startswith(got) and len(got) < len(old)
+    assert b"".join(served.store.read(key)) == new
+
+
+def test_a_database_restart_mid_upload_publishes_nothing_and_a_retry_works(
+    served: Served, request: pytest.FixtureRequest
+) -> None:
+    """An upload's chunks go in on two connections at once (PostgreSQL): one of them
+    failing stops the upload, nothing is published, and the same upload works again."""
+    if served.kind != "postgresql":
+        pytest.skip("SQLite is a file: there is no database server to restart")
+    pg: PostgresServer = request.getfixturevalue("pg_server")
+    data = os.urandom(40 * CHUNK_SIZE)
+
+    class RestartHalfway(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() == 20 * CHUNK_SIZE:
+                pg.restart()
+            return super().read(size)
+
+    key = "restarted/mid-upload.bin"
+    with pytest.raises(OperationalError):
+        served.store.write(key, RestartHalfway(data))
+    assert served.store.stat(key) is None
+    served.store.write(key, io.BytesIO(data))
+    assert b"".join(served.store.read(key)) == data
 
 
 def test_a_database_that_does_not_answer_is_mlflows_retryable_503(tmp_path: Path) -> None:
