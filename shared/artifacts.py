@@ -865,7 +865,12 @@ def default_store() -> ArtifactStore:
     settings = get_settings()
     url = settings.database_url
     if url not in _store_engines:
-        _store_engines[url] = make_engine(settings, pre_ping=False)
+        # Room for every request thread of a server process (mlmanager.server's 8) to
+        # move a large file on PG_WRITERS / READERS connections at once.
+        pool: dict[str, Any] = (
+            {} if url.startswith("sqlite") else {"max_overflow": 8 * max(PG_WRITERS, READERS)}
+        )
+        _store_engines[url] = make_engine(settings, pre_ping=False, **pool)
     return ArtifactStore(_store_engines[url])
 
 
@@ -919,19 +924,25 @@ class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
                 self.log_artifact(os.path.join(folder, name), dest or None)
 
     def log_artifact_from_stream(
-        self, stream: BinaryIO, artifact_file_name: str, artifact_path: str | None = None
+        self,
+        stream: BinaryIO,
+        artifact_file_name: str,
+        artifact_path: str | None = None,
+        expected_size: int | None = None,
     ) -> None:
+        """Store ``stream``; one that ends before ``expected_size`` bytes stores nothing.
+
+        Inside the server's upload route the stream is the request body: gunicorn's
+        reader ends quietly when the client disconnects, so a short body is only noticed
+        against the Content-Length (taken from the request when MLflow's own view calls
+        this with ``request.stream``; ``mlflow_server.artifact_route`` passes it)."""
         key = self.key(artifact_path, posixpath.basename(artifact_file_name))
-        # Inside the server's upload route the stream is the request body: gunicorn's
-        # reader ends quietly when the client disconnects, so a short body is only
-        # noticed against the Content-Length.
-        expected = None
         from flask import has_request_context, request
 
-        if has_request_context() and request.stream is stream:
-            expected = request.content_length
+        if expected_size is None and has_request_context() and request.stream is stream:
+            expected_size = request.content_length
         with Translated():
-            self.store.write(key, stream, expected)
+            self.store.write(key, stream, expected_size)
 
     async def log_artifact_from_async_stream(
         self,

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -249,6 +250,52 @@ def test_path_traversal_is_refused(served: Served, private_run: str, path: str) 
         assert r.status_code in (400, 403, 404) or "secret" not in r.text, r.text[:200]
         r = served.get(url, auth=ADMIN)
         assert "root:" not in r.text
+
+
+def _responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
+    """``count`` HTTP responses read off ``sock`` in order: (status, body)."""
+    stream = sock.makefile("rb")
+    answers = []
+    for _ in range(count):
+        status = int(stream.readline().split()[1])
+        length = 0
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        answers.append((status, stream.read(length)))
+    return answers
+
+
+def test_uploads_pipelined_on_one_connection_each_land_intact(served: Served) -> None:
+    """Uploads to our store read the body from gunicorn's socket itself
+    (mlflow_server/request_body.py): the bytes gunicorn already buffered come first and
+    the next request's bytes, sent right behind a body, are left to gunicorn."""
+    import base64
+
+    exp, run_id = served.run_id("pipelined")
+    prefix = f"{ARTIFACTS_API}/{exp}/{run_id}/artifacts"
+    auth = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+    files = {
+        "a.bin": os.urandom(3 * CHUNK_SIZE + 123),
+        "b.bin": os.urandom(5000),
+        "c.bin": os.urandom(CHUNK_SIZE),
+    }
+    requests_bytes = b"".join(
+        f"PUT {prefix}/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+        f"Content-Length: {len(data)}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+        + data
+        for name, data in files.items()
+    )
+    with socket.create_connection(("127.0.0.1", served.proc.port), timeout=60) as sock:
+        sock.sendall(requests_bytes)  # all three at once, one behind the other
+        assert [status for status, _ in _responses(sock, len(files))] == [200] * len(files)
+    stored = served.files(f"{exp}/{run_id}/artifacts")
+    assert stored == {
+        f"{exp}/{run_id}/artifacts/{name}": (len(data), sha(data)) for name, data in files.items()
+    }
+    for name, data in files.items():
+        assert served.get(f"{prefix}/{name}").content == data
 
 
 # --- concurrency -----------------------------------------------------------
