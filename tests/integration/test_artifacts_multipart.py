@@ -140,6 +140,9 @@ def test_part_urls_are_refused_unless_signed_for_exactly_that_part(served: Serve
     assert r.status_code == 200, r.text
     assert r.headers["ETag"] == sha(b"good")
     assert chunks_of(served, first["upload_id"]) == 1
+    r = mpu(served, "abort", path, {"path": "f.bin", "upload_id": first["upload_id"]})
+    assert r.status_code == 200, r.text
+    assert chunks_of(served, first["upload_id"]) == 0
 
 
 def test_a_part_sent_again_replaces_the_first_and_complete_checks_etags(
