@@ -32,7 +32,8 @@ def is_part_route(path: str) -> bool:
 
 
 def _expires(text: str) -> int:
-    return int(text) if text.isdigit() else 0  # 0: long expired
+    # 0 (long expired) for anything but a plain Unix time: never a 500 on junk.
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else 0
 
 
 @part_blueprint.put(f"{PART_PATH}/<upload_id>/<int:part_number>")

@@ -81,6 +81,8 @@ def with_query(url: str, **changes: Any) -> str:
 def test_mlflows_client_uploads_a_large_file_in_parts_and_it_downloads_identical(
     served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    info = served.get("/api/3.0/mlflow/server-info")
+    assert info.status_code == 200 and info.json()["multipart_uploads_enabled"] is True, info.text
     monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "true")
     monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE", "1000000")
     monkeypatch.setenv("MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE", str(PART_SIZE))
@@ -125,6 +127,7 @@ def test_part_urls_are_refused_unless_signed_for_exactly_that_part(served: Serve
         "wrong signature": with_query(url, signature=signature[:-1] + "0"),
         "expired": with_query(url, expires=expired.expires, signature=signer.signature(expired)),
         "expiry pushed back": with_query(url, expires=grant.expires + 3600),
+        "junk expiry": with_query(url, expires="9" * 5000),
         "other part number": url.replace(f"/{first['upload_id']}/1?", f"/{first['upload_id']}/2?"),
         "tampered key": with_query(url, key=f"{path}/g.bin"),
         "other upload": url.replace(f"/{first['upload_id']}/", f"/{other['upload_id']}/"),
