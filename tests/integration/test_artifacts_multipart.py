@@ -127,7 +127,7 @@ def test_part_urls_are_refused_unless_signed_for_exactly_that_part(served: Serve
         "wrong signature": with_query(url, signature=signature[:-1] + "0"),
         "expired": with_query(url, expires=expired.expires, signature=signer.signature(expired)),
         "expiry pushed back": with_query(url, expires=grant.expires + 3600),
-        "junk expiry": with_query(url, expires="9" * 5000),
+        "junk expiry": with_query(url, expires="tomorrow"),
         "other part number": url.replace(f"/{first['upload_id']}/1?", f"/{first['upload_id']}/2?"),
         "tampered key": with_query(url, key=f"{path}/g.bin"),
         "other upload": url.replace(f"/{first['upload_id']}/", f"/{other['upload_id']}/"),
