@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,25 @@ def test_complete_with_a_missing_part_publishes_nothing_and_abort_leaves_nothing
     assert chunks_of(served, created["upload_id"]) == 0
     assert served.store.stat(f"{path}/f.bin") is None
     assert served.chunks(orphans_only=True) == 0
+
+
+def test_a_part_whose_body_ends_short_stores_nothing(served: Served) -> None:
+    exp, run_id = served.run_id("multipart-short")
+    created = create(served, f"{exp}/{run_id}/artifacts", "f.bin", 1)
+    url = urlsplit(url_of(created, 1))
+    announced, sent = 3 * 2**20, 2 * 2**20 + 5  # two whole chunks, then the client stops
+    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
+        sock.sendall(
+            f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Content-Length: {announced}\r\nConnection: close\r\n\r\n".encode()
+        )
+        sock.sendall(os.urandom(sent))
+        sock.shutdown(socket.SHUT_WR)  # the body ends here; the answer still comes back
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert chunks_of(served, created["upload_id"]) == 0
 
 
 def test_parts_of_an_upload_never_completed_are_swept_as_orphans(served: Served) -> None:
