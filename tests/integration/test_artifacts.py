@@ -123,19 +123,7 @@ def private_run(served: Served, tmp_path_factory: pytest.TempPathFactory) -> str
     secret = tmp_path_factory.mktemp("secret") / "secret.txt"
     secret.write_text("the secret")
     served.client.log_artifact(run_id, str(secret), "s")
-    # MLflow 3.17's DENY grant (it refuses NO_PERMISSIONS as a grant).
-    r = requests.post(
-        f"{served.proc.url}/api/3.0/mlflow/users/permissions/grant",
-        json={
-            "username": BOB[0],
-            "resource_type": "experiment",
-            "resource_id": exp,
-            "permission": "DENY",
-        },
-        auth=ADMIN,
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
+    served.grant(BOB[0], exp, "DENY")
     return f"{exp}/{run_id}/artifacts"
 
 

@@ -244,18 +244,7 @@ def test_parts_of_an_upload_never_completed_are_swept_as_orphans(served: Served)
 def bobs_experiment(served: Served) -> str:
     """An experiment bob may edit (every other one he may only read, the default)."""
     exp, _ = served.run_id("bob-may-write")
-    r = requests.post(
-        f"{served.proc.url}/api/3.0/mlflow/users/permissions/grant",
-        json={
-            "username": BOB[0],
-            "resource_type": "experiment",
-            "resource_id": exp,
-            "permission": "EDIT",
-        },
-        auth=ADMIN,
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
+    served.grant(BOB[0], exp, "EDIT")
     return exp
 
 

@@ -52,6 +52,21 @@ class Served:
         with self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True}) as conn:
             return int(conn.execute(query).scalar_one())
 
+    def grant(self, username: str, experiment_id: str, permission: str) -> None:
+        """MLflow's grant of ``permission`` on an experiment (3.17: DENY, not NO_PERMISSIONS)."""
+        r = requests.post(
+            f"{self.proc.url}/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": username,
+                "resource_type": "experiment",
+                "resource_id": experiment_id,
+                "permission": permission,
+            },
+            auth=ADMIN,
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+
     def get(self, path: str, auth: Any = ADMIN, **kw: Any) -> requests.Response:
         return requests.get(f"{self.proc.url}{path}", auth=auth, timeout=60, **kw)
 
