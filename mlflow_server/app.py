@@ -20,6 +20,7 @@ from mlflow_server.auth import OUR_PREFIXES, guard
 from mlflow_server.bodies import StrictJSONProvider
 from mlflow_server.model_route import model_blueprint
 from mlflow_server.native import Dispatcher
+from mlflow_server.part_route import part_blueprint
 from mlflow_server.schedules import blueprint as schedules_blueprint
 from mlflow_server.ui import ui
 from shared.db import get_engine
@@ -48,6 +49,7 @@ def create_app() -> Any:
     blueprint.register_blueprint(schedules_blueprint)
     mlflow_app.register_blueprint(blueprint)
     mlflow_app.register_blueprint(model_blueprint)
+    mlflow_app.register_blueprint(part_blueprint)
     mlflow_app.register_blueprint(ui)
     # Every get_json of the app (ours, MLflow's handlers, its permission checks) parses
     # strictly; what it refuses is an MLManagerError, answered here for every route.

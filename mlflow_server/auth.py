@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from mlflow_server.bodies import check_body
 from mlflow_server.csrf import refuse_forgery
 from mlflow_server.model_route import is_model_route
+from mlflow_server.part_route import is_part_route
 from mlflow_server.schemas import API_PREFIX, UI_PREFIX
 from shared import job_tokens
 from shared.db import get_engine
@@ -76,6 +77,11 @@ def guard(app: Flask) -> None:
 
     def check() -> Any:
         ours = request.path.startswith(OUR_PREFIXES)
+        if is_part_route(request.path):
+            # A part of MLflow's multipart upload: its signed URL is its credential
+            # (part_route), its body the part's bytes (not JSON).
+            refuse_forgery(request, False)
+            return None
         refuse_forgery(request, ours)
         if mlflow_auth.is_unprotected_route(request.path):
             return mlflow_check()

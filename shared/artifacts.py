@@ -47,13 +47,22 @@ from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlparse
 
 from mlflow.entities import FileInfo
+from mlflow.entities.multipart_upload import (
+    CreateMultipartUploadResponse,
+    MultipartUploadCredential,
+    MultipartUploadPart,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
     RESOURCE_DOES_NOT_EXIST,
     TEMPORARILY_UNAVAILABLE,
 )
-from mlflow.store.artifact.artifact_repo import ArtifactRepository, StreamUploadMixin
+from mlflow.store.artifact.artifact_repo import (
+    ArtifactRepository,
+    MultipartUploadMixin,
+    StreamUploadMixin,
+)
 from sqlalchemy import (
     Connection,
     Engine,
@@ -64,6 +73,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -71,6 +81,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from shared.db import SQLITE_READ_ONLY
 from shared.errors import DatabaseUnavailable, InvalidPayload, MLManagerError, NotFound
 from shared.models import ArtifactChunkRow, ArtifactFileRow, utcnow
+from shared.multipart import UploadSigner, check_part_count, part_blob, upload_blobs_prefix
 
 SCHEME = "mlmanager-db"
 DATABASE_DESTINATION = f"{SCHEME}:/"
@@ -150,6 +161,16 @@ class Chunks(Iterator[bytes]):
     def close(self) -> None:
         cast(Any, self._chunks).close()
         self._conn.close()
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """A part of a multipart upload as the client lists it at ``complete``: its number,
+    the blob it was stored as, and the ETag (sha256) the server answered for it."""
+
+    number: int
+    blob_id: str
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -485,8 +506,15 @@ class ArtifactStore:
             raise
         return record
 
-    def _publish(self, record: ArtifactFile) -> None:
+    def _publish(
+        self, record: ArtifactFile, prepare: Callable[[Connection], None] | None = None
+    ) -> None:
+        """Publish ``record`` once its chunks are all there (``prepare`` runs first, in the
+        same transaction: it may put them there)."""
+
         def publish(conn: Connection) -> None:
+            if prepare is not None:
+                prepare(conn)
             written = conn.execute(
                 select(func.count()).where(_chunks.c.blob_id == record.blob_id)
             ).scalar_one()
@@ -763,6 +791,120 @@ class ArtifactStore:
                 conn.execute(delete(_chunks).where(_chunks.c.blob_id == blob_id))
             return len(blobs)
 
+    # --- multipart uploads (shared.multipart names the parts' blobs) ----------
+    def write_part(self, blob_id: str, stream: BinaryIO, expected_size: int | None) -> str:
+        """One part of a multipart upload, stored as the blob ``blob_id`` (replacing the
+        part sent there before); its sha256, the ETag the client sends back. A body that
+        ends before ``expected_size`` stores nothing."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(_chunks).where(_chunks.c.blob_id == blob_id))
+            try:
+                size, _count, sha256 = self.write_blob(blob_id, stream)
+                _check_complete(f"part {blob_id}", size, expected_size)
+            except BaseException:
+                self.drop_blob(blob_id)
+                raise
+        except OperationalError as exc:
+            raise _unavailable(exc) from None
+        return sha256
+
+    def publish_parts(self, path: str, parts: list[UploadedPart], leftovers: str) -> ArtifactFile:
+        """Publish ``parts``, in their order, as the one file ``path`` (replacing any file
+        there, as ``write`` does); then drop the blobs starting with ``leftovers`` (parts
+        of this upload the client did not list).
+
+        Each part is read back once, in order, to check its sha256 against the ETag the
+        client holds and to hash the whole file (the only way to get its sha256: parts
+        were hashed separately, by different requests). Then one transaction renumbers
+        the parts' chunks into the file's blob (on PostgreSQL an UPDATE of ``blob_id`` and
+        ``seq`` keeps the TOASTed bytes where they are) and publishes the file row. A
+        missing part or a wrong ETag is InvalidPayload, with nothing published."""
+        key = clean_path(path)
+        digest = hashlib.sha256()
+        size = 0
+        counts: list[int] = []
+        for part in parts:
+            part_digest = hashlib.sha256()
+            count = 0
+            for data in self._blob_chunks(part.blob_id):
+                part_digest.update(data)
+                digest.update(data)
+                size += len(data)
+                count += 1
+            if count == 0:
+                raise InvalidPayload(
+                    f"part {part.number} of the upload of {key} was never stored (or was "
+                    "empty): upload it, or start again",
+                    field="parts",
+                )
+            if part_digest.hexdigest() != part.etag:
+                raise InvalidPayload(
+                    f"part {part.number} of the upload of {key} does not match its ETag "
+                    f"{part.etag[:64]!r} (stored: {part_digest.hexdigest()}); send it again",
+                    field="parts",
+                )
+            counts.append(count)
+        record = ArtifactFile(
+            key, size, digest.hexdigest(), utcnow(), uuid.uuid4().hex, sum(counts)
+        )
+
+        def move_parts(conn: Connection) -> None:
+            offset = 0
+            for part, count in zip(parts, counts, strict=True):
+                moved = conn.execute(
+                    update(_chunks)
+                    .where(_chunks.c.blob_id == part.blob_id)
+                    .values(blob_id=record.blob_id, seq=_chunks.c.seq + offset)
+                ).rowcount
+                if moved != count:
+                    raise ArtifactChanged(
+                        f"part {part.number} of the upload of {key} changed while the upload "
+                        "was completed; complete it again"
+                    )
+                offset += count
+            conn.execute(
+                delete(_chunks).where(_chunks.c.blob_id.startswith(leftovers, autoescape=True))
+            )
+
+        self._publish(record, prepare=move_parts)
+        return record
+
+    def drop_blobs(self, prefix: str) -> int:
+        """Delete the chunks of every blob whose id starts with ``prefix`` (an aborted
+        upload's parts); the number of chunks deleted."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    delete(_chunks).where(_chunks.c.blob_id.startswith(prefix, autoescape=True))
+                ).rowcount
+            )
+
+    def _blob_chunks(self, blob_id: str) -> Iterator[bytes]:
+        """The chunks of ``blob_id`` in order, READ_AHEAD per query; a gap (a part whose
+        upload died between two chunks) ends them early, so the part's hash fails."""
+        with self._single_statements() as conn:
+            start = 0
+            while True:
+                query = (
+                    select(_chunks.c.seq, _chunks.c.data)
+                    .where(_chunks.c.blob_id == blob_id, _chunks.c.seq >= start)
+                    .order_by(_chunks.c.seq)
+                    .limit(READ_AHEAD)
+                )
+                if self._psycopg:
+                    rows = _binary_rows(conn, query)
+                else:
+                    rows = [tuple(row) for row in conn.execute(query)]
+                conn.commit()  # no read transaction held while the caller hashes
+                for seq, data in rows:
+                    if seq != start:
+                        return
+                    yield data
+                    start += 1
+                if len(rows) < READ_AHEAD:
+                    return
+
 
 # --- copying another store in ---------------------------------------------
 @dataclass
@@ -878,8 +1020,9 @@ def default_store() -> ArtifactStore:
 _store_engines: dict[str, Engine] = {}
 
 
-class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
-    """MLflow artifact repository for ``mlmanager-db:/<root>`` URIs on our database."""
+class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin, MultipartUploadMixin):
+    """MLflow artifact repository for ``mlmanager-db:/<root>`` URIs on our database; its
+    multipart upload is MLflow's proxied one (``shared.multipart``)."""
 
     def __init__(
         self,
@@ -898,6 +1041,7 @@ class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
         with Translated():
             self.root = clean_path(parsed.path.lstrip("/"))
         self._store = store
+        self._signer: UploadSigner | None = None
 
     @property
     def store(self) -> ArtifactStore:
@@ -974,3 +1118,77 @@ class DatabaseArtifactRepository(ArtifactRepository, StreamUploadMixin):
     def delete_artifacts(self, artifact_path: str | None = None) -> None:
         with Translated():
             self.store.delete(self.key(artifact_path))
+
+    # --- MLflow's proxied multipart upload (shared.multipart) ------------------
+    @property
+    def signer(self) -> UploadSigner:
+        if self._signer is None:
+            from shared.settings import get_settings
+
+            self._signer = UploadSigner.of(get_settings())
+        return self._signer
+
+    def _upload_key(self, local_file: str, artifact_path: str | None) -> str:
+        # ``local_file`` is the client's path: only its name is used, as log_artifact does.
+        return self.key(artifact_path, posixpath.basename(local_file))
+
+    def create_multipart_upload(
+        self, local_file: str, num_parts: int = 1, artifact_path: str | None = None
+    ) -> CreateMultipartUploadResponse:
+        """An upload id and one signed URL per part, on this server as the client
+        reached it (the request's host URL: behind a proxy, gunicorn applies
+        X-Forwarded-Proto from the addresses it trusts, its forwarded_allow_ips)."""
+        from flask import has_request_context, request
+
+        with Translated():
+            check_part_count(num_parts)
+            key = self._upload_key(local_file, artifact_path)
+            if not has_request_context():
+                raise InvalidPayload("a multipart upload goes through the server's routes")
+            upload_id = self.signer.new_upload(key)
+            grants = self.signer.part_grants(upload_id, key, num_parts)
+        return CreateMultipartUploadResponse(
+            upload_id=upload_id,
+            credentials=[
+                MultipartUploadCredential(
+                    url=self.signer.part_url(request.host_url, grant),
+                    part_number=grant.part_number,
+                    headers={},
+                )
+                for grant in grants
+            ],
+        )
+
+    def complete_multipart_upload(
+        self,
+        local_file: str,
+        upload_id: str,
+        parts: list[MultipartUploadPart],
+        artifact_path: str | None = None,
+    ) -> None:
+        with Translated():
+            key = self._upload_key(local_file, artifact_path)
+            self.signer.check_upload(upload_id, key)
+            numbers = [part.part_number for part in parts]
+            if not numbers or numbers != sorted(set(numbers)) or numbers[0] < 1:
+                raise InvalidPayload(
+                    f"complete lists parts {numbers[:20]}: list each stored part once, "
+                    "numbered from 1 in increasing order",
+                    field="parts",
+                )
+            uploaded = [
+                UploadedPart(
+                    part.part_number,
+                    part_blob(upload_id, part.part_number),
+                    (part.etag or "").strip('"'),
+                )
+                for part in parts
+            ]
+            self.store.publish_parts(key, uploaded, leftovers=upload_blobs_prefix(upload_id))
+
+    def abort_multipart_upload(
+        self, local_file: str, upload_id: str, artifact_path: str | None = None
+    ) -> None:
+        with Translated():
+            self.signer.check_upload(upload_id, self._upload_key(local_file, artifact_path))
+            self.store.drop_blobs(upload_blobs_prefix(upload_id))

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         description="Where the server stores artifacts (default: our database, "
         "mlmanager-db:/; a folder, file:// or s3:// URI names another store)",
     )
+    artifact_upload_url_ttl: int = Field(
+        3600,
+        ge=1,
+        description="Seconds a part URL of MLflow's multipart upload stays valid",
+    )
     gunicorn_workers: int = Field(2, ge=1, description="gunicorn worker processes of the server")
     worker_threads: int = Field(4, ge=1, description="Jobs one Bobby worker runs at once")
     worker_host: str = Field("127.0.0.1", description="Address of the worker's HTTP endpoint")

@@ -12,6 +12,7 @@ from shared.handlers import SPECS
 from shared.ledger import Ledger
 from shared.migrations import upgrade
 from shared.settings import Settings
+from tests.support.artifacts import served  # noqa: F401 (a fixture of several modules)
 from tests.support.elasticsearch import es_node  # noqa: F401 (a fixture of several modules)
 from tests.support.engines import EngineFor, settings_for
 from tests.support.handlers import create_test_tables

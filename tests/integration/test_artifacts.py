@@ -16,90 +16,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 from shared.artifacts import CHUNK_SIZE, ArtifactChanged, ArtifactCorrupt, ArtifactStore
 from shared.db import SQLITE_READ_ONLY, make_engine
 from shared.errors import DatabaseUnavailable
 from shared.models import ArtifactChunkRow, ArtifactFileRow
+from tests.support.artifacts import ADMIN, ARTIFACTS_API, BOB, Served, sha
 from tests.support.engines import settings_for
 from tests.support.pg import PostgresServer, free_port
 from tests.support.processes import RssSampler, clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
 
 pytestmark = pytest.mark.postgres
-ADMIN = ("admin", ADMIN_PASSWORD)
-BOB = ("bob", "bob-password-1234")
-ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
-
-
-class Served:
-    """The running server, a client as admin, and the server's database."""
-
-    def __init__(self, proc: MLManagerProcess, engine: Engine, kind: str) -> None:
-        self.proc = proc
-        self.engine = engine
-        self.kind = kind
-        self.client = MlflowClient(tracking_uri=proc.url)
-        self.store = ArtifactStore(engine)
-
-    def run_id(self, experiment: str) -> tuple[str, str]:
-        exp = mlflow.set_experiment(experiment).experiment_id
-        return exp, self.client.create_run(exp).info.run_id
-
-    def files(self, prefix: str) -> dict[str, tuple[int, str]]:
-        """What the database holds under ``prefix``: path -> (size, sha256)."""
-        return {f.path: (f.size, f.sha256) for f in self.store.walk(prefix)}
-
-    def chunks(self, orphans_only: bool = False) -> int:
-        """Chunks stored (only those no published file names: ``orphans_only``)."""
-        query = select(func.count()).select_from(ArtifactChunkRow)
-        if orphans_only:
-            query = query.where(ArtifactChunkRow.blob_id.not_in(select(ArtifactFileRow.blob_id)))
-        with self.engine.connect().execution_options(**{SQLITE_READ_ONLY: True}) as conn:
-            return int(conn.execute(query).scalar_one())
-
-    def get(self, path: str, auth: Any = ADMIN, **kw: Any) -> requests.Response:
-        return requests.get(f"{self.proc.url}{path}", auth=auth, timeout=60, **kw)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
-    base = tmp_path_factory.mktemp(f"artifacts-{request.param}")
-    home = base / "home"
-    cleanup = None
-    if request.param == "sqlite":
-        proc = MLManagerProcess(home)
-    else:
-        pg: PostgresServer = request.getfixturevalue("pg_server")
-        cleanup = pg.database(f"artifacts_{time.time_ns()}")
-        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    engine = make_engine(settings_for(proc.db_url, base))
-    try:
-        proc.wait_ready()
-        proc.create_user(*BOB)
-        with tracking_as(proc.url, ADMIN):
-            yield Served(proc, engine, request.param)
-    finally:
-        engine.dispose()
-        proc.stop()
-        if cleanup is not None:
-            cleanup.__exit__(None, None, None)
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_logged_artifacts_live_in_the_database_and_come_back_intact(
@@ -189,19 +124,7 @@ def private_run(served: Served, tmp_path_factory: pytest.TempPathFactory) -> str
     secret = tmp_path_factory.mktemp("secret") / "secret.txt"
     secret.write_text("the secret")
     served.client.log_artifact(run_id, str(secret), "s")
-    # MLflow 3.17's DENY grant (it refuses NO_PERMISSIONS as a grant).
-    r = requests.post(
-        f"{served.proc.url}/api/3.0/mlflow/users/permissions/grant",
-        json={
-            "username": BOB[0],
-            "resource_type": "experiment",
-            "resource_id": exp,
-            "permission": "DENY",
-        },
-        auth=ADMIN,
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
+    served.grant(BOB[0], exp, "DENY")
     return f"{exp}/{run_id}/artifacts"
 
 

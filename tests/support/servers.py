@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mlmanager.client import MLManagerClient
 
 ADMIN_PASSWORD = "admin-test-password-42"
+SECRET_KEY = "test-secret-key-0123456789abcdef"
 TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
@@ -65,7 +66,7 @@ class MLManagerProcess:
             MLMANAGER_PORT=str(self.port),
             WORKER_PORT=str(self.worker_port),
             MLMANAGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            MLMANAGER_SECRET_KEY="test-secret-key-0123456789abcdef",
+            MLMANAGER_SECRET_KEY=SECRET_KEY,
             HANDLER_MODULES="tests.support.handlers",
             HANDLER_SPEC_MODULES="tests.support.handler_specs",
             JOB_RETRY_BACKOFF_SECONDS="0.2",
@@ -121,7 +122,7 @@ class ServerProcess:
             MLMANAGER_HOME=str(home),
             MLMANAGER_PORT=str(self.port),
             MLMANAGER_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            MLMANAGER_SECRET_KEY="test-secret-key-0123456789abcdef",
+            MLMANAGER_SECRET_KEY=SECRET_KEY,
             HANDLER_MODULES="tests.support.handlers",
             HANDLER_SPEC_MODULES="tests.support.handler_specs",
             PYTHONPATH=str(ROOT),
