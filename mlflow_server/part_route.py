@@ -14,10 +14,10 @@ checks against the bytes stored.
 from __future__ import annotations
 
 import re
-from typing import BinaryIO, cast
 
 from flask import Blueprint, Response, request
 
+from mlflow_server.request_body import socket_body
 from shared.artifacts import DatabaseArtifactRepository
 from shared.errors import NotFound
 from shared.multipart import PART_PATH, PartGrant, part_blob
@@ -51,7 +51,7 @@ def put_part(upload_id: str, part_number: int) -> Response:
     )
     repo.signer.check_part(grant, request.args.get("signature", ""))
     etag = repo.store.write_part(
-        part_blob(upload_id, part_number), cast(BinaryIO, request.stream), request.content_length
+        part_blob(upload_id, part_number), socket_body(request.stream), request.content_length
     )
     response = Response(status=200)
     response.headers["ETag"] = etag
