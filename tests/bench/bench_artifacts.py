@@ -157,6 +157,11 @@ def run() -> dict[str, Any]:
     result["ratios"] = {
         f"{m}_database_over_file": round(db[m] / fs[m], 3) for m in metrics if m != "rss_growth_mb"
     }
+    # Every round's value, in order (rounds alternate which store goes first: the
+    # database in rounds 1, 3, ...), to show the spread behind each median.
+    result["rounds"] = {
+        store: {m: [round(x, 2) for x in v] for m, v in ms.items()} for store, ms in samples.items()
+    }
     result["settings"] = {
         "large_mb": LARGE_MB,
         "small_files": SMALL_FILES,
