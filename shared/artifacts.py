@@ -638,28 +638,6 @@ class ArtifactStore:
         digest = hashlib.sha256()
         size = seq = 0  # bytes and chunks handed out
 
-        def fetch(on: Connection, start: int) -> list[bytes]:
-            query = (
-                select(_chunks.c.seq, _chunks.c.data)
-                .where(
-                    _chunks.c.blob_id == record.blob_id,
-                    _chunks.c.seq >= start,
-                    _chunks.c.seq < start + READ_AHEAD,
-                )
-                .order_by(_chunks.c.seq)
-            )
-            if self._psycopg:
-                rows = _binary_rows(on, query)
-            else:
-                rows = [tuple(row) for row in on.execute(query)]
-            on.commit()
-            batch: list[bytes] = []
-            for got, data in rows:
-                if got != start + len(batch):  # a gap: the file is gone (checked below)
-                    break
-                batch.append(data)
-            return batch
-
         # The batches after the first chunk come from ``readers`` connections at once
         # (each used by one thread at a time: its next batch is asked for once its last
         # one arrived), in order, while the batch before goes to the client.
@@ -672,7 +650,7 @@ class ArtifactStore:
         def ask(on: Connection) -> None:
             nonlocal asked
             if asked < record.chunks:
-                coming.append((on, fetchers.submit(fetch, on, asked)))
+                coming.append((on, fetchers.submit(self._chunk_batch, on, record.blob_id, asked)))
                 asked += READ_AHEAD
 
         try:
@@ -886,24 +864,36 @@ class ArtifactStore:
         with self._single_statements() as conn:
             start = 0
             while True:
-                query = (
-                    select(_chunks.c.seq, _chunks.c.data)
-                    .where(_chunks.c.blob_id == blob_id, _chunks.c.seq >= start)
-                    .order_by(_chunks.c.seq)
-                    .limit(READ_AHEAD)
-                )
-                if self._psycopg:
-                    rows = _binary_rows(conn, query)
-                else:
-                    rows = [tuple(row) for row in conn.execute(query)]
-                conn.commit()  # no read transaction held while the caller hashes
-                for seq, data in rows:
-                    if seq != start:
-                        return
-                    yield data
-                    start += 1
-                if len(rows) < READ_AHEAD:
+                batch = self._chunk_batch(conn, blob_id, start)
+                yield from batch
+                start += len(batch)
+                if len(batch) < READ_AHEAD:
                     return
+
+    def _chunk_batch(self, conn: Connection, blob_id: str, start: int) -> list[bytes]:
+        """Chunks ``start`` .. ``start + READ_AHEAD - 1`` of ``blob_id`` in one query, up to
+        the first one missing (a gap: the blob went meanwhile, or never was whole). No
+        read transaction is left open while the caller uses them."""
+        query = (
+            select(_chunks.c.seq, _chunks.c.data)
+            .where(
+                _chunks.c.blob_id == blob_id,
+                _chunks.c.seq >= start,
+                _chunks.c.seq < start + READ_AHEAD,
+            )
+            .order_by(_chunks.c.seq)
+        )
+        if self._psycopg:
+            rows = _binary_rows(conn, query)
+        else:
+            rows = [tuple(row) for row in conn.execute(query)]
+        conn.commit()
+        batch: list[bytes] = []
+        for seq, data in rows:
+            if seq != start + len(batch):
+                break
+            batch.append(data)
+        return batch
 
 
 # --- copying another store in ---------------------------------------------
