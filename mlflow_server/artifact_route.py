@@ -59,8 +59,14 @@ def _response(record: ArtifactFile, chunks: Chunks, artifact_path: str) -> Respo
     return _response_with_file_attachment_headers(artifact_path, response)
 
 
-def streamed_download(original: Callable[..., Any]) -> Callable[..., Any]:
-    """MLflow's download view ``original``, streaming the files of our store."""
+def _for_our_store(
+    original: Callable[..., Any],
+    endpoint: str,
+    handle: Callable[[DatabaseArtifactRepository, str], Any],
+) -> Callable[..., Any]:
+    """MLflow's view ``original`` of ``endpoint``, with requests for our store answered by
+    ``handle(repo, path)`` (``path`` checked and scoped as MLflow's views do); ``handle``
+    answering None, or another store, leaves the request to MLflow's view."""
     from mlflow.server.handlers import (
         _disable_unless_serve_artifacts,
         _get_artifact_repo_mlflow_artifacts,
@@ -74,61 +80,51 @@ def streamed_download(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @catch_mlflow_exception
     @_disable_unless_serve_artifacts
-    def download(artifact_path: str) -> Any:
+    def view(artifact_path: str) -> Any:
         repo = _get_artifact_repo_mlflow_artifacts()
-        if not isinstance(repo, DatabaseArtifactRepository) or request.range is not None:
-            return original(artifact_path)
-        path = validate_path_is_safe(artifact_path)
-        path = cast(str, _get_workspace_scoped_repo_path_if_enabled(path))
-        key = repo.key(path)
+        if isinstance(repo, DatabaseArtifactRepository):
+            path = validate_path_is_safe(artifact_path)
+            answer = handle(repo, cast(str, _get_workspace_scoped_repo_path_if_enabled(path)))
+            if answer is not None:
+                return answer
+        return original(artifact_path)
+
+    view.__name__ = endpoint
+    setattr(view, _WRAPPED, True)
+    return view
+
+
+def streamed_download(original: Callable[..., Any]) -> Callable[..., Any]:
+    """MLflow's download view ``original``, streaming the files of our store."""
+
+    def download(repo: DatabaseArtifactRepository, path: str) -> Any:
+        if request.range is not None:
+            return None
         # The file's row and first chunk come now: a database that does not answer is
         # MLflow's retryable 503, not a response cut short.
         with Translated():
-            opened = repo.store.open(key)
+            opened = repo.store.open(repo.key(path))
         if opened is None:  # a folder or nothing: MLflow's view answers those
-            return original(artifact_path)
+            return None
         return _response(*opened, path)
 
-    download.__name__ = ENDPOINT
-    setattr(download, _WRAPPED, True)
-    return download
+    return _for_our_store(original, ENDPOINT, download)
 
 
 def socket_upload(original: Callable[..., Any]) -> Callable[..., Any]:
     """MLflow's upload view ``original``, reading the body of a file for our store from
     gunicorn's socket in large reads (``request_body.socket_body``)."""
     from mlflow.protos.mlflow_artifacts_pb2 import UploadArtifact
-    from mlflow.server.handlers import (
-        _disable_unless_serve_artifacts,
-        _get_artifact_repo_mlflow_artifacts,
-        _get_workspace_scoped_repo_path_if_enabled,
-        _wrap_response,
-        catch_mlflow_exception,
-    )
-    from mlflow.utils.uri import validate_path_is_safe
+    from mlflow.server.handlers import _wrap_response
 
-    if getattr(original, _WRAPPED, False):
-        return original
-
-    @catch_mlflow_exception
-    @_disable_unless_serve_artifacts
-    def upload(artifact_path: str) -> Any:
-        repo = _get_artifact_repo_mlflow_artifacts()
-        if not isinstance(repo, DatabaseArtifactRepository):
-            return original(artifact_path)
-        # As MLflow's view: the path checked, scoped, split into folder and file name.
-        path = cast(
-            str, _get_workspace_scoped_repo_path_if_enabled(validate_path_is_safe(artifact_path))
-        )
-        head, tail = posixpath.split(path)
+    def upload(repo: DatabaseArtifactRepository, path: str) -> Any:
+        head, tail = posixpath.split(path)  # as MLflow's view: folder and file name
         repo.log_artifact_from_stream(
             socket_body(request.stream), tail, head or None, expected_size=request.content_length
         )
         return _wrap_response(UploadArtifact.Response())
 
-    upload.__name__ = UPLOAD_ENDPOINT
-    setattr(upload, _WRAPPED, True)
-    return upload
+    return _for_our_store(original, UPLOAD_ENDPOINT, upload)
 
 
 def install(app: Any) -> None:
