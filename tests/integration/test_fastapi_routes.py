@@ -17,9 +17,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.support.pg import PostgresServer
 from tests.support.processes import ROOT, clean_environment
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, started_server
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 CAROL = ("carol", "carol-password-Aa1!")
@@ -52,21 +51,9 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLManagerProcess]:
     home = tmp_path_factory.mktemp(f"fastapi-{request.param}") / "home"
-    cleanup = None
-    if request.param == "sqlite":
-        proc = MLManagerProcess(home)
-    else:
-        pg: PostgresServer = request.getfixturevalue("pg_server")
-        cleanup = pg.database(f"fastapi_{int(time.time() * 1000)}")
-        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    try:
-        proc.wait_ready()
+    with started_server(request, home, request.param, "fastapi") as proc:
         proc.create_user(*CAROL)
         yield proc
-    finally:
-        proc.stop()
-        if cleanup is not None:
-            cleanup.__exit__(None, None, None)
 
 
 def _experiment(server: MLManagerProcess, name: str) -> str:

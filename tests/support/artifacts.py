@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +17,7 @@ from shared.artifacts import ArtifactStore
 from shared.db import SQLITE_READ_ONLY, make_engine
 from shared.models import ArtifactChunkRow, ArtifactFileRow
 from tests.support.engines import settings_for
-from tests.support.pg import PostgresServer
-from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, tracking_as
+from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, started_server, tracking_as
 
 ADMIN = ("admin", ADMIN_PASSWORD)
 BOB = ("bob", "bob-password-1234")
@@ -76,25 +74,14 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     base = tmp_path_factory.mktemp(f"artifacts-{request.param}")
-    home = base / "home"
-    cleanup = None
-    if request.param == "sqlite":
-        proc = MLManagerProcess(home)
-    else:
-        pg: PostgresServer = request.getfixturevalue("pg_server")
-        cleanup = pg.database(f"artifacts_{time.time_ns()}")
-        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    engine = make_engine(settings_for(proc.db_url, base))
-    try:
-        proc.wait_ready()
-        proc.create_user(*BOB)
-        with tracking_as(proc.url, ADMIN):
-            yield Served(proc, engine, request.param)
-    finally:
-        engine.dispose()
-        proc.stop()
-        if cleanup is not None:
-            cleanup.__exit__(None, None, None)
+    with started_server(request, base / "home", request.param, "artifacts") as proc:
+        engine = make_engine(settings_for(proc.db_url, base))
+        try:
+            proc.create_user(*BOB)
+            with tracking_as(proc.url, ADMIN):
+                yield Served(proc, engine, request.param)
+        finally:
+            engine.dispose()
 
 
 def sha(data: bytes) -> str:

@@ -146,6 +146,26 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
+def started_server(
+    request: pytest.FixtureRequest, home: Path, database: str, prefix: str
+) -> Iterator[MLManagerProcess]:
+    """`mlmanager up` under ``home`` on SQLite (``database`` "sqlite") or on a new
+    PostgreSQL database ``{prefix}_<time>`` of the session's ``pg_server``, ready; stopped
+    (and that database dropped) afterwards."""
+    with contextlib.ExitStack() as stack:
+        if database == "sqlite":
+            proc = MLManagerProcess(home)
+        else:
+            pg = request.getfixturevalue("pg_server")
+            proc = MLManagerProcess(
+                home, db_url=stack.enter_context(pg.database(f"{prefix}_{time.time_ns()}"))
+            )
+        stack.callback(proc.stop)
+        proc.wait_ready()
+        yield proc
+
+
+@contextlib.contextmanager
 def running_server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -156,21 +176,11 @@ def running_server(
     PostgreSQL database of the session's ``pg_server``, with MLflow's client of this process
     logging to it as admin in experiment ``{prefix}-{database}``."""
     home = tmp_path_factory.mktemp(f"{prefix}-{database}") / "home"
-    cleanup = None
-    if database == "sqlite":
-        proc = MLManagerProcess(home)
-    else:
-        pg = request.getfixturevalue("pg_server")
-        cleanup = pg.database(f"{prefix}_{time.time_ns()}")
-        proc = MLManagerProcess(home, db_url=cleanup.__enter__())
-    try:
-        proc.wait_ready()
-        with tracking_as(proc.url, ("admin", ADMIN_PASSWORD), f"{prefix}-{database}"):
-            yield proc
-    finally:
-        proc.stop()
-        if cleanup is not None:
-            cleanup.__exit__(None, None, None)
+    with (
+        started_server(request, home, database, prefix) as proc,
+        tracking_as(proc.url, ("admin", ADMIN_PASSWORD), f"{prefix}-{database}"),
+    ):
+        yield proc
 
 
 def run_to_end(api: MLManagerClient, handler: str, payload: dict[str, Any]) -> dict[str, Any]:
