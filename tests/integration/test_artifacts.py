@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +396,39 @@ def test_a_database_restart_mid_read_is_a_clear_error_and_a_retry_works(
     # Through the server too (its pool lost its connections in the restart).
     out = served.client.download_artifacts(run_id, "big.bin", str(tmp_path / "down"))
     assert Path(out).read_bytes() == data
+
+
+def test_no_request_fails_after_a_database_restart(
+    served: Served, request: pytest.FixtureRequest
+) -> None:
+    """A restart drops every connection the server's pools hold. The first request to find
+    one lost drops them all (as SQLAlchemy does) and tries again, so none after it fails
+    on the next stale connection; small files are read and written on the driver
+    (ArtifactStore._on_driver), which must behave the same."""
+    if served.kind != "postgresql":
+        pytest.skip("SQLite is a file: there is no database server to restart")
+    pg: PostgresServer = request.getfixturevalue("pg_server")
+    exp, run_id = served.run_id("restart-pools")
+    base = f"{ARTIFACTS_API}/{exp}/{run_id}/artifacts"
+    big = os.urandom(3 * CHUNK_SIZE)
+    assert served.put(f"{base}/big.bin", big).ok
+    for i in range(4):
+        assert served.put(f"{base}/small/{i}.txt", f"small {i}".encode()).ok
+
+    # Downloads at once, two connections each: every worker's pool holds several.
+    def download(_: int) -> bytes:
+        return served.get(f"{base}/big.bin").content
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(got == big for got in pool.map(download, range(16)))
+    pg.restart()
+
+    statuses = []
+    for i in range(24):
+        statuses.append(served.get(f"{base}/small/{i % 4}.txt").status_code)
+        statuses.append(served.put(f"{base}/after/{i}.txt", b"after").status_code)
+    assert statuses == [200] * 48, statuses
+    assert served.get(f"{base}/big.bin").content == big
 
 
 def test_a_file_replaced_while_it_is_read_is_an_error_not_a_mix(served: Served) -> None:

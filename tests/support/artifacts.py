@@ -68,6 +68,9 @@ class Served:
     def get(self, path: str, auth: Any = ADMIN, **kw: Any) -> requests.Response:
         return requests.get(f"{self.proc.url}{path}", auth=auth, timeout=60, **kw)
 
+    def put(self, path: str, data: bytes, auth: Any = ADMIN) -> requests.Response:
+        return requests.put(f"{self.proc.url}{path}", data=data, auth=auth, timeout=60)
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(
