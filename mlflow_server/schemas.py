@@ -12,6 +12,7 @@ from shared.deployments import Deployment, DeploymentSpec, DeploymentStats
 from shared.handlers import SPECS
 from shared.ledger import JOB_SORTS, Handler, Job, LogLine
 from shared.models import DEPLOYMENT_STATUSES, JOB_STATUSES
+from shared.multipart import MAX_PARTS, PART_PATH, UPLOAD_ID_LENGTH
 from shared.schedules import Schedule
 
 API_PREFIX = "/api/2.0/mlmanager"
@@ -342,6 +343,49 @@ _PAGE = [
 ]
 
 
+def _part_operation() -> dict[str, Any]:
+    """The part route (mlflow_server.part_route): MLflow's client PUTs one part of a
+    multipart upload to the URL ``create`` answered, without credentials; the URL's
+    signature is the credential, so the operation has no security of the document's."""
+    errors = {
+        "400": "The body ended before its Content-Length (nothing was stored)",
+        "403": "No signature, or one not for exactly this upload, part, file and expiry, "
+        "or an expired URL (nothing was stored)",
+        "404": "The server's artifact store is not the database (it takes no parts)",
+        "503": "The database did not answer: send the part again",
+    }
+    hex_string = {"type": "string", "pattern": "^[0-9a-f]+$"}
+    return {
+        "summary": "One part of MLflow's multipart upload into the database artifact store",
+        "security": [],
+        "parameters": [
+            _param("upload_id", "path", {**hex_string, "maxLength": UPLOAD_ID_LENGTH}),
+            _param("part_number", "path", {"type": "integer", "minimum": 1, "maximum": MAX_PARTS}),
+            _param("key", "query", {"type": "string"}, required=True),
+            _param("expires", "query", {"type": "integer", "minimum": 0}, required=True),
+            _param("signature", "query", {**hex_string, "maxLength": 64}, required=True),
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The part is stored (a part sent again replaces the first)",
+                "headers": {
+                    "ETag": {
+                        "description": "The part's SHA-256 (hex), for `complete`",
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    }
+                },
+            },
+            **{code: {"description": text, **_json(ErrorOut)} for code, text in errors.items()},
+        },
+    }
+
+
 def _model_operation() -> dict[str, Any]:
     """The model route (mlflow_server.model_route): a serving pod reads its bundle with its
     deployment's token, so the operation overrides the document's basic security."""
@@ -502,6 +546,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         f"{p}/deployments/{{deployment_id}}/model": {"get": _model_operation()},
+        f"{PART_PATH}/{{upload_id}}/{{part_number}}": {"put": _part_operation()},
         f"{p}/handlers": {"get": _op("List handlers", ("200", HandlerList))},
         f"{p}/handlers/{{name}}/enable": {
             "post": _op(

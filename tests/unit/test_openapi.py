@@ -9,14 +9,17 @@ from flask import Flask
 
 from mlflow_server.api import blueprint
 from mlflow_server.model_route import model_blueprint
+from mlflow_server.part_route import part_blueprint
 from mlflow_server.schemas import API_PREFIX, openapi_document
+from shared.multipart import PART_PATH
 
 
 def test_every_route_of_the_blueprints_is_in_the_openapi_document() -> None:
     app = Flask(__name__)
     app.register_blueprint(blueprint)
     app.register_blueprint(model_blueprint)
-    names = (f"{blueprint.name}.", f"{model_blueprint.name}.")
+    app.register_blueprint(part_blueprint)
+    names = (f"{blueprint.name}.", f"{model_blueprint.name}.", f"{part_blueprint.name}.")
     routes = {
         (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
@@ -68,3 +71,14 @@ def test_the_model_route_is_documented_as_read_with_a_deployment_token() -> None
     assert list(ok["content"]) == ["application/zip"]
     assert "X-Model-SHA256" in ok["headers"]
     assert {"401", "404"} <= set(operation["responses"])
+
+
+def test_the_part_route_is_documented_as_authorized_by_its_signature() -> None:
+    """MLflow's client PUTs a part without credentials: the signed URL is the credential."""
+    operation = openapi_document()["paths"][f"{PART_PATH}/{{upload_id}}/{{part_number}}"]["put"]
+    assert operation["security"] == []
+    required = {p["name"] for p in operation["parameters"] if p["required"]}
+    assert required == {"upload_id", "part_number", "key", "expires", "signature"}
+    assert list(operation["requestBody"]["content"]) == ["application/octet-stream"]
+    assert "ETag" in operation["responses"]["200"]["headers"]
+    assert {"400", "403", "404", "503"} <= set(operation["responses"])
