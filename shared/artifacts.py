@@ -732,11 +732,11 @@ class ArtifactStore:
                 asked += READ_AHEAD
 
         try:
-            if conn is not None:
+            if conn is not None:  # more than the first chunk to come
                 ask(conn)
-            if conn is not None and readers > 1 and asked < record.chunks:
-                connections.append(self._once_more_if_stale(self._checked_reader))
-                ask(connections[1])
+                if readers > 1 and asked < record.chunks:
+                    connections.append(self._once_more_if_stale(self._checked_reader))
+                    ask(connections[1])
             pending = [] if first is None else [first]
             while True:
                 for data in pending:
