@@ -133,8 +133,13 @@ def wait_job(server: MLManagerProcess, job_id: int, auth: Any = ANN, timeout: fl
 def test_nothing_but_health_answers_without_a_user(server: MLManagerProcess) -> None:
     assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
     spec = call(server, "GET", "/openapi.json").json()
-    values = {"job_id": "1", "deployment_id": "1", "name": "NOOP"}
-    values |= {"upload_id": "0" * 24, "part_number": "1"}
+    values = {
+        "job_id": "1",
+        "deployment_id": "1",
+        "name": "NOOP",
+        "upload_id": "0" * 24,
+        "part_number": "1",
+    }
     for path, operations in spec["paths"].items():
         concrete = path.format(**values)
         for method, operation in operations.items():

@@ -138,8 +138,7 @@ def test_a_user_without_read_cannot_list_download_or_write_artifacts(
 
     assert served.get(file_url, auth=BOB).status_code == 403
     assert served.get(ARTIFACTS_API, auth=BOB, params={"path": private_run}).status_code == 403
-    r = requests.put(f"{served.proc.url}{file_url}", data=b"x", auth=BOB, timeout=30)
-    assert r.status_code == 403
+    assert served.put(file_url, b"x", auth=BOB).status_code == 403
     r = requests.delete(f"{served.proc.url}{file_url}", auth=BOB, timeout=30)
     assert r.status_code == 403
     assert served.get(file_url).text == "the secret"
