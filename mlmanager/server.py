@@ -17,10 +17,11 @@ APP_NAME = "mlmanager"
 AUTH_CONFIG_FILE = "basic_auth.ini"
 # No control socket: its default path is per user, so two servers would collide on it.
 # Threaded workers: a client following a job's log (Server-Sent Events) holds a thread,
-# not a whole worker process.
+# not a whole worker process. gunicorn's gthread worker, closing idle connections when it
+# stops (mlflow_server/gunicorn_worker.py: with one open, a stop lasted the grace period).
 GUNICORN_OPTS = (
-    "--worker-class gthread --threads 8 --timeout 120 --graceful-timeout 20 "
-    "--keep-alive 5 --no-control-socket"
+    "--worker-class mlflow_server.gunicorn_worker.ThreadWorker --threads 8 "
+    "--timeout 120 --graceful-timeout 20 --keep-alive 5 --no-control-socket"
 )
 
 
