@@ -20,11 +20,9 @@ import sys
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import mlflow
 import mlflow.sklearn
 import numpy as np
@@ -37,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from mlmanager.client import MLManagerClient
 from tests.support import custom_models  # (first: imports mlflow.pyfunc quietly)
 from tests.support.mlflow_store import INPUT_EXAMPLE_WARNING
+from tests.support.moto_server import Moto, running_moto
 from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment
 from tests.support.servers import (
@@ -62,53 +61,10 @@ BUCKET = f"mlmanager-sagemaker-{REGION}-{ACCOUNT}"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
-@dataclass
-class Moto:
-    url: str
-    calls_file: Path
-    proc: subprocess.Popen[bytes]
-
-    def calls(self) -> list[str]:
-        return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
-
-    def reset_calls(self) -> None:
-        self.calls_file.write_text("")
-
-    def client(self, service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-        )
-
-
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    root = tmp_path_factory.mktemp("moto")
-    port = free_port()
-    log = (root / "moto.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.moto_server", str(port), str(root / "calls")],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            requests.get(f"{url}/moto-api/", timeout=1)
-            break
-        except requests.RequestException:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError((root / "moto.log").read_text()[-3000:]) from None
-            time.sleep(0.1)
-    yield Moto(url, root / "calls", proc)
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with running_moto(tmp_path_factory.mktemp("moto"), REGION, ACCESS_KEY, SECRET_KEY) as moto:
+        yield moto
 
 
 @pytest.fixture(scope="module")

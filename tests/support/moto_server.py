@@ -23,9 +23,16 @@ and SageMaker's validation of instance types and quotas.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import requests
 
 TRANSITION_READS = 2
 FAILING_PREFIX = "fail"
@@ -135,6 +142,67 @@ class _Recorder:
         with self.call_log.open("a") as out:
             out.write(f"{service}:{action}\n")
         return self.app(environ, start_response)
+
+
+@dataclass
+class Moto:
+    """The running stand-in: its URL, the calls it answered (``calls``), boto3 clients."""
+
+    url: str
+    calls_file: Path
+    proc: subprocess.Popen[bytes]
+    region: str
+    access_key: str
+    secret_key: str
+
+    def calls(self) -> list[str]:
+        return self.calls_file.read_text().splitlines() if self.calls_file.exists() else []
+
+    def reset_calls(self) -> None:
+        self.calls_file.write_text("")
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
+
+@contextlib.contextmanager
+def running_moto(root: Path, region: str, access_key: str, secret_key: str) -> Iterator[Moto]:
+    """This module's server as a process on a free port (log and call log under ``root``),
+    answering; stopped afterwards."""
+    from tests.support.pg import free_port
+    from tests.support.processes import ROOT
+
+    port = free_port()
+    with (root / "moto.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.moto_server", str(port), str(root / "calls")],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    requests.get(f"{url}/moto-api/", timeout=1)
+                    break
+                except requests.RequestException:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError((root / "moto.log").read_text()[-3000:]) from None
+                    time.sleep(0.1)
+            yield Moto(url, root / "calls", proc, region, access_key, secret_key)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> None:
