@@ -1,7 +1,8 @@
 """The server's gunicorn worker (mlflow_server/gunicorn_worker.py), as a real gunicorn
-process serving a tiny app: a stopping worker closes its idle keep-alive connections at
-once (gunicorn's own gthread worker held them, and the stop, for the whole grace period)
-while a request in flight still finishes."""
+process serving a tiny app. A stopping worker closes its idle keep-alive connections at
+once and a silent connection when its keep-alive timeout passes, while a request in
+flight still finishes; gunicorn's own gthread worker held either kind of connection, and
+the stop, for the whole grace period (both tests fail with ``--worker-class gthread``)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,21 @@ import contextlib
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.support.pg import free_port
 from tests.support.processes import ROOT, clean_environment
 
-# Both far longer than the test's waits: were an idle connection kept until either ends,
-# the test would fail on its own timeouts, not on a measured duration.
+WORKER = "mlflow_server.gunicorn_worker.ThreadWorker"
+# Far longer than the tests' waits: a connection held until the grace period ends fails
+# a test on its own timeouts, not on a measured duration.
 GRACE_SECONDS = "600"
 MARKER = "GUNICORN_TEST_MARKER"
 
@@ -47,20 +50,28 @@ def _get_once(port: int, path: str) -> tuple[int, bytes]:
         return _get(conn, path)
 
 
-def test_a_stopping_worker_closes_idle_connections_and_finishes_requests_in_flight(
-    tmp_path: Path,
-) -> None:
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closes ``sock`` within a minute (no bytes, then EOF)."""
+    sock.settimeout(60)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+@contextlib.contextmanager
+def _gunicorn(tmp_path: Path, keep_alive: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """gunicorn serving :func:`app` with our worker, answering; killed afterwards if the
+    test left it running."""
     port = free_port()
-    marker = tmp_path / "slow-started"
     env = clean_environment()
-    env.update(PYTHONPATH=str(ROOT), **{MARKER: str(marker)})
+    env.update(PYTHONPATH=str(ROOT), **{MARKER: str(tmp_path / "slow-started")})
     with (tmp_path / "gunicorn.log").open("ab") as log:
         proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"),
-                *("--worker-class", "mlflow_server.gunicorn_worker.ThreadWorker"),
-                *("--graceful-timeout", GRACE_SECONDS, "--keep-alive", GRACE_SECONDS),
-                *("--threads", "4", "--no-control-socket"),
+                *("--worker-class", WORKER, "--threads", "4", "--no-control-socket"),
+                *("--graceful-timeout", GRACE_SECONDS, "--keep-alive", keep_alive),
                 "tests.integration.test_gunicorn_worker:app",
             ],
             cwd=ROOT,
@@ -68,42 +79,53 @@ def test_a_stopping_worker_closes_idle_connections_and_finishes_requests_in_flig
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    with contextlib.ExitStack() as stack:
-        stack.callback(_killed, proc)
+    try:
         deadline = time.monotonic() + 60
         while True:
             try:
                 assert _get_once(port, "/") == (200, b"ok")
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (
-                    tmp_path / "gunicorn.log"
-                ).read_text()
+                log_text = (tmp_path / "gunicorn.log").read_text()
+                assert proc.poll() is None and time.monotonic() < deadline, log_text
                 time.sleep(0.1)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
-        idle = stack.enter_context(
-            contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=60))
-        )
+
+def test_a_stopping_worker_closes_idle_connections_and_finishes_requests_in_flight(
+    tmp_path: Path,
+) -> None:
+    with (
+        _gunicorn(tmp_path, keep_alive=GRACE_SECONDS) as (proc, port),
+        contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=60)) as idle,
+    ):
         assert _get(idle, "/") == (200, b"ok")  # kept alive: HTTP/1.1, no Connection: close
         slow: list[tuple[int, bytes]] = []
         in_flight = threading.Thread(target=lambda: slow.append(_get_once(port, "/slow?2")))
         in_flight.start()
-        while not marker.exists():
+        while not (tmp_path / "slow-started").exists():
             time.sleep(0.05)
 
         proc.send_signal(signal.SIGTERM)
         assert idle.sock is not None
-        try:
-            closed = idle.sock.recv(1) == b""  # the server closed it, well before the grace
-        except TimeoutError:
-            closed = False
-        assert closed, "the idle keep-alive connection stayed open after SIGTERM"
+        assert _closed_by_server(idle.sock), "an idle keep-alive connection outlived SIGTERM"
         in_flight.join(timeout=60)
         assert slow == [(200, b"ok")]  # the request in flight had its grace period
         assert proc.wait(timeout=60) == 0
 
 
-def _killed(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+def test_a_stopping_worker_closes_a_silent_connection_when_its_keep_alive_ends(
+    tmp_path: Path,
+) -> None:
+    with _gunicorn(tmp_path, keep_alive="1") as (proc, port):
+        with socket.create_connection(("127.0.0.1", port)) as silent:
+            # Accepted, then (no request within gunicorn's 5 s wait for data) left to
+            # wait for one until its keep-alive timeout: gunicorn's "pending" connection.
+            time.sleep(6)
+            proc.send_signal(signal.SIGTERM)
+            assert _closed_by_server(silent), "a silent connection held the stop"
+        assert proc.wait(timeout=60) == 0
