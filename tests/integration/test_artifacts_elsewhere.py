@@ -32,8 +32,8 @@ REGION = "eu-west-1"
 ACCESS_KEY = "AKIAMLMANAGERARTIFACTS"
 SECRET_KEY = "moto-artifact-secret-never-in-a-log-2b8e"
 BUCKET = "mlmanager-artifacts"
+# The server's and the migration's AWS settings (and AWS_ENDPOINT_URL: moto's URL).
 AWS = {
-    "aws_endpoint_url": "",  # set from the running moto
     "aws_access_key_id": ACCESS_KEY,
     "aws_secret_access_key": SECRET_KEY,
     "aws_default_region": REGION,
