@@ -30,7 +30,7 @@ from shared.artifacts import CHUNK_SIZE, ArtifactChanged, ArtifactCorrupt, Artif
 from shared.db import SQLITE_READ_ONLY, make_engine
 from shared.errors import DatabaseUnavailable
 from shared.models import ArtifactChunkRow, ArtifactFileRow
-from tests.support.artifacts import ADMIN, ARTIFACTS_API, BOB, Served, sha
+from tests.support.artifacts import ADMIN, ARTIFACTS_API, BOB, Served, migrate, sha
 from tests.support.engines import settings_for
 from tests.support.pg import PostgresServer, free_port
 from tests.support.processes import RssSampler, clean_environment
@@ -617,22 +617,7 @@ def test_migrate_copies_a_file_store_into_the_database_with_checksums(
     (model / "MLmodel").write_text("flavors: {}")
     assert served.client.list_artifacts(run_id) == []
 
-    env = clean_environment()
-    env.update(DB_URL=served.proc.db_url, MLFLOW_DISABLE_TELEMETRY="true")
-    if served.kind == "sqlite":
-        env["MLMANAGER_HOME"] = str(served.proc.home)
-
-    def migrate(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mlmanager", "artifacts", "migrate", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    done = migrate("--from", str(old_store))
+    done = migrate(served, "--from", str(old_store))
     assert done.returncode == 0, done.stderr
     assert "copied 2 files" in done.stdout and "skipped 0" in done.stdout
     prefix = f"{exp}/{run_id}/artifacts/model"
@@ -644,10 +629,10 @@ def test_migrate_copies_a_file_store_into_the_database_with_checksums(
     assert Path(out).read_bytes() == payload
     assert (model / "model.pkl").exists()  # the source is left as it was
 
-    again = migrate("--from", f"file://{old_store}", "-q")
+    again = migrate(served, "--from", f"file://{old_store}", "-q")
     assert again.returncode == 0, again.stderr
     assert "copied 0 files" in again.stdout and "skipped 2" in again.stdout
 
-    missing = migrate("--from", str(tmp_path / "nowhere"))
+    missing = migrate(served, "--from", str(tmp_path / "nowhere"))
     assert missing.returncode == 1
     assert "no such folder" in missing.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.pg import free_port
-from tests.support.processes import ROOT, clean_environment
+from tests.support.processes import ROOT, clean_environment, wait_http_ok
 
 WORKER = "mlflow_server.gunicorn_worker.ThreadWorker"
 # Far longer than the tests' waits: a connection held until the grace period ends fails
@@ -80,15 +80,7 @@ def _gunicorn(tmp_path: Path, keep_alive: str) -> Iterator[tuple[subprocess.Pope
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                assert _get_once(port, "/") == (200, b"ok")
-                break
-            except OSError:
-                log_text = (tmp_path / "gunicorn.log").read_text()
-                assert proc.poll() is None and time.monotonic() < deadline, log_text
-                time.sleep(0.1)
+        wait_http_ok(f"http://127.0.0.1:{port}/", proc, tmp_path / "gunicorn.log", timeout=60)
         yield proc, port
     finally:
         if proc.poll() is None:

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -17,6 +21,7 @@ from shared.artifacts import ArtifactStore
 from shared.db import SQLITE_READ_ONLY, make_engine
 from shared.models import ArtifactChunkRow, ArtifactFileRow
 from tests.support.engines import settings_for
+from tests.support.processes import clean_environment
 from tests.support.servers import ADMIN_PASSWORD, MLManagerProcess, started_server, tracking_as
 
 ADMIN = ("admin", ADMIN_PASSWORD)
@@ -72,19 +77,48 @@ class Served:
         return requests.put(f"{self.proc.url}{path}", data=data, auth=auth, timeout=60)
 
 
+@contextlib.contextmanager
+def serving(
+    request: pytest.FixtureRequest, base: Path, database: str, **settings: object
+) -> Iterator[Served]:
+    """A real server under ``base`` on ``database`` ("sqlite" or "postgresql"), storing
+    artifacts in that database unless ``settings`` name another store
+    (``mlflow_artifacts_destination``); MLflow's client of this process logs to it as
+    admin until the block ends."""
+    with started_server(request, base / "home", database, "artifacts", **settings) as proc:
+        engine = make_engine(settings_for(proc.db_url, base))
+        try:
+            with tracking_as(proc.url, ADMIN):
+                yield Served(proc, engine, database)
+        finally:
+            engine.dispose()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     base = tmp_path_factory.mktemp(f"artifacts-{request.param}")
-    with started_server(request, base / "home", request.param, "artifacts") as proc:
-        engine = make_engine(settings_for(proc.db_url, base))
-        try:
-            proc.create_user(*BOB)
-            with tracking_as(proc.url, ADMIN):
-                yield Served(proc, engine, request.param)
-        finally:
-            engine.dispose()
+    with serving(request, base, request.param) as served:
+        served.proc.create_user(*BOB)
+        yield served
+
+
+def migrate(served: Served, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`mlmanager artifacts migrate ARGS` into ``served``'s database, as an operator runs
+    it (the server's database settings; ``env`` added to the environment)."""
+    environment = clean_environment()
+    environment.update(DB_URL=served.proc.db_url, MLFLOW_DISABLE_TELEMETRY="true", **env)
+    if served.kind == "sqlite":
+        environment["MLMANAGER_HOME"] = str(served.proc.home)
+    return subprocess.run(
+        [sys.executable, "-m", "mlmanager", "artifacts", "migrate", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def sha(data: bytes) -> str:

@@ -26,13 +26,10 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import requests
 
 TRANSITION_READS = 2
 FAILING_PREFIX = "fail"
@@ -178,7 +175,7 @@ def running_moto(root: Path, region: str, access_key: str, secret_key: str) -> I
     """This module's server as a process on a free port (log and call log under ``root``),
     answering; stopped afterwards."""
     from tests.support.pg import free_port
-    from tests.support.processes import ROOT
+    from tests.support.processes import ROOT, terminate, wait_http_ok
 
     port = free_port()
     with (root / "moto.log").open("ab") as log:
@@ -188,21 +185,12 @@ def running_moto(root: Path, region: str, access_key: str, secret_key: str) -> I
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    requests.get(f"{url}/moto-api/", timeout=1)
-                    break
-                except requests.RequestException:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError((root / "moto.log").read_text()[-3000:]) from None
-                    time.sleep(0.1)
-            yield Moto(url, root / "calls", proc, region, access_key, secret_key)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/moto-api/", proc, root / "moto.log", timeout=60)
+        yield Moto(url, root / "calls", proc, region, access_key, secret_key)
+    finally:
+        terminate(proc, timeout=30)
 
 
 def main() -> None:

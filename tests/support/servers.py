@@ -147,19 +147,19 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def started_server(
-    request: pytest.FixtureRequest, home: Path, database: str, prefix: str
+    request: pytest.FixtureRequest, home: Path, database: str, prefix: str, **settings: object
 ) -> Iterator[MLManagerProcess]:
     """`mlmanager up` under ``home`` on SQLite (``database`` "sqlite") or on a new
-    PostgreSQL database ``{prefix}_<time>`` of the session's ``pg_server``, ready; stopped
-    (and that database dropped) afterwards."""
+    PostgreSQL database ``{prefix}_<time>`` of the session's ``pg_server``, with
+    ``settings`` (as MLManagerProcess takes them), ready; stopped (and that database
+    dropped) afterwards."""
     with contextlib.ExitStack() as stack:
         if database == "sqlite":
-            proc = MLManagerProcess(home)
+            proc = MLManagerProcess(home, **settings)
         else:
             pg = request.getfixturevalue("pg_server")
-            proc = MLManagerProcess(
-                home, db_url=stack.enter_context(pg.database(f"{prefix}_{time.time_ns()}"))
-            )
+            db_url = stack.enter_context(pg.database(f"{prefix}_{time.time_ns()}"))
+            proc = MLManagerProcess(home, db_url=db_url, **settings)
         stack.callback(proc.stop)
         proc.wait_ready()
         yield proc
